@@ -1,0 +1,174 @@
+"""The MeanCache sampler: a bounded history of the trajectory and the average-velocity estimate of skipped steps.
+
+At a skipped step i with span K = min(K_i, i) the estimator (DESIGN.md section 2, "official") reads only the
+entries i-K..i-1 of the trajectory, so the history is a ring buffer of the last ``schedule.k_max`` entries
+(z_j, v_j, s_j): O(K_max) latent-sized tensors, never O(N).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+
+import torch
+
+from . import ops
+from ._utils import as_sigmas
+from .schedule import Schedule
+
+__all__ = ["MeanCacheState", "sample"]
+
+
+class MeanCacheState:
+    """Per-generation MeanCache state: decides which steps run the model and produces the estimate on the others.
+
+    Usage, for i in 0..N-1::
+
+        if state.should_compute(i):
+            z = state.step(i, z, model(z, sigmas[i]))
+        else:
+            v_hat, z = state.skip(i, z)          # or: v_hat = state.estimate(i, z); z = state.step(i, z, v_hat)
+
+    Steps must be taken in order 0, 1, ..., N-1; ``reset()`` starts a new generation.
+
+    Args:
+        schedule: the :class:`Schedule` (N steps).
+        sigmas: N + 1 strictly decreasing sigmas ending at 0 (list, tuple, numpy array or tensor).
+        backend: op backend for the fused step (``"auto"``, ``"torch"``, ``"triton"``).
+    """
+
+    def __init__(self, schedule: Schedule, sigmas, *, backend: str = "auto"):
+        if not isinstance(schedule, Schedule):
+            raise TypeError(f"schedule must be a meancache_kernels.Schedule, got {type(schedule).__name__}")
+        self.schedule = schedule
+        self.sigmas = as_sigmas(sigmas, schedule.num_steps)
+        ops._check_backend(backend)
+        self.backend = backend
+        self.capacity = schedule.k_max
+        self.history: deque[tuple[int, torch.Tensor, torch.Tensor]] = deque(maxlen=max(self.capacity, 1))
+        self.next_step = 0
+        self._pending: tuple[int, torch.Tensor, torch.Tensor] | None = None
+
+    @property
+    def num_steps(self) -> int:
+        return self.schedule.num_steps
+
+    def reset(self) -> None:
+        """Forget the trajectory (start of a new generation)."""
+        self.history.clear()
+        self.next_step = 0
+        self._pending = None
+
+    def should_compute(self, i: int) -> bool:
+        """True when step ``i`` must run the model."""
+        if not 0 <= i < self.num_steps:
+            raise IndexError(f"step index i={i} is out of range for a schedule of {self.num_steps} steps")
+        return self.schedule.compute[i]
+
+    def span(self, i: int) -> int:
+        """The span actually used at skipped step ``i``: min(K_i, i)."""
+        return min(self.schedule.spans[i], i)
+
+    def _expect(self, i: int) -> None:
+        if i != self.next_step:
+            raise RuntimeError(
+                f"MeanCacheState expects step {self.next_step} next, got step {i}: steps must be taken in order "
+                "(call reset() to start a new generation)"
+            )
+
+    def _record(self, i: int, z: torch.Tensor, v: torch.Tensor) -> None:
+        if self.capacity > 0:
+            # Clone: callers may update z in place on the next step.
+            self.history.append((i, z.detach().clone(), v.detach()))
+        self.next_step = i + 1
+
+    def skip(self, i: int, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Skipped step ``i``: the average-velocity estimate and the Euler step with it, fused; records the step.
+
+        Returns ``(v_hat, z_next)``.
+        """
+        v_hat, z_next = self._estimate(i, z)
+        self._record(i, z, v_hat)
+        return v_hat, z_next
+
+    def estimate(self, i: int, z: torch.Tensor) -> torch.Tensor:
+        """The velocity estimate at skipped step ``i`` (feed it to :meth:`step` to advance)."""
+        v_hat, z_next = self._estimate(i, z)
+        self._pending = (i, v_hat, z_next)
+        return v_hat
+
+    def _estimate(self, i: int, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        self._expect(i)
+        if self.should_compute(i):
+            raise RuntimeError(f"step {i} is a computed step: run the model there, not estimate()")
+        k = self.span(i)
+        anchor = i - k
+        entries = {j: (zj, vj) for j, zj, vj in self.history}
+        if anchor not in entries or (i - 1) not in entries:
+            raise RuntimeError(f"history for step {i} (anchor step {anchor}) is missing: steps were not recorded")
+        z_a, v_a = entries[anchor]
+        v_last = entries[i - 1][1]
+        s = self.sigmas
+        return ops.mean_velocity_step(z, z_a, v_a, v_last, s[anchor], s[i], s[i + 1], backend=self.backend)
+
+    def step(self, i: int, z: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """Record (z_i, v_i, s_i) and return the Euler step ``z + (s_{i+1} - s_i) * v``."""
+        self._expect(i)
+        pending, self._pending = self._pending, None
+        if pending is not None and pending[0] == i and pending[1] is v:
+            z_next = pending[2]  # already computed by the fused estimate
+        else:
+            z_next = ops.euler_step(z, v, self.sigmas[i + 1] - self.sigmas[i], backend=self.backend)
+        self._record(i, z, v)
+        return z_next
+
+    def num_latents_held(self) -> int:
+        """Latent-sized tensors referenced by the state (for memory checks)."""
+        held = {id(t) for _, zj, vj in self.history for t in (zj, vj)}
+        if self._pending is not None:
+            held |= {id(self._pending[1]), id(self._pending[2])}
+        return len(held)
+
+
+def sample(
+    model_fn: Callable[[torch.Tensor, float], torch.Tensor],
+    z: torch.Tensor,
+    sigmas,
+    schedule: Schedule,
+    *,
+    backend: str = "auto",
+    callback: Callable[[int, torch.Tensor, torch.Tensor, bool], None] | None = None,
+) -> torch.Tensor:
+    """Euler flow-matching sampling with MeanCache.
+
+    Args:
+        model_fn: ``model_fn(z, sigma) -> v``, the (guided) velocity at latent z and noise level sigma (a float).
+        z: initial latent at sigmas[0], any shape and batch, CPU or CUDA.
+        sigmas: N + 1 strictly decreasing sigmas ending at 0.
+        schedule: the :class:`Schedule` of N steps.
+        backend: op backend.
+        callback: optional ``callback(i, z_next, v, computed)`` after every step.
+
+    Returns:
+        The final latent (same dtype and device as ``z``).
+    """
+    if not callable(model_fn):
+        raise TypeError(f"model_fn must be callable, got {type(model_fn).__name__}")
+    if not isinstance(z, torch.Tensor):
+        raise TypeError(f"z must be a torch.Tensor, got {type(z).__name__}")
+    state = MeanCacheState(schedule, sigmas, backend=backend)
+    for i in range(schedule.num_steps):
+        if state.should_compute(i):
+            v = model_fn(z, state.sigmas[i])
+            if not isinstance(v, torch.Tensor) or v.shape != z.shape:
+                got = tuple(v.shape) if isinstance(v, torch.Tensor) else type(v).__name__
+                raise ValueError(f"model_fn must return a tensor of z's shape {tuple(z.shape)}, got {got}")
+            z_next = state.step(i, z, v)
+            computed = True
+        else:
+            v, z_next = state.skip(i, z)
+            computed = False
+        if callback is not None:
+            callback(i, z_next, v, computed)
+        z = z_next
+    return z
