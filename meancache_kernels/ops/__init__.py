@@ -12,9 +12,10 @@ from numbers import Real
 
 import torch
 
+from .._utils import as_sigmas
 from . import reference
 
-__all__ = ["mean_velocity_step", "euler_step", "reference"]
+__all__ = ["mean_velocity_step", "euler_step", "velocity_delta", "calibration_errors", "reference"]
 
 _BACKENDS = ("auto", "torch", "triton")
 _FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
@@ -107,9 +108,7 @@ def mean_velocity_step(
         if out_z.dtype != z.dtype:
             raise TypeError(f"out_z must have z's dtype {z.dtype}, got {out_z.dtype}")
     _resolve_backend(backend, z)
-    return reference.mean_velocity_step(
-        z, z_anchor, v_anchor, v_last, s_anchor, s, s_next, out_v=out_v, out_z=out_z
-    )
+    return reference.mean_velocity_step(z, z_anchor, v_anchor, v_last, s_anchor, s, s_next, out_v=out_v, out_z=out_z)
 
 
 def euler_step(
@@ -125,3 +124,77 @@ def euler_step(
             raise TypeError(f"out must have z's dtype {z.dtype}, got {out.dtype}")
     _resolve_backend(backend, z)
     return reference.euler_step(z, v, ds, out=out)
+
+
+def velocity_delta(a: torch.Tensor, b: torch.Tensor, *, backend: str = "auto") -> tuple[torch.Tensor, torch.Tensor]:
+    """Relative-change metric of consecutive velocities: ``(sum |a - b|, sum |b|)`` in one pass.
+
+    Args:
+        a, b: tensors of the same shape and device, any float dtype (they may differ).
+        backend: ``"auto"``, ``"torch"`` or ``"triton"``.
+
+    Returns:
+        Two 0-d tensors on the inputs' device (no host synchronisation), accumulated in float32 (float64 when an
+        input is float64). The relative change is ``delta / norm``.
+    """
+    _check_tensor("a", a)
+    _check_tensor("b", b, a)
+    _resolve_backend(backend, a)
+    return reference.velocity_delta(a, b)
+
+
+def _check_count(name: str, x) -> int:
+    if isinstance(x, bool) or not hasattr(x, "__index__"):
+        raise TypeError(f"{name} must be an integer, got {x!r} ({type(x).__name__})")
+    x = int(x.__index__())
+    if x < 1:
+        raise ValueError(f"{name} must be >= 1, got {x}")
+    return x
+
+
+def calibration_errors(
+    z: torch.Tensor, v: torch.Tensor, sigmas, max_span: int, max_skip: int, *, backend: str = "auto"
+) -> torch.Tensor:
+    """Edge errors of the estimator rolled out from full-step trajectories (DESIGN.md section 2, edge cost).
+
+    For span K (1..max_span), start i and end j (i + 2 <= j <= min(N, i + 1 + max_skip)): step i is computed from
+    the true state (zhat_{i+1} = z_{i+1}), steps i+1..j-1 are skipped with the official estimator (K' = min(K, m),
+    anchor a = m - K', true history for a <= i, the rolled-out one after i), and
+
+        E[s, K, i, j] = mean over the elements of sample s of |(zhat_j - z_j) / (s_j - s_i)|.
+
+    Chain edges ``E[:, K, i, i+1]`` are 0 for every K (K = 0 included); every other entry (K = 0, j <= i,
+    j > i + 1 + max_skip) is +inf.
+
+    Args:
+        z: [N+1, S, ...] true full-step trajectories (z[0] the initial latents, z[N] the final ones) of S samples;
+            trailing dims are the elements of one sample.
+        v: [N, S, ...] the velocity used at every step (z[m+1] = z[m] + (s[m+1] - s[m]) v[m] up to rounding).
+        sigmas: N + 1 strictly decreasing sigmas ending at 0.
+        max_span: largest JVP span K (>= 1).
+        max_skip: largest number of consecutive skipped steps (>= 1).
+        backend: ``"auto"``, ``"torch"`` or ``"triton"``.
+
+    Returns:
+        E of shape [S, max_span + 1, N + 1, N + 1] on z's device: float32 (float64 with the torch backend when z or
+        v is float64). Arithmetic in float32 for every input dtype (float64 kept by the torch backend).
+    """
+    _check_tensor("z", z)
+    _check_tensor("v", v)
+    if z.dim() < 2:
+        raise ValueError(f"z must have shape [N+1, S, ...] (at least 2 dims), got {tuple(z.shape)}")
+    n = z.shape[0] - 1
+    if n < 1 or z.shape[1] < 1 or z[0, 0].numel() < 1:
+        raise ValueError(f"z must have N + 1 >= 2 states, S >= 1 samples and >= 1 element, got {tuple(z.shape)}")
+    if tuple(v.shape) != (n,) + tuple(z.shape[1:]):
+        raise ValueError(
+            f"v must have shape [N, S, ...] = {(n,) + tuple(z.shape[1:])} for z of shape "
+            f"{tuple(z.shape)}, got {tuple(v.shape)}"
+        )
+    if v.device != z.device:
+        raise ValueError(f"v must be on z's device {z.device}, got {v.device}")
+    s = as_sigmas(sigmas, n)
+    max_span = _check_count("max_span", max_span)
+    max_skip = _check_count("max_skip", max_skip)
+    _resolve_backend(backend, z)
+    return reference.calibration_errors(z, v, s, max_span, max_skip)

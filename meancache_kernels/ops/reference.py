@@ -9,13 +9,16 @@ Formulas (DESIGN.md section 2), at a skipped step with anchor a = i - K:
 
 Arithmetic runs in float32, or float64 when any tensor input is float64; results are stored in the inputs'
 native dtypes (v_hat like ``v_last``, z_next like ``z``).
+
+Calibration (DESIGN.md section 2, edge cost): :func:`calibration_errors` rolls the estimator out from the true
+state z_i of a full-step trajectory and records, for every edge end j, mean |(zhat_j - z_j) / (s_j - s_i)|.
 """
 
 from __future__ import annotations
 
 import torch
 
-__all__ = ["compute_dtype", "mean_velocity_step", "euler_step"]
+__all__ = ["compute_dtype", "mean_velocity_step", "euler_step", "velocity_delta", "calibration_errors"]
 
 
 def compute_dtype(*tensors: torch.Tensor) -> torch.dtype:
@@ -63,3 +66,55 @@ def euler_step(z: torch.Tensor, v: torch.Tensor, ds: float, *, out: torch.Tensor
         out.copy_(res)
         return out
     return res
+
+
+def velocity_delta(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(sum |a - b|, sum |b|)`` as 0-d tensors on the inputs' device, accumulated in float32 (float64 kept)."""
+    cd = compute_dtype(a, b)
+    bf = b.to(cd)
+    return (a.to(cd) - bf).abs().sum(), bf.abs().sum()
+
+
+def calibration_errors(
+    z: torch.Tensor, v: torch.Tensor, sigmas: list[float], max_span: int, max_skip: int
+) -> torch.Tensor:
+    """Edge errors E[s, K, i, j] of the estimator rolled out from a full-step trajectory (no validation here).
+
+    ``z``: [N+1, S, ...] true states, ``v``: [N, S, ...] the velocities of every step, ``sigmas``: N + 1 floats.
+    For each span K in 1..max_span and start i, step i is computed (zhat_{i+1} = z_{i+1}); every later step m is
+    skipped with K' = min(K, m), anchor a = m - K' (true values for a <= i, rolled-out ones after i) and
+    v_last = v_i when m - 1 == i else vhat_{m-1}. Each (i, K) is rolled once up to min(N, i + 1 + max_skip) and
+    every end j on the way is recorded. Chain edges E[:, K, i, i+1] are 0; entries that are no edge are +inf.
+
+    Returns:
+        E of shape [S, max_span + 1, N + 1, N + 1], in the arithmetic dtype: float32, or float64 when z or v is
+        float64.
+    """
+    cd = compute_dtype(z, v)
+    n = z.shape[0] - 1
+    num_samples = z.shape[1]
+    zf = z.reshape(n + 1, num_samples, -1).to(cd)
+    vf = v.reshape(n, num_samples, -1).to(cd)
+    s = [float(x) for x in sigmas]
+    err = torch.full((num_samples, max_span + 1, n + 1, n + 1), float("inf"), dtype=cd, device=z.device)
+    for i in range(n):
+        err[:, :, i, i + 1] = 0.0
+    for k in range(1, max_span + 1):
+        for i in range(n - 1):
+            j_end = min(n, i + 1 + max_skip)
+            # rolled-out (zhat_m, vhat_m) for m > i; entries <= i are read from the true trajectory
+            z_hat = {i + 1: zf[i + 1]}
+            v_hat: dict[int, torch.Tensor] = {}
+            for m in range(i + 1, j_end):
+                kk = min(k, m)
+                a = m - kk
+                z_a, v_a = (zf[a], vf[a]) if a <= i else (z_hat[a], v_hat[a])
+                v_last = vf[i] if m - 1 == i else v_hat[m - 1]
+                span = s[m] - s[a]
+                ds = s[m + 1] - s[m]
+                avg = (z_hat[m] - z_a) / span
+                jvp = (v_a - avg) / span
+                v_hat[m] = v_last - jvp * ds
+                z_hat[m + 1] = z_hat[m] + ds * v_hat[m]
+                err[:, k, i, m + 1] = ((z_hat[m + 1] - zf[m + 1]) / (s[m + 1] - s[i])).abs().mean(dim=1)
+    return err
