@@ -7,9 +7,17 @@
 Importing does no GPU work and needs neither Triton, diffusers nor the compiled extension.
 """
 
-from . import ops, presets
-from ._version import __version__
-from .cache import MeanCacheState, sample
-from .schedule import Schedule
+try:
+    import torch  # noqa: F401
+except ImportError as e:  # torch is not a pip dependency on purpose: an unpinned torch pulls the CUDA build
+    raise ImportError(
+        "meancache_kernels needs PyTorch. Install it first: `pip install torch==2.13.0` (CPU build) or the CUDA "
+        "build of your choice from https://pytorch.org"
+    ) from e
+
+from . import ops, presets  # noqa: E402
+from ._version import __version__  # noqa: E402
+from .cache import MeanCacheState, sample  # noqa: E402
+from .schedule import Schedule  # noqa: E402
 
 __all__ = ["__version__", "Schedule", "presets", "ops", "MeanCacheState", "sample"]
