@@ -13,7 +13,17 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["Schedule"]
+__all__ = [
+    "Schedule",
+    "SolverResult",
+    "solve",
+    "solve_frontier",
+    "solve_costs",
+    "frontier_costs",
+    "solve_reference",
+    "frontier_reference",
+    "fit_schedule",
+]
 
 _FORMAT = "meancache-schedule"
 _FORMAT_VERSION = 1
@@ -64,7 +74,9 @@ class Schedule:
         else:
             sp = _int_list(spans, "spans")
             if len(sp) != len(comp):
-                raise ValueError(f"spans must have one entry per step: len(spans)={len(sp)} != len(compute)={len(comp)}")
+                raise ValueError(
+                    f"spans must have one entry per step: len(spans)={len(sp)} != len(compute)={len(comp)}"
+                )
         for i, (c, k) in enumerate(zip(comp, sp)):
             if c and k != 0:
                 raise ValueError(f"spans[{i}]={k} but step {i} is computed: computed steps take span 0")
@@ -225,7 +237,9 @@ class Schedule:
         if d.get("format") != _FORMAT:
             raise ValueError(f"not a MeanCache schedule: format={d.get('format')!r}, expected {_FORMAT!r}")
         if d.get("version") != _FORMAT_VERSION:
-            raise ValueError(f"unsupported schedule format version {d.get('version')!r}; this build reads {_FORMAT_VERSION}")
+            raise ValueError(
+                f"unsupported schedule format version {d.get('version')!r}; this build reads {_FORMAT_VERSION}"
+            )
         for key in ("num_steps", "compute", "spans"):
             if key not in d:
                 raise ValueError(f"schedule data is missing the key {key!r}")
@@ -282,3 +296,441 @@ def _check_compute_steps(compute_steps: Sequence[int], num_steps: int) -> list[i
     if steps[-1] >= n:
         raise ValueError(f"compute_steps index {steps[-1]} is out of range for num_steps={n} (valid: 0..{n - 1})")
     return steps
+
+
+# ====================================================================================================== PSSP solver
+#
+# The problem (DESIGN.md section 2, "PSSP"). Nodes 0..N; a schedule is a path 0 = p_0 < p_1 < ... < p_{B-1} < p_B = N
+# whose first B nodes are the computed steps. Edge i -> j costs
+#
+#     w(i, j) = 0                                              (chain edge, j = i + 1, no skipped step)
+#     w(i, j) = (min_{K in [k_lo, k_hi]} L_K(i, j)) ** gamma     (j - i - 1 skipped steps, at most max_skip)
+#
+# and is not allowed when every L_K(i, j) of the range is +inf. Forced steps must lie on the path. The objective of a
+# path is the float64 sum of its edge terms accumulated from the LAST edge back to the first (the order in which the
+# backward dynamic programme below adds them), so every implementation gets bit-identical objectives.
+#
+# Deterministic tie-breaking (shared by the C++ solver, the Python reference and the tests' brute force):
+#   * per edge, K is the smallest K in [k_lo, k_hi] attaining the minimum (K = 0 on chain edges);
+#   * paths compare by the key (T_0, p_1, T_1, p_2, T_2, ...) in lexicographic order, where T_k is the objective of
+#     the remaining path p_k -> N. So: smallest objective; on an exact tie the smallest next computed step; then
+#     the smallest objective of the rest, and so on. With exact arithmetic (e.g. integer costs) this is simply the
+#     lexicographically smallest list of computed steps among the optimal ones.
+#
+# Backward DP over (computed count r, node i): F[r][i] = best objective from computed node i to N with r computed
+# nodes (i included): F[1][i] = w(i, N); F[r][i] = min over j of w(i, j) + F[r-1][j], scanning j upwards and
+# replacing only on a strictly smaller value. Cost O(B * N * max_skip) after an O(N * max_skip * K) edge table.
+# Rounding is monotone, so the DP minimum equals the minimum over all paths even in floating point, and the scan
+# order realises the key above.
+
+_BACKENDS_SOLVER = ("auto", "cpp", "python")
+_INSTALL_HINT = (
+    "the compiled extension meancache_kernels._C is not available; rebuild it with "
+    "`pip install --no-build-isolation -e .` (without MEANCACHE_SKIP_EXT=1), or pass backend='python'"
+)
+
+
+class SolverResult:
+    """One solution of the PSSP problem.
+
+    Attributes:
+        compute_steps: the B computed steps (increasing, starting at 0).
+        spans: one K per edge (B values): edge ``compute_steps[b] -> compute_steps[b+1]`` (or -> N for the last);
+            0 on chain edges (no skipped step).
+        objective: sum over edges of the edge term, accumulated from the last edge back to the first.
+        num_steps: N.
+    """
+
+    __slots__ = ("compute_steps", "spans", "objective", "num_steps")
+
+    def __init__(self, compute_steps, spans, objective: float, num_steps: int):
+        self.compute_steps = tuple(int(s) for s in compute_steps)
+        self.spans = tuple(int(k) for k in spans)
+        self.objective = float(objective)
+        self.num_steps = int(num_steps)
+
+    @property
+    def budget(self) -> int:
+        return len(self.compute_steps)
+
+    def __eq__(self, other) -> bool:
+        if not isinstance(other, SolverResult):
+            return NotImplemented
+        return (self.compute_steps, self.spans, self.objective, self.num_steps) == (
+            other.compute_steps,
+            other.spans,
+            other.objective,
+            other.num_steps,
+        )
+
+    def __hash__(self) -> int:
+        return hash((self.compute_steps, self.spans, self.objective, self.num_steps))
+
+    def to_schedule(self, meta: dict | None = None) -> Schedule:
+        """The :class:`Schedule` (K of each edge given to every skipped step of that edge)."""
+        return Schedule.from_official(list(self.compute_steps), list(self.spans), self.num_steps, meta=meta)
+
+    def __repr__(self) -> str:
+        return (
+            f"SolverResult(N={self.num_steps}, B={self.budget}, compute_steps={list(self.compute_steps)}, "
+            f"spans={list(self.spans)}, objective={self.objective!r})"
+        )
+
+
+def _check_costs(costs, name: str = "costs"):
+    import numpy as np
+
+    if hasattr(costs, "detach"):  # torch tensor without importing torch
+        costs = costs.detach().cpu().double().numpy()
+    arr = np.asarray(costs)
+    if arr.dtype.kind not in "fiu" or arr.dtype.kind == "b":
+        raise TypeError(f"{name} must be a real float array [K_max+1, N+1, N+1], got dtype {arr.dtype}")
+    arr = np.ascontiguousarray(arr, dtype=np.float64)
+    if arr.ndim != 3 or arr.shape[1] != arr.shape[2] or arr.shape[1] < 2 or arr.shape[0] < 2:
+        raise ValueError(
+            f"{name} must have shape [K_max+1, N+1, N+1] with K_max >= 1 and N >= 1, got {tuple(arr.shape)}"
+        )
+    if np.isnan(arr).any():
+        raise ValueError(f"{name} holds NaN at {tuple(int(x) for x in np.argwhere(np.isnan(arr))[0])}: use +inf for "
+                         "edges that are not allowed")
+    if (arr < 0).any():
+        idx = tuple(int(x) for x in np.argwhere(arr < 0)[0])
+        raise ValueError(f"{name} must be >= 0 (or +inf), got {arr[idx]} at [K, i, j] = {idx}")
+    return arr
+
+
+def _check_solver_args(costs, gamma, always_compute, max_skip, k_range):
+    """Validate and normalise the arguments shared by every solver entry point."""
+    arr = _check_costs(costs)
+    n = arr.shape[1] - 1
+    kmax = arr.shape[0] - 1
+    from numbers import Real
+
+    if isinstance(gamma, bool) or not isinstance(gamma, Real):
+        raise TypeError(f"gamma must be a real number, got {gamma!r}")
+    gamma = float(gamma)
+    if not (gamma > 0 and gamma < float("inf")):
+        raise ValueError(f"gamma must be finite and > 0, got {gamma}")
+    if always_compute is None:
+        always_compute = ()
+    if hasattr(always_compute, "tolist"):
+        always_compute = always_compute.tolist()
+    if isinstance(always_compute, (str, bytes)) or not hasattr(always_compute, "__iter__"):
+        raise TypeError(f"always_compute must be an iterable of step indices, got {always_compute!r}")
+    forced = sorted(set(_int_list(list(always_compute), "always_compute")))
+    for f in forced:
+        if not 0 <= f < n:
+            raise ValueError(f"always_compute holds step {f}, out of range for N={n} steps (valid: 0..{n - 1})")
+    if max_skip is None:
+        max_skip = n - 1
+    max_skip = _as_int(max_skip, "max_skip")
+    if max_skip < 0:
+        raise ValueError(f"max_skip must be >= 0 (0 allows only chain edges), got {max_skip}")
+    if k_range is None:
+        k_lo, k_hi = 1, kmax
+    else:
+        if isinstance(k_range, (str, bytes)) or len(k_range) != 2:
+            raise ValueError(f"k_range must be a pair (k_lo, k_hi), got {k_range!r}")
+        k_lo, k_hi = _as_int(k_range[0], "k_range[0]"), _as_int(k_range[1], "k_range[1]")
+        if not 1 <= k_lo <= k_hi <= kmax:
+            raise ValueError(f"k_range must satisfy 1 <= k_lo <= k_hi <= K_max={kmax}, got ({k_lo}, {k_hi})")
+    return arr, gamma, forced, max_skip, k_lo, k_hi
+
+
+def _check_budget(budget, n: int) -> int:
+    b = _as_int(budget, "budget")
+    if not 1 <= b <= n:
+        raise ValueError(f"budget must be in 1..N={n} (number of computed steps), got {b}")
+    return b
+
+
+def _infeasible(budget: int, n: int, forced, max_skip: int, k_lo: int, k_hi: int) -> ValueError:
+    return ValueError(
+        f"infeasible: no path 0 -> {n} with exactly budget={budget} computed steps exists with always_compute="
+        f"{list(forced)}, max_skip={max_skip} and k_range=({k_lo}, {k_hi}) (an edge is allowed only when some "
+        "L_K(i, j) in the K range is finite); try another budget, a larger max_skip or a wider k_range"
+    )
+
+
+def _py_dp(arr, gamma, forced, max_skip, k_lo, k_hi, r_max):
+    """Backward DP in plain Python (the oracle). Returns (F rows, choice rows, edge weights, edge Ks, D)."""
+    import math
+
+    n = arr.shape[1] - 1
+    d_max = min(max_skip + 1, n)
+    inf = math.inf
+    # edge table: w[i][d], kk[i][d] for j = i + d, d = 1..d_max
+    w = [[inf] * (d_max + 1) for _ in range(n)]
+    kk = [[0] * (d_max + 1) for _ in range(n)]
+    for i in range(n):
+        last = min(n, i + d_max)
+        w[i][1] = 0.0
+        if last >= i + 2:
+            block = arr[k_lo : k_hi + 1, i, i + 2 : last + 1].tolist()
+            for d in range(2, last - i + 1):
+                best, best_k = inf, 0
+                for t in range(k_hi - k_lo + 1):
+                    c = block[t][d - 2]
+                    if c < best:
+                        best, best_k = c, k_lo + t
+                if best < inf:
+                    w[i][d] = math.pow(best, gamma)
+                    kk[i][d] = best_k
+    forced_set = set(forced)
+    nf = [n] * n  # next forced step after i (or N)
+    nxt_forced = n
+    for i in range(n - 1, -1, -1):
+        nf[i] = nxt_forced
+        if i in forced_set:
+            nxt_forced = i
+    rows = [None, [inf] * n]
+    choice = [None, None]
+    f1 = rows[1]
+    for i in range(n):
+        d = n - i
+        if d <= d_max and nf[i] == n:
+            f1[i] = w[i][d]
+    for r in range(2, r_max + 1):
+        prev = rows[r - 1]
+        cur = [inf] * n
+        ch = [-1] * n
+        for i in range(n - r + 1):
+            best, arg = inf, -1
+            wi = w[i]
+            hi = min(i + d_max, nf[i], n - 1)
+            for j in range(i + 1, hi + 1):
+                c = wi[j - i] + prev[j]
+                if c < best:
+                    best, arg = c, j
+            cur[i], ch[i] = best, arg
+        rows.append(cur)
+        choice.append(ch)
+    return rows, choice, w, kk
+
+
+def _py_path(rows, choice, w, kk, n, budget):
+    steps, ks = [0], []
+    i = 0
+    for r in range(budget, 1, -1):
+        j = choice[r][i]
+        steps.append(j)
+        ks.append(kk[i][j - i])
+        i = j
+    ks.append(kk[i][n - i])
+    return SolverResult(steps, ks, rows[budget][0], n)
+
+
+def solve_reference(costs, budget: int, *, gamma: float = 2.0, always_compute=(0,), max_skip: int | None = None,
+                    k_range: tuple[int, int] | None = None) -> SolverResult:
+    """Pure-Python PSSP solver: the oracle of the C++ solver and the fallback when ``meancache_kernels._C`` is missing.
+
+    Args:
+        costs: float array [K_max+1, N+1, N+1]; ``costs[K, i, j]`` is L_K(i, j), +inf where not allowed (K = 0 unused).
+        budget: B, number of computed steps (1..N); step 0 is always computed.
+        gamma: exponent > 0 of each edge's cost in the objective.
+        always_compute: steps that must be computed (0 is computed anyway).
+        max_skip: longest run of skipped steps per edge (edge i -> j allowed when j - i - 1 <= max_skip);
+            None: no limit.
+        k_range: ``(k_lo, k_hi)``, the spans K allowed; None: 1..K_max.
+
+    Returns:
+        :class:`SolverResult`. Ties follow the rule described above ``SolverResult`` in this module.
+
+    Raises:
+        ValueError on invalid input or when no path with exactly ``budget`` computed steps exists.
+    """
+    arr, gamma, forced, max_skip, k_lo, k_hi = _check_solver_args(costs, gamma, always_compute, max_skip, k_range)
+    n = arr.shape[1] - 1
+    budget = _check_budget(budget, n)
+    rows, choice, w, kk = _py_dp(arr, gamma, forced, max_skip, k_lo, k_hi, budget)
+    if not rows[budget][0] < float("inf"):
+        raise _infeasible(budget, n, forced, max_skip, k_lo, k_hi)
+    return _py_path(rows, choice, w, kk, n, budget)
+
+
+def frontier_reference(costs, *, gamma: float = 2.0, always_compute=(0,), max_skip: int | None = None,
+                       k_range: tuple[int, int] | None = None) -> dict[int, SolverResult]:
+    """Pure-Python frontier: the optimum for every feasible budget B = 1..N in one DP, as ``{B: SolverResult}``."""
+    arr, gamma, forced, max_skip, k_lo, k_hi = _check_solver_args(costs, gamma, always_compute, max_skip, k_range)
+    n = arr.shape[1] - 1
+    rows, choice, w, kk = _py_dp(arr, gamma, forced, max_skip, k_lo, k_hi, n)
+    return {b: _py_path(rows, choice, w, kk, n, b) for b in range(1, n + 1) if rows[b][0] < float("inf")}
+
+
+def _load_ext():
+    import importlib
+
+    try:
+        return importlib.import_module("meancache_kernels._C")
+    except ImportError:
+        return None
+
+
+def _pick_backend(backend: str):
+    if backend not in _BACKENDS_SOLVER:
+        raise ValueError(f"backend must be one of {_BACKENDS_SOLVER}, got {backend!r}")
+    if backend == "python":
+        return None
+    ext = _load_ext()
+    if ext is None and backend == "cpp":
+        raise ImportError(f"backend='cpp': {_INSTALL_HINT}")
+    return ext
+
+
+def solve_costs(costs, budget: int, *, gamma: float = 2.0, always_compute=(0,), max_skip: int | None = None,
+                k_range: tuple[int, int] | None = None, backend: str = "auto") -> SolverResult:
+    """PSSP on a raw cost array: the C++ solver (``backend="cpp"``), the Python reference (``"python"``), or the
+    C++ one when compiled and the Python one otherwise (``"auto"``). Same arguments as :func:`solve_reference`;
+    both backends return identical results (objective bits included)."""
+    ext = _pick_backend(backend)
+    if ext is None:
+        return solve_reference(costs, budget, gamma=gamma, always_compute=always_compute, max_skip=max_skip,
+                               k_range=k_range)
+    arr, gamma, forced, max_skip, k_lo, k_hi = _check_solver_args(costs, gamma, always_compute, max_skip, k_range)
+    n = arr.shape[1] - 1
+    budget = _check_budget(budget, n)
+    r = ext.solve(arr, budget, gamma, forced, max_skip, k_lo, k_hi)
+    return SolverResult(r["steps"], r["ks"], r["objective"], n)
+
+
+def frontier_costs(costs, *, gamma: float = 2.0, always_compute=(0,), max_skip: int | None = None,
+                   k_range: tuple[int, int] | None = None, backend: str = "auto") -> dict[int, SolverResult]:
+    """The optimum for every feasible budget in one DP, ``{B: SolverResult}``; backends as in :func:`solve_costs`."""
+    ext = _pick_backend(backend)
+    if ext is None:
+        return frontier_reference(costs, gamma=gamma, always_compute=always_compute, max_skip=max_skip,
+                                  k_range=k_range)
+    arr, gamma, forced, max_skip, k_lo, k_hi = _check_solver_args(costs, gamma, always_compute, max_skip, k_range)
+    n = arr.shape[1] - 1
+    out = {}
+    for b, r in enumerate(ext.frontier(arr, gamma, forced, max_skip, k_lo, k_hi)):
+        if r is not None:
+            out[b] = SolverResult(r["steps"], r["ks"], r["objective"], n)
+    return out
+
+
+def _profile_parts(profile):
+    from .calibrate import Profile
+
+    if not isinstance(profile, Profile):
+        raise TypeError(f"profile must be a meancache_kernels.Profile, got {type(profile).__name__}")
+    return profile.costs, dict(profile.meta or {})
+
+
+def _solver_meta(result: SolverResult, gamma, always_compute, max_skip, k_range, solver: str, pmeta: dict) -> dict:
+    meta = {
+        "source": "pssp",
+        "solver": solver,
+        "objective": result.objective,
+        "gamma": float(gamma),
+        "always_compute": sorted({0, *[int(x) for x in (always_compute or ())]}),
+        "max_skip": max_skip,
+        "k_range": list(k_range) if k_range is not None else None,
+    }
+    for key in ("model", "resolution", "dtype", "estimator", "num_samples"):
+        if key in pmeta:
+            meta[f"profile_{key}"] = pmeta[key]
+    return meta
+
+
+def solve(profile, budget: int, gamma: float = 2.0, always_compute=(0,), max_skip: int | None = None,
+          k_range: tuple[int, int] | None = None, backend: str = "auto") -> Schedule:
+    """The optimal MeanCache schedule with ``budget`` computed steps for a calibration :class:`Profile`.
+
+    Minimises ``sum over edges (min_K L_K(i, j)) ** gamma`` over paths 0 -> N with exactly ``budget`` computed steps
+    (DESIGN.md section 2, PSSP), exactly, with the C++ solver (or the Python reference when the extension is
+    missing or ``backend="python"``).
+
+    Args:
+        profile: the calibration profile (edge costs of N steps).
+        budget: B, number of computed steps, 1..N.
+        gamma: exponent > 0; gamma > 1 penalises single large-error edges.
+        always_compute: steps forced to be computed (step 0 always is).
+        max_skip: longest run of consecutive skipped steps; None: as calibrated.
+        k_range: ``(k_lo, k_hi)``, the allowed JVP spans; None: every calibrated span.
+        backend: ``"auto"``, ``"cpp"`` or ``"python"``.
+
+    Returns:
+        The :class:`Schedule`; its ``meta`` records objective, gamma, solver and the constraints.
+    """
+    costs, pmeta = _profile_parts(profile)
+    ext = _pick_backend(backend)
+    solver = "python" if ext is None else "cpp"
+    res = solve_costs(costs, budget, gamma=gamma, always_compute=always_compute, max_skip=max_skip,
+                      k_range=k_range, backend=solver)
+    return res.to_schedule(_solver_meta(res, gamma, always_compute, max_skip, k_range, solver, pmeta))
+
+
+def solve_frontier(profile, gamma: float = 2.0, always_compute=(0,), max_skip: int | None = None,
+                   k_range: tuple[int, int] | None = None, backend: str = "auto") -> dict[int, Schedule]:
+    """:func:`solve` for every feasible budget at once (one DP): ``{B: Schedule}``, objective in each ``meta``."""
+    costs, pmeta = _profile_parts(profile)
+    ext = _pick_backend(backend)
+    solver = "python" if ext is None else "cpp"
+    res = frontier_costs(costs, gamma=gamma, always_compute=always_compute, max_skip=max_skip, k_range=k_range,
+                         backend=solver)
+    return {
+        b: r.to_schedule(_solver_meta(r, gamma, always_compute, max_skip, k_range, solver, pmeta))
+        for b, r in res.items()
+    }
+
+
+def fit_schedule(schedule: Schedule, sigmas_from, sigmas_to, *, warn: bool = True) -> Schedule:
+    """Carry a schedule made for one sigma grid over to another one (e.g. another N), matching steps by sigma.
+
+    Rule: every computed step c of ``schedule`` becomes the target step whose sigma is nearest to
+    ``sigmas_from[c]`` (ties: the smaller index); step 0 stays computed and duplicates merge. Every target interval
+    between consecutive computed steps takes the span K of the source interval that contains the sigma of its first
+    skipped step (the source interval [s_b, s_a] of consecutive computed source steps a < b, or the final one to 0);
+    a chain source interval (nothing skipped there) gives K = 1. K is kept in steps, not rescaled.
+
+    The result was not optimised for the target grid (calibrate and :func:`solve` at the target N for that), so a
+    ``UserWarning`` is issued unless the grids are identical (then ``schedule`` is returned unchanged) or
+    ``warn=False``.
+    """
+    import warnings
+
+    from ._utils import as_sigmas
+
+    if not isinstance(schedule, Schedule):
+        raise TypeError(f"schedule must be a meancache_kernels.Schedule, got {type(schedule).__name__}")
+    s_from = as_sigmas(sigmas_from, schedule.num_steps, name="sigmas_from")
+    s_to = as_sigmas(sigmas_to, name="sigmas_to")
+    if s_from == s_to:
+        return schedule
+    n_to = len(s_to) - 1
+    if warn:
+        warnings.warn(
+            f"fit_schedule: carrying a schedule for N={schedule.num_steps} steps over to N={n_to} by sigma; it is not "
+            "optimal for the new grid (calibrate and solve at the target N for that)",
+            UserWarning,
+            stacklevel=2,
+        )
+
+    def nearest(s: float) -> int:
+        best, arg = float("inf"), 0
+        for t in range(n_to):  # computed steps live in 0..N-1
+            d = abs(s_to[t] - s)
+            if d < best:
+                best, arg = d, t
+        return arg
+
+    src_steps = schedule.compute_steps
+    steps = sorted({0, *[nearest(s_from[c]) for c in src_steps]})
+    # K of each source interval (a -> next computed or N)
+    src_ends = src_steps[1:] + [schedule.num_steps]
+    src_k = [schedule.spans[a + 1] if b - a > 1 else 1 for a, b in zip(src_steps, src_ends)]
+
+    def k_at(s: float) -> int:
+        # the source interval [s_from[b], s_from[a]] containing s: the last computed source step a with s_from[a] >= s
+        k = src_k[0]
+        for a, ka in zip(src_steps, src_k):
+            if s_from[a] >= s:
+                k = ka
+        return k
+
+    ends = steps[1:] + [n_to]
+    ks = [k_at(s_to[a + 1]) if b - a > 1 else 0 for a, b in zip(steps, ends)]
+    meta = dict(schedule.meta or {})
+    meta["fitted_from_num_steps"] = schedule.num_steps
+    return Schedule.from_official(steps, ks, n_to, meta=meta)

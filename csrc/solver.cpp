@@ -1,0 +1,174 @@
+// Backward DP for the PSSP schedule problem; see solver.hpp for the problem and the tie-breaking rule.
+#include "solver.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <stdexcept>
+#include <string>
+
+namespace meancache {
+namespace {
+
+constexpr double kInf = std::numeric_limits<double>::infinity();
+
+// Edge table for lengths d = 1..dmax: w[i * (dmax + 1) + d] (inf when not allowed) and the K attaining it.
+struct Edges {
+  int dmax = 1;
+  std::vector<double> w;
+  std::vector<int> k;
+  std::vector<int> next_forced;  // smallest forced step > i, or n
+};
+
+Edges build_edges(const Problem& p) {
+  const int n = p.n;
+  Edges e;
+  e.dmax = static_cast<int>(std::min<long long>(static_cast<long long>(p.max_skip) + 1, n));
+  const int stride = e.dmax + 1;
+  e.w.assign(static_cast<size_t>(n) * stride, kInf);
+  e.k.assign(static_cast<size_t>(n) * stride, 0);
+  const size_t plane = static_cast<size_t>(n + 1) * (n + 1);
+  for (int i = 0; i < n; ++i) {
+    double* wi = &e.w[static_cast<size_t>(i) * stride];
+    int* ki = &e.k[static_cast<size_t>(i) * stride];
+    wi[1] = 0.0;  // chain edge
+    const int last = std::min(n, i + e.dmax);
+    for (int j = i + 2; j <= last; ++j) {
+      double best = kInf;
+      int best_k = 0;
+      for (int kk = p.k_lo; kk <= p.k_hi; ++kk) {
+        const double c = p.costs[kk * plane + static_cast<size_t>(i) * (n + 1) + j];
+        if (c < best) {  // strict: the smallest K wins ties
+          best = c;
+          best_k = kk;
+        }
+      }
+      if (best < kInf) {
+        wi[j - i] = std::pow(best, p.gamma);
+        ki[j - i] = best_k;
+      }
+    }
+  }
+  std::vector<char> is_forced(n, 0);
+  for (int f : p.forced) is_forced[f] = 1;
+  e.next_forced.assign(n, n);
+  int nxt = n;
+  for (int i = n - 1; i >= 0; --i) {
+    e.next_forced[i] = nxt;
+    if (is_forced[i]) nxt = i;
+  }
+  return e;
+}
+
+// Runs the DP for r = 1..r_max. Returns the F rows' value at node 0 for each r (index r) and fills `choice`
+// (r_max + 1 rows of n entries; rows 0 and 1 unused).
+std::vector<double> run_dp(const Problem& p, const Edges& e, int r_max, std::vector<int32_t>& choice) {
+  const int n = p.n;
+  const int stride = e.dmax + 1;
+  std::vector<double> prev(n, kInf), cur(n, kInf);
+  std::vector<double> at0(r_max + 1, kInf);
+  choice.assign(static_cast<size_t>(r_max + 1) * n, -1);
+  for (int i = 0; i < n; ++i) {
+    const int d = n - i;
+    if (d <= e.dmax && e.next_forced[i] == n) prev[i] = e.w[static_cast<size_t>(i) * stride + d];
+  }
+  at0[1] = prev[0];
+  for (int r = 2; r <= r_max; ++r) {
+    std::fill(cur.begin(), cur.end(), kInf);
+    int32_t* ch = &choice[static_cast<size_t>(r) * n];
+    for (int i = 0; i <= n - r; ++i) {
+      const double* wi = &e.w[static_cast<size_t>(i) * stride];
+      const int hi = std::min(std::min(i + e.dmax, e.next_forced[i]), n - 1);
+      double best = kInf;
+      int arg = -1;
+      for (int j = i + 1; j <= hi; ++j) {
+        const double c = wi[j - i] + prev[j];
+        if (c < best) {  // strict: the smallest next step wins ties
+          best = c;
+          arg = j;
+        }
+      }
+      cur[i] = best;
+      ch[i] = arg;
+    }
+    at0[r] = cur[0];
+    std::swap(prev, cur);
+  }
+  return at0;
+}
+
+Solution path(const Problem& p, const Edges& e, const std::vector<int32_t>& choice, double objective, int budget) {
+  const int n = p.n;
+  const int stride = e.dmax + 1;
+  Solution s;
+  s.feasible = true;
+  s.objective = objective;
+  s.steps.reserve(budget);
+  s.ks.reserve(budget);
+  s.steps.push_back(0);
+  int i = 0;
+  for (int r = budget; r > 1; --r) {
+    const int j = choice[static_cast<size_t>(r) * n + i];
+    s.ks.push_back(e.k[static_cast<size_t>(i) * stride + (j - i)]);
+    s.steps.push_back(j);
+    i = j;
+  }
+  s.ks.push_back(e.k[static_cast<size_t>(i) * stride + (n - i)]);
+  return s;
+}
+
+}  // namespace
+
+void validate(const Problem& p) {
+  if (p.costs == nullptr) throw std::invalid_argument("costs must not be null");
+  if (p.n < 1) throw std::invalid_argument("costs must have shape [K_max+1, N+1, N+1] with N >= 1");
+  if (p.kmax < 1) throw std::invalid_argument("costs must have K_max >= 1 (shape[0] >= 2)");
+  if (!(p.gamma > 0.0) || !std::isfinite(p.gamma)) {
+    throw std::invalid_argument("gamma must be finite and > 0, got " + std::to_string(p.gamma));
+  }
+  if (p.max_skip < 0) throw std::invalid_argument("max_skip must be >= 0, got " + std::to_string(p.max_skip));
+  if (!(1 <= p.k_lo && p.k_lo <= p.k_hi && p.k_hi <= p.kmax)) {
+    throw std::invalid_argument("k_range must satisfy 1 <= k_lo <= k_hi <= K_max=" + std::to_string(p.kmax) +
+                                ", got (" + std::to_string(p.k_lo) + ", " + std::to_string(p.k_hi) + ")");
+  }
+  for (int f : p.forced) {
+    if (f < 0 || f >= p.n) {
+      throw std::invalid_argument("forced step " + std::to_string(f) + " is out of range for N=" +
+                                  std::to_string(p.n) + " (valid: 0.." + std::to_string(p.n - 1) + ")");
+    }
+  }
+  const size_t total = static_cast<size_t>(p.kmax + 1) * (p.n + 1) * (p.n + 1);
+  for (size_t t = 0; t < total; ++t) {
+    const double c = p.costs[t];
+    if (std::isnan(c) || c < 0.0) {
+      throw std::invalid_argument("costs must be >= 0 or +inf (no NaN); bad value at flat index " +
+                                  std::to_string(t));
+    }
+  }
+}
+
+Solution solve(const Problem& p, int budget) {
+  validate(p);
+  if (budget < 1 || budget > p.n) {
+    throw std::invalid_argument("budget must be in 1..N=" + std::to_string(p.n) + ", got " + std::to_string(budget));
+  }
+  const Edges e = build_edges(p);
+  std::vector<int32_t> choice;
+  const std::vector<double> at0 = run_dp(p, e, budget, choice);
+  if (!(at0[budget] < kInf)) return Solution{};
+  return path(p, e, choice, at0[budget], budget);
+}
+
+std::vector<Solution> frontier(const Problem& p) {
+  validate(p);
+  const Edges e = build_edges(p);
+  std::vector<int32_t> choice;
+  const std::vector<double> at0 = run_dp(p, e, p.n, choice);
+  std::vector<Solution> out(p.n + 1);
+  for (int b = 1; b <= p.n; ++b) {
+    if (at0[b] < kInf) out[b] = path(p, e, choice, at0[b], b);
+  }
+  return out;
+}
+
+}  // namespace meancache
