@@ -8,6 +8,7 @@ tensors when Triton is importable and the eager torch reference (``ops/reference
 from __future__ import annotations
 
 import math
+import os
 from numbers import Real
 
 import torch
@@ -52,13 +53,53 @@ def _check_backend(backend: str) -> str:
     return backend
 
 
-def _resolve_backend(backend: str, z: torch.Tensor) -> str:
+def _triton_importable() -> bool:
+    """Whether ``import triton`` works (checked once, lazily: never at package import)."""
+    global _TRITON_OK
+    if _TRITON_OK is None:
+        try:
+            import triton  # noqa: F401
+        except Exception:
+            _TRITON_OK = False
+        else:
+            _TRITON_OK = True
+    return _TRITON_OK
+
+
+_TRITON_OK: bool | None = None
+
+
+def _resolve_backend(backend: str, z: torch.Tensor, *others: torch.Tensor, op: str = "op") -> str:
+    """``"torch"`` or ``"triton"`` for tensors like ``z``.
+
+    float64 inputs always take the torch reference (the kernels compute in float32). ``"auto"`` picks Triton for
+    CUDA tensors when Triton imports. ``"triton"`` runs on CUDA tensors, or on CPU tensors through the Triton
+    interpreter when ``TRITON_INTERPRET=1``; anything else is a clear error.
+    """
     _check_backend(backend)
-    if backend == "auto":
+    if backend == "torch" or any(t.dtype == torch.float64 for t in (z, *others)):
         return "torch"
-    if backend == "triton":
-        raise RuntimeError("backend='triton' is not available in this build: the Triton kernels are not installed")
-    return backend
+    if backend == "auto":
+        return "triton" if z.device.type == "cuda" and _triton_importable() else "torch"
+    if z.device.type == "cpu" and os.environ.get("TRITON_INTERPRET", "0") != "1":
+        raise RuntimeError(
+            f"{op}: backend='triton' got CPU tensors; the Triton kernels run on CUDA tensors, or on CPU only through "
+            "the Triton interpreter (export TRITON_INTERPRET=1 before triton is imported). Use backend='auto' or "
+            "'torch' for the eager reference."
+        )
+    if z.device.type not in ("cpu", "cuda"):
+        raise RuntimeError(
+            f"{op}: backend='triton' supports CUDA tensors (or CPU under TRITON_INTERPRET=1), got {z.device}"
+        )
+    if not _triton_importable():
+        raise ImportError(f"{op}: backend='triton' needs Triton, which is not importable here: pip install triton")
+    return "triton"
+
+
+def _kernels():
+    from . import triton as kernels  # imports triton itself; only reached after _resolve_backend said "triton"
+
+    return kernels
 
 
 def mean_velocity_step(
@@ -107,8 +148,10 @@ def mean_velocity_step(
         _check_tensor("out_z", out_z, z)
         if out_z.dtype != z.dtype:
             raise TypeError(f"out_z must have z's dtype {z.dtype}, got {out_z.dtype}")
-    _resolve_backend(backend, z)
-    return reference.mean_velocity_step(z, z_anchor, v_anchor, v_last, s_anchor, s, s_next, out_v=out_v, out_z=out_z)
+    impl = reference
+    if _resolve_backend(backend, z, z_anchor, v_anchor, v_last, op="mean_velocity_step") == "triton":
+        impl = _kernels()
+    return impl.mean_velocity_step(z, z_anchor, v_anchor, v_last, s_anchor, s, s_next, out_v=out_v, out_z=out_z)
 
 
 def euler_step(
@@ -122,8 +165,8 @@ def euler_step(
         _check_tensor("out", out, z)
         if out.dtype != z.dtype:
             raise TypeError(f"out must have z's dtype {z.dtype}, got {out.dtype}")
-    _resolve_backend(backend, z)
-    return reference.euler_step(z, v, ds, out=out)
+    impl = _kernels() if _resolve_backend(backend, z, v, op="euler_step") == "triton" else reference
+    return impl.euler_step(z, v, ds, out=out)
 
 
 def velocity_delta(a: torch.Tensor, b: torch.Tensor, *, backend: str = "auto") -> tuple[torch.Tensor, torch.Tensor]:
@@ -139,8 +182,8 @@ def velocity_delta(a: torch.Tensor, b: torch.Tensor, *, backend: str = "auto") -
     """
     _check_tensor("a", a)
     _check_tensor("b", b, a)
-    _resolve_backend(backend, a)
-    return reference.velocity_delta(a, b)
+    impl = _kernels() if _resolve_backend(backend, a, b, op="velocity_delta") == "triton" else reference
+    return impl.velocity_delta(a, b)
 
 
 def _check_count(name: str, x) -> int:
@@ -196,5 +239,5 @@ def calibration_errors(
     s = as_sigmas(sigmas, n)
     max_span = _check_count("max_span", max_span)
     max_skip = _check_count("max_skip", max_skip)
-    _resolve_backend(backend, z)
-    return reference.calibration_errors(z, v, s, max_span, max_skip)
+    impl = _kernels() if _resolve_backend(backend, z, v, op="calibration_errors") == "triton" else reference
+    return impl.calibration_errors(z, v, s, max_span, max_skip)

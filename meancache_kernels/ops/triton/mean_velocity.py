@@ -1,0 +1,89 @@
+"""Fused average-velocity estimate + Euler step of a skipped MeanCache step (DESIGN.md section 2):
+
+avg = (z - z_a) / (s - s_a);  jvp = (v_a - avg) / (s - s_a);  v_hat = v_last - jvp * (s_next - s);
+z_next = z + (s_next - s) * v_hat          -- reads z, z_a, v_a, v_last once, writes v_hat and z_next once.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from .launch import check_device, check_out, elementwise_config, flat_input
+
+__all__ = ["mean_velocity_step"]
+
+
+@triton.jit
+def _mean_velocity_step_kernel(
+    z_ptr,
+    za_ptr,
+    va_ptr,
+    vl_ptr,
+    out_v_ptr,
+    out_z_ptr,
+    span,  # s - s_anchor
+    ds,  # s_next - s
+    numel,
+    BLOCK: tl.constexpr,
+):
+    pid = tl.program_id(0).to(tl.int64)
+    offs = pid * BLOCK + tl.arange(0, BLOCK)
+    mask = offs < numel
+    # load native dtype, compute in float32 (the interpreter hands bf16 over as raw bits: cast first)
+    z = tl.load(z_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+    za = tl.load(za_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+    va = tl.load(va_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+    vl = tl.load(vl_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+    avg = (z - za) / span
+    jvp = (va - avg) / span
+    v_hat = vl - jvp * ds
+    z_next = z + ds * v_hat
+    tl.store(out_v_ptr + offs, v_hat.to(out_v_ptr.dtype.element_ty), mask=mask)
+    tl.store(out_z_ptr + offs, z_next.to(out_z_ptr.dtype.element_ty), mask=mask)
+
+
+def mean_velocity_step(
+    z: torch.Tensor,
+    z_anchor: torch.Tensor,
+    v_anchor: torch.Tensor,
+    v_last: torch.Tensor,
+    s_anchor: float,
+    s: float,
+    s_next: float,
+    *,
+    out_v: torch.Tensor | None = None,
+    out_z: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Launcher (arguments already validated by ``ops.mean_velocity_step``): float16/bfloat16/float32 inputs.
+
+    Strided inputs are copied to contiguous ones first; outputs must be contiguous. ``out_z`` may be ``z`` (each
+    element is read before it is written by the same program). Returns ``(v_hat, z_next)`` shaped like ``z``.
+    """
+    check_device(z, "mean_velocity_step")
+    if out_v is None:
+        out_v = torch.empty(z.shape, dtype=v_last.dtype, device=z.device)
+    if out_z is None:
+        out_z = torch.empty(z.shape, dtype=z.dtype, device=z.device)
+    ov = check_out("out_v", out_v)
+    oz = check_out("out_z", out_z)
+    numel = z.numel()
+    if numel == 0:
+        return out_v, out_z
+    block, warps = elementwise_config(numel)
+    grid = (triton.cdiv(numel, block),)
+    _mean_velocity_step_kernel[grid](
+        flat_input(z),
+        flat_input(z_anchor),
+        flat_input(v_anchor),
+        flat_input(v_last),
+        ov,
+        oz,
+        float(s - s_anchor),
+        float(s_next - s),
+        numel,
+        BLOCK=block,
+        num_warps=warps,
+    )
+    return out_v, out_z
