@@ -2,7 +2,10 @@
 
 Each op validates its arguments, then dispatches: ``backend="auto"`` uses the fused Triton kernel for CUDA
 tensors when Triton is importable and the eager torch reference (``ops/reference.py``) otherwise;
-``backend="torch"`` always uses the reference; ``backend="triton"`` forces the kernel.
+``backend="torch"`` always uses the reference; ``backend="triton"`` forces the kernel (CUDA tensors, or CPU
+tensors through the Triton interpreter when ``TRITON_INTERPRET=1``; a clear error otherwise). The kernels compute
+in float32: float64 inputs always take the reference, whatever the backend. Triton is imported lazily, on the
+first kernel call, never at package import.
 """
 
 from __future__ import annotations
@@ -129,7 +132,9 @@ def mean_velocity_step(
 
     Returns:
         ``(v_hat, z_next)``: v_hat in ``v_last``'s dtype, z_next in ``z``'s dtype; arithmetic in float32
-        (float64 when an input is float64).
+        (float64 when an input is float64: the torch reference). float16, bfloat16 and float32 inputs may be
+        mixed (e.g. float32 latents with bfloat16 velocities). The kernel reads the four inputs once and writes
+        the two outputs once; strided inputs are first copied to contiguous ones.
     """
     _check_tensor("z", z)
     _check_tensor("z_anchor", z_anchor, z)
@@ -157,7 +162,10 @@ def mean_velocity_step(
 def euler_step(
     z: torch.Tensor, v: torch.Tensor, ds: float, *, out: torch.Tensor | None = None, backend: str = "auto"
 ) -> torch.Tensor:
-    """``z + ds * v`` in float32 (float64 kept), stored in z's dtype; ``out`` may alias ``z``."""
+    """Euler step ``z + ds * v`` in float32 (float64 inputs: the torch reference), stored in z's dtype.
+
+    ``v`` may have another dtype than ``z``; ``out`` (z's dtype and shape) may alias ``z``.
+    """
     _check_tensor("z", z)
     _check_tensor("v", v, z)
     ds = _check_scalar("ds", ds)
@@ -178,7 +186,8 @@ def velocity_delta(a: torch.Tensor, b: torch.Tensor, *, backend: str = "auto") -
 
     Returns:
         Two 0-d tensors on the inputs' device (no host synchronisation), accumulated in float32 (float64 when an
-        input is float64). The relative change is ``delta / norm``.
+        input is float64: the torch reference). The relative change is ``delta / norm``. The kernel reduces each
+        block and sums the per-block partials on the device (deterministic, no atomics).
     """
     _check_tensor("a", a)
     _check_tensor("b", b, a)
@@ -219,8 +228,10 @@ def calibration_errors(
         backend: ``"auto"``, ``"torch"`` or ``"triton"``.
 
     Returns:
-        E of shape [S, max_span + 1, N + 1, N + 1] on z's device: float32 (float64 with the torch backend when z or
-        v is float64). Arithmetic in float32 for every input dtype (float64 kept by the torch backend).
+        E of shape [S, max_span + 1, N + 1, N + 1] on z's device: float32, computed in float32 from float16,
+        bfloat16 or float32 inputs; float64 (arithmetic and result) when z or v is float64, which always takes the
+        torch reference. The kernel runs every (i, K) in one launch; its per-j sums are accumulated atomically,
+        so the last bits may vary from run to run on a GPU.
     """
     _check_tensor("z", z)
     _check_tensor("v", v)

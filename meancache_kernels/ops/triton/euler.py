@@ -7,7 +7,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .launch import check_device, check_out, elementwise_config, flat_input
+from .launch import check_device, elementwise_config, finish_out, flat_input, out_buffer
 
 __all__ = ["euler_step"]
 
@@ -23,16 +23,17 @@ def _euler_step_kernel(z_ptr, v_ptr, out_ptr, ds, numel, BLOCK: tl.constexpr):
 
 
 def euler_step(z: torch.Tensor, v: torch.Tensor, ds: float, *, out: torch.Tensor | None = None) -> torch.Tensor:
-    """Launcher (arguments validated by ``ops.euler_step``); ``out`` may be ``z``; returns z_next shaped like z."""
+    """Launcher (arguments validated by ``ops.euler_step``); returns z_next shaped like z.
+
+    ``out`` may be ``z``; a strided ``out`` is written through a contiguous buffer and copied back.
+    """
     check_device(z, "euler_step")
-    if out is None:
-        out = torch.empty(z.shape, dtype=z.dtype, device=z.device)
-    o = check_out("out", out)
+    buf = out_buffer(out, z.shape, z.dtype, z.device)
     numel = z.numel()
     if numel == 0:
-        return out
+        return finish_out(out, buf)
     block, warps = elementwise_config(numel)
     _euler_step_kernel[(triton.cdiv(numel, block),)](
-        flat_input(z), flat_input(v), o, float(ds), numel, BLOCK=block, num_warps=warps
+        flat_input(z), flat_input(v), buf.view(-1), float(ds), numel, BLOCK=block, num_warps=warps
     )
-    return out
+    return finish_out(out, buf)

@@ -10,7 +10,15 @@ import os
 
 import torch
 
-__all__ = ["interpreting", "check_device", "flat_input", "check_out", "elementwise_config", "next_power_of_2"]
+__all__ = [
+    "interpreting",
+    "check_device",
+    "flat_input",
+    "out_buffer",
+    "finish_out",
+    "elementwise_config",
+    "next_power_of_2",
+]
 
 _GPU_BLOCK = 1024
 _GPU_WARPS = 4
@@ -46,14 +54,18 @@ def flat_input(t: torch.Tensor) -> torch.Tensor:
     return t.contiguous().view(-1)
 
 
-def check_out(name: str, out: torch.Tensor) -> torch.Tensor:
-    """Outputs are written through a flat view, so they must be contiguous; returns that view."""
-    if not out.is_contiguous():
-        raise ValueError(
-            f"{name} must be contiguous (the kernel writes it as a flat buffer), got strides "
-            f"{tuple(out.stride())} for shape {tuple(out.shape)}"
-        )
-    return out.view(-1)
+def out_buffer(out: torch.Tensor | None, shape, dtype: torch.dtype, device) -> torch.Tensor:
+    """Where the kernel writes: ``out`` itself when it is contiguous, else a new contiguous buffer."""
+    if out is not None and out.is_contiguous():
+        return out
+    return torch.empty(shape, dtype=dtype, device=device)
+
+
+def finish_out(out: torch.Tensor | None, buf: torch.Tensor) -> torch.Tensor:
+    """Copy a buffer back into a strided ``out`` (the only case where they differ); returns the result tensor."""
+    if out is None or out is buf:
+        return buf
+    return out.copy_(buf)
 
 
 def elementwise_config(numel: int) -> tuple[int, int]:

@@ -10,7 +10,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .launch import check_device, check_out, elementwise_config, flat_input
+from .launch import check_device, elementwise_config, finish_out, flat_input, out_buffer
 
 __all__ = ["mean_velocity_step"]
 
@@ -58,19 +58,16 @@ def mean_velocity_step(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Launcher (arguments already validated by ``ops.mean_velocity_step``): float16/bfloat16/float32 inputs.
 
-    Strided inputs are copied to contiguous ones first; outputs must be contiguous. ``out_z`` may be ``z`` (each
-    element is read before it is written by the same program). Returns ``(v_hat, z_next)`` shaped like ``z``.
+    Strided inputs are copied to contiguous ones first; a strided output is written through a contiguous buffer and
+    copied back. ``out_z`` may be ``z`` (each element is read before the same program writes it).
+    Returns ``(v_hat, z_next)`` shaped like ``z``.
     """
     check_device(z, "mean_velocity_step")
-    if out_v is None:
-        out_v = torch.empty(z.shape, dtype=v_last.dtype, device=z.device)
-    if out_z is None:
-        out_z = torch.empty(z.shape, dtype=z.dtype, device=z.device)
-    ov = check_out("out_v", out_v)
-    oz = check_out("out_z", out_z)
+    buf_v = out_buffer(out_v, z.shape, v_last.dtype, z.device)
+    buf_z = out_buffer(out_z, z.shape, z.dtype, z.device)
     numel = z.numel()
     if numel == 0:
-        return out_v, out_z
+        return finish_out(out_v, buf_v), finish_out(out_z, buf_z)
     block, warps = elementwise_config(numel)
     grid = (triton.cdiv(numel, block),)
     _mean_velocity_step_kernel[grid](
@@ -78,12 +75,12 @@ def mean_velocity_step(
         flat_input(z_anchor),
         flat_input(v_anchor),
         flat_input(v_last),
-        ov,
-        oz,
+        buf_v.view(-1),
+        buf_z.view(-1),
         float(s - s_anchor),
         float(s_next - s),
         numel,
         BLOCK=block,
         num_warps=warps,
     )
-    return out_v, out_z
+    return finish_out(out_v, buf_v), finish_out(out_z, buf_z)
