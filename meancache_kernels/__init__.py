@@ -18,6 +18,7 @@ except ImportError as e:  # torch is not a pip dependency on purpose: an unpinne
 from . import ops, presets  # noqa: E402
 from ._version import __version__  # noqa: E402
 from .cache import MeanCacheState, sample  # noqa: E402
-from .schedule import Schedule  # noqa: E402
+from .calibrate import Profile, calibrate  # noqa: E402
+from .schedule import Schedule, solve  # noqa: E402
 
-__all__ = ["__version__", "Schedule", "presets", "ops", "MeanCacheState", "sample"]
+__all__ = ["__version__", "Schedule", "presets", "ops", "MeanCacheState", "sample", "Profile", "calibrate", "solve"]

@@ -1,0 +1,461 @@
+"""Calibration: edge costs L_K(i, j) of the MeanCache estimator from full-step trajectories, as a :class:`Profile`.
+
+For a full-step trajectory (every step computed) the cost of edge i -> j with span K is (DESIGN.md section 2)
+
+    L_K(i, j) = mean | (zhat_j - z_j) / (s_j - s_i) |    averaged over calibration samples,
+
+zhat being the estimator rolled out from the true state z_i with the true history before i over the skipped steps
+i+1..j-1 (``ops.calibration_errors``). Chain edges (j = i + 1) cost 0; edges that skip more than ``max_skip`` steps
+are +inf (not allowed). The profile also measures how stable the costs are across samples (the paper assumes it):
+the per-edge coefficient of variation and the mean pairwise Spearman rank correlation of the per-sample cost
+tensors over the allowed edges.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import math
+import os
+import zipfile
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import numpy as np
+import torch
+
+from . import ops
+from ._utils import as_sigmas
+
+__all__ = ["Profile", "calibrate", "profile_from_trajectories"]
+
+_FORMAT = "meancache-profile"
+_FORMAT_VERSION = 1
+
+
+def _check_count(name: str, value, minimum: int) -> int:
+    if isinstance(value, bool) or not hasattr(value, "__index__"):
+        raise TypeError(f"{name} must be an integer, got {value!r} ({type(value).__name__})")
+    value = int(value.__index__())
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
+class Profile:
+    """Calibrated edge costs of one model / step count / resolution.
+
+    Args:
+        costs: float64 array [K_max+1, N+1, N+1]; ``costs[K, i, j]`` = L_K(i, j) for K >= 1 and j >= i + 2, 0 on chain
+            edges (j = i + 1), +inf where the edge or span was not calibrated (K = 0, j <= i, skips > max_skip).
+        sigmas: the N + 1 sigmas of the calibration (strictly decreasing, ending at 0).
+        meta: JSON-serialisable metadata (model, num_steps, resolution, dtype, estimator, num_samples, max_span,
+            max_skip, stability statistics, ...).
+        cv: optional float64 array of ``costs``' shape, the per-edge coefficient of variation across samples (NaN
+            where not allowed).
+    """
+
+    __slots__ = ("costs", "sigmas", "meta", "cv")
+
+    def __init__(self, costs, sigmas, meta: dict | None = None, cv=None):
+        if isinstance(costs, torch.Tensor):
+            costs = costs.detach().cpu().double().numpy()
+        costs = np.array(costs, dtype=np.float64, copy=True)
+        sig = as_sigmas(sigmas)
+        n = len(sig) - 1
+        if costs.ndim != 3 or costs.shape[0] < 2 or costs.shape[1:] != (n + 1, n + 1):
+            raise ValueError(
+                f"costs must have shape [K_max+1, N+1, N+1] = [K_max+1, {n + 1}, {n + 1}] (K_max >= 1) for "
+                f"{n + 1} sigmas, got {tuple(costs.shape)}"
+            )
+        if np.isnan(costs).any():
+            raise ValueError("costs must not hold NaN (use +inf for edges that are not allowed)")
+        if (costs < 0).any():
+            raise ValueError(f"costs must be >= 0, got a minimum of {costs.min()}")
+        if meta is not None and not isinstance(meta, dict):
+            raise TypeError(f"meta must be a dict or None, got {type(meta).__name__}")
+        if cv is not None:
+            if isinstance(cv, torch.Tensor):
+                cv = cv.detach().cpu().double().numpy()
+            cv = np.array(cv, dtype=np.float64, copy=True)
+            if cv.shape != costs.shape:
+                raise ValueError(f"cv must have the shape of costs {tuple(costs.shape)}, got {tuple(cv.shape)}")
+        self.costs = costs
+        self.sigmas = np.asarray(sig, dtype=np.float64)
+        self.meta = dict(meta) if meta else {}
+        self.cv = cv
+
+    # ------------------------------------------------------------------ views
+    @property
+    def num_steps(self) -> int:
+        return self.costs.shape[1] - 1
+
+    @property
+    def k_max(self) -> int:
+        return self.costs.shape[0] - 1
+
+    @property
+    def max_skip(self) -> int:
+        """Longest run of skipped steps with a finite cost for some K >= 1 (0 when only chain edges are allowed)."""
+        finite = np.isfinite(self.costs[1:]).any(axis=0)
+        i, j = np.nonzero(finite)
+        lengths = j - i - 1
+        lengths = lengths[lengths >= 1]
+        return int(lengths.max()) if lengths.size else 0
+
+    def _k_slice(self, k_range) -> tuple[int, int]:
+        if k_range is None:
+            return 1, self.k_max
+        lo, hi = (_check_count("k_range[0]", k_range[0], 1), _check_count("k_range[1]", k_range[1], 1))
+        if not lo <= hi <= self.k_max:
+            raise ValueError(f"k_range must satisfy 1 <= k_lo <= k_hi <= K_max={self.k_max}, got ({lo}, {hi})")
+        return lo, hi
+
+    def min_cost(self, k_range: tuple[int, int] | None = None) -> np.ndarray:
+        """[N+1, N+1]: min over K in ``k_range`` (default 1..K_max) of L_K(i, j); 0 on chain edges, +inf elsewhere."""
+        lo, hi = self._k_slice(k_range)
+        out = self.costs[lo : hi + 1].min(axis=0)
+        n = self.num_steps
+        out[np.arange(n), np.arange(1, n + 1)] = 0.0
+        return out
+
+    def argmin_k(self, k_range: tuple[int, int] | None = None) -> np.ndarray:
+        """[N+1, N+1] int64: the smallest K attaining :meth:`min_cost`; 0 on chain edges and where none is allowed."""
+        lo, hi = self._k_slice(k_range)
+        block = self.costs[lo : hi + 1]
+        k = np.argmin(block, axis=0).astype(np.int64) + lo  # argmin returns the first (smallest K) on ties
+        k[~np.isfinite(block.min(axis=0))] = 0
+        n = self.num_steps
+        k[np.arange(n), np.arange(1, n + 1)] = 0
+        return k
+
+    def __repr__(self) -> str:
+        keys = ", ".join(f"{k}={self.meta[k]!r}" for k in ("model", "num_samples") if k in self.meta)
+        return f"Profile(N={self.num_steps}, K_max={self.k_max}, max_skip={self.max_skip}{', ' + keys if keys else ''})"
+
+    # ------------------------------------------------------------------ files
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the profile to ONE file (a numpy ``.npz`` archive, no pickle): costs, sigmas, optional cv, and a JSON
+        header (format, version, N, K_max, metadata, SHA-256 of the arrays). Written to a temporary file first and
+        then renamed, so an interrupted save never leaves a half-written profile under ``path``."""
+        try:
+            header_meta = json.loads(json.dumps(self.meta, allow_nan=True))
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"Profile.meta must be JSON-serialisable to be saved: {e}") from None
+        arrays = {"costs": self.costs, "sigmas": self.sigmas}
+        if self.cv is not None:
+            arrays["cv"] = self.cv
+        header = {
+            "format": _FORMAT,
+            "version": _FORMAT_VERSION,
+            "num_steps": self.num_steps,
+            "k_max": self.k_max,
+            "sha256": _digest(arrays),
+            "meta": header_meta,
+        }
+        arrays["header"] = np.frombuffer(json.dumps(header).encode("utf-8"), dtype=np.uint8)
+        path = os.fspath(path)
+        tmp = f"{path}.tmp-{os.getpid()}"
+        try:
+            with open(tmp, "wb") as f:
+                np.savez_compressed(f, **arrays)
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "Profile":
+        """Read a file written by :meth:`save`. A corrupt, truncated, foreign or inconsistent file raises ValueError
+        naming the file."""
+        path = os.fspath(path)
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"profile file {path!r} does not exist")
+        try:
+            with open(path, "rb") as f:
+                raw = f.read()
+            with np.load(io.BytesIO(raw), allow_pickle=False) as data:
+                names = set(data.files)
+                missing = {"header", "costs", "sigmas"} - names
+                if missing:
+                    raise ValueError(f"missing arrays {sorted(missing)} (found {sorted(names)})")
+                header = json.loads(bytes(data["header"].astype(np.uint8)).decode("utf-8"))
+                arrays = {"costs": data["costs"], "sigmas": data["sigmas"]}
+                if "cv" in names:
+                    arrays["cv"] = data["cv"]
+        except (OSError, EOFError, KeyError, ValueError, zipfile.BadZipFile, UnicodeDecodeError) as e:
+            raise ValueError(f"{path!r} is not a readable MeanCache profile (corrupt or truncated?): {e}") from None
+        except Exception as e:  # zlib.error and other decoder failures on damaged archives
+            raise ValueError(f"{path!r} is not a readable MeanCache profile (corrupt or truncated?): {e!r}") from None
+        if not isinstance(header, dict) or header.get("format") != _FORMAT:
+            fmt = header.get("format") if isinstance(header, dict) else None
+            raise ValueError(f"{path!r} is not a MeanCache profile: format={fmt!r}, expected {_FORMAT!r}")
+        if header.get("version") != _FORMAT_VERSION:
+            raise ValueError(
+                f"{path!r}: unsupported profile format version {header.get('version')!r}; this build reads "
+                f"version {_FORMAT_VERSION}"
+            )
+        if header.get("sha256") != _digest(arrays):
+            raise ValueError(f"{path!r}: checksum mismatch, the profile arrays are corrupt")
+        costs, sigmas = arrays["costs"], arrays["sigmas"]
+        n, kmax = header.get("num_steps"), header.get("k_max")
+        ok = isinstance(n, int) and isinstance(kmax, int) and n >= 1 and kmax >= 1
+        if not ok or costs.shape != (kmax + 1, n + 1, n + 1) or sigmas.shape != (n + 1,):
+            raise ValueError(
+                f"{path!r}: shapes do not match the header (N={n!r}, K_max={kmax!r}): costs {tuple(costs.shape)}, "
+                f"sigmas {tuple(sigmas.shape)}"
+            )
+        try:
+            return cls(costs, sigmas, meta=header.get("meta") or {}, cv=arrays.get("cv"))
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"{path!r}: invalid profile content: {e}") from None
+
+
+def _digest(arrays: dict[str, np.ndarray]) -> str:
+    h = hashlib.sha256()
+    for name in sorted(arrays):
+        a = np.ascontiguousarray(arrays[name], dtype=np.float64)
+        h.update(name.encode())
+        h.update(str(a.shape).encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+# ---------------------------------------------------------------------------------------------------- statistics
+def _average_ranks(x: torch.Tensor) -> torch.Tensor:
+    """Ranks (0-based) along dim 1, ties given the average of their positions (as Spearman's rho needs)."""
+    s, m = x.shape
+    vals, order = x.sort(dim=1, stable=True)
+    starts = torch.ones_like(vals, dtype=torch.bool)
+    starts[:, 1:] = vals[:, 1:] != vals[:, :-1]
+    gid = starts.long().cumsum(1) - 1
+    pos = torch.arange(m, dtype=torch.float64, device=x.device).expand(s, m)
+    sums = torch.zeros(s, m, dtype=torch.float64, device=x.device).scatter_add_(1, gid, pos)
+    cnt = torch.zeros(s, m, dtype=torch.float64, device=x.device).scatter_add_(1, gid, torch.ones_like(pos))
+    avg = sums.gather(1, gid) / cnt.gather(1, gid)
+    return torch.empty_like(avg).scatter_(1, order, avg)
+
+
+class _Accumulator:
+    """Running per-edge mean / variance (Chan's parallel update, float64) and the sum of standardised rank vectors,
+    so memory stays one batch of costs whatever the number of samples."""
+
+    def __init__(self):
+        self.count = 0
+        self.mean = None
+        self.m2 = None
+        self.allowed = None
+        self.chain = None
+        self.rank_sum = None
+        self.rank_count = 0
+
+    def add(self, err: torch.Tensor) -> None:
+        err = err.detach().to(torch.float64)
+        m = err.shape[0]
+        n = err.shape[2] - 1
+        allowed = torch.isfinite(err[0])
+        idx = torch.arange(n, device=err.device)
+        chain = torch.zeros_like(allowed)
+        chain[:, idx, idx + 1] = True
+        if self.allowed is None:
+            self.allowed = allowed
+            self.chain = chain
+            self.mean = torch.zeros_like(err[0])
+            self.m2 = torch.zeros_like(err[0])
+        elif self.allowed.shape != allowed.shape:
+            raise ValueError(
+                f"every trajectory batch must give costs of shape {tuple(self.allowed.shape)}, "
+                f"got {tuple(allowed.shape)}"
+            )
+        if not bool((torch.isfinite(err) == allowed).all()):
+            raise ValueError("calibration errors are non-finite on edges that are allowed (overflow in the rollout?)")
+        x = torch.where(allowed, err, torch.zeros((), dtype=err.dtype, device=err.device))
+        mb = x.mean(0)
+        m2b = ((x - mb) ** 2).sum(0)
+        tot = self.count + m
+        delta = mb - self.mean
+        self.mean = self.mean + delta * (m / tot)
+        self.m2 = self.m2 + m2b + delta**2 * (self.count * m / tot)
+        self.count = tot
+        # Spearman: standardised ranks u_s of each sample's allowed non-chain costs; mean pairwise correlation is
+        # (|sum_s u_s|^2 - #s) / (#s (#s - 1)) because every u_s has unit norm.
+        edges = allowed & ~chain
+        if int(edges.sum()) >= 2:
+            r = _average_ranks(x[:, edges])
+            u = r - r.mean(dim=1, keepdim=True)
+            norm = u.norm(dim=1, keepdim=True)
+            ok = norm.squeeze(1) > 0  # a sample whose costs are all equal has no ranking
+            u = u[ok] / norm[ok]
+            if self.rank_sum is None:
+                self.rank_sum = torch.zeros(u.shape[1], dtype=torch.float64, device=u.device)
+            self.rank_sum += u.sum(0)
+            self.rank_count += int(ok.sum())
+
+    def result(self) -> tuple[np.ndarray, np.ndarray, dict]:
+        allowed = self.allowed.cpu().numpy()
+        chain = self.chain.cpu().numpy()
+        mean = self.mean.cpu().numpy()
+        costs = np.where(allowed, mean, np.inf)
+        costs[np.broadcast_to(chain, costs.shape)] = 0.0
+        edges = allowed & ~chain
+        if self.count >= 2:
+            std = np.sqrt(np.maximum(self.m2.cpu().numpy(), 0.0) / (self.count - 1))
+            with np.errstate(divide="ignore", invalid="ignore"):
+                cv = np.where(mean > 0, std / mean, np.where(std > 0, np.inf, 0.0))
+        else:
+            cv = np.full(costs.shape, np.nan)
+        cv = np.where(edges, cv, np.nan)
+        vals = cv[edges]
+        vals = vals[np.isfinite(vals)]
+        if self.rank_count >= 2:
+            k = self.rank_count
+            rho = float((self.rank_sum.dot(self.rank_sum).item() - k) / (k * (k - 1)))
+        else:
+            rho = float("nan")
+        stats = {
+            "cv_mean": float(vals.mean()) if vals.size else float("nan"),
+            "cv_median": float(np.median(vals)) if vals.size else float("nan"),
+            "cv_max": float(vals.max()) if vals.size else float("nan"),
+            "rank_correlation": rho,
+            "rank_correlation_samples": self.rank_count,
+        }
+        return costs, cv, stats
+
+
+# ---------------------------------------------------------------------------------------------------- calibration
+def profile_from_trajectories(
+    trajectories: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    sigmas,
+    max_span: int = 6,
+    max_skip: int | None = None,
+    meta: dict | None = None,
+    *,
+    backend: str = "auto",
+) -> Profile:
+    """Build a :class:`Profile` from recorded full-step trajectories.
+
+    Args:
+        trajectories: an iterable of batches ``(z, v)``: z [N+1, S, ...] the states of S full-step trajectories
+            (z[0] the initial latents), v [N, S, ...] the velocity used at every step (after guidance). Consumed one
+            batch at a time: memory is one batch's trajectory and costs, whatever the number of batches.
+        sigmas: the N + 1 sigmas of the trajectories.
+        max_span: largest JVP span K calibrated (>= 1).
+        max_skip: longest run of skipped steps calibrated (>= 1); None: every edge (N - 1).
+        meta: extra metadata (model name, resolution, ...) merged into the profile's.
+        backend: backend of ``ops.calibration_errors``.
+
+    Returns:
+        The :class:`Profile`: costs averaged over every sample, per-edge CV across samples, and in ``meta``:
+        num_samples, max_span, max_skip, estimator, dtype, and ``stability`` (cv_mean, cv_median, cv_max over the
+        allowed non-chain edges, and the mean pairwise Spearman correlation of the per-sample cost tensors).
+    """
+    sig = as_sigmas(sigmas)
+    n = len(sig) - 1
+    max_span = _check_count("max_span", max_span, 1)
+    max_skip = max(1, n - 1) if max_skip is None else _check_count("max_skip", max_skip, 1)
+    if meta is not None and not isinstance(meta, dict):
+        raise TypeError(f"meta must be a dict or None, got {type(meta).__name__}")
+    if isinstance(trajectories, tuple) and len(trajectories) == 2 and isinstance(trajectories[0], torch.Tensor):
+        raise TypeError("trajectories must be an iterable of (z, v) batches; wrap a single batch as [(z, v)]")
+    acc = _Accumulator()
+    dtype = None
+    shape = None
+    for b, item in enumerate(trajectories):
+        if not isinstance(item, (tuple, list)) or len(item) != 2:
+            raise TypeError(f"trajectories[{b}] must be a pair (z, v), got {type(item).__name__}")
+        z, v = item
+        if not isinstance(z, torch.Tensor) or not isinstance(v, torch.Tensor):
+            raise TypeError(f"trajectories[{b}] must hold torch tensors (z, v)")
+        if z.dim() < 2 or z.shape[0] != n + 1:
+            raise ValueError(f"trajectories[{b}]: z must have shape [N+1={n + 1}, S, ...], got {tuple(z.shape)}")
+        if shape is not None and tuple(z.shape[2:]) != shape:
+            raise ValueError(f"trajectories[{b}]: per-sample shape {tuple(z.shape[2:])} differs from {shape}")
+        shape = tuple(z.shape[2:])
+        dtype = dtype or str(z.dtype).replace("torch.", "")
+        err = ops.calibration_errors(z, v, sig, max_span, max_skip, backend=backend)
+        acc.add(err)
+    if acc.count == 0:
+        raise ValueError("trajectories is empty: at least one batch (z, v) is needed")
+    costs, cv, stats = acc.result()
+    full_meta: dict[str, Any] = {
+        "num_steps": n,
+        "num_samples": acc.count,
+        "max_span": max_span,
+        "max_skip": min(max_skip, max(n - 1, 0)),
+        "estimator": "official",
+        "dtype": dtype,
+        "sample_shape": list(shape),
+        "format_version": _FORMAT_VERSION,
+        "stability": stats,
+    }
+    full_meta.update(meta or {})
+    return Profile(costs, sig, meta=full_meta, cv=cv)
+
+
+def calibrate(
+    model_fn: Callable[[torch.Tensor, float], torch.Tensor],
+    latents: torch.Tensor,
+    sigmas,
+    max_span: int = 6,
+    max_skip: int | None = None,
+    progress: bool = True,
+    batch_size: int | None = None,
+    *,
+    meta: dict | None = None,
+    backend: str = "auto",
+) -> Profile:
+    """Calibrate MeanCache edge costs on full-step trajectories of ``model_fn``.
+
+    Args:
+        model_fn: ``model_fn(z, sigma) -> v``, the (guided) velocity, as for :func:`meancache_kernels.sample`.
+        latents: [S, ...] initial latents (one per calibration sample).
+        sigmas: N + 1 strictly decreasing sigmas ending at 0.
+        max_span: largest JVP span K calibrated.
+        max_skip: longest run of skipped steps calibrated; None: every edge.
+        progress: show a tqdm progress bar over the model calls.
+        batch_size: samples integrated together (memory is one batch's trajectory, [N+1, batch_size, ...] states
+            and [N, batch_size, ...] velocities); None: 8.
+        meta: extra metadata (e.g. ``{"model": "Qwen/Qwen-Image", "resolution": [1328, 1328]}``).
+        backend: backend of the Euler steps and of ``ops.calibration_errors``.
+
+    Returns:
+        The :class:`Profile` (see :func:`profile_from_trajectories`).
+    """
+    if not callable(model_fn):
+        raise TypeError(f"model_fn must be callable, got {type(model_fn).__name__}")
+    if not isinstance(latents, torch.Tensor):
+        raise TypeError(f"latents must be a torch.Tensor [S, ...], got {type(latents).__name__}")
+    if latents.dim() < 1 or latents.shape[0] < 1:
+        raise ValueError(f"latents must have shape [S, ...] with S >= 1, got {tuple(latents.shape)}")
+    sig = as_sigmas(sigmas)
+    n = len(sig) - 1
+    num = latents.shape[0]
+    bs = 8 if batch_size is None else _check_count("batch_size", batch_size, 1)
+    bs = min(bs, num)
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=math.ceil(num / bs) * n, desc="meancache calibrate", unit="step", disable=not progress)
+
+    def batches():
+        try:
+            for start in range(0, num, bs):
+                z = latents[start : start + bs]
+                zs, vs = [z], []
+                for i in range(n):
+                    v = model_fn(z, sig[i])
+                    if not isinstance(v, torch.Tensor) or v.shape != z.shape:
+                        got = tuple(v.shape) if isinstance(v, torch.Tensor) else type(v).__name__
+                        raise ValueError(f"model_fn must return a tensor of z's shape {tuple(z.shape)}, got {got}")
+                    z = ops.euler_step(z, v, sig[i + 1] - sig[i], backend=backend)
+                    zs.append(z)
+                    vs.append(v)
+                    bar.update(1)
+                yield torch.stack(zs), torch.stack(vs)
+        finally:
+            bar.close()
+
+    full_meta = {"model": getattr(model_fn, "__name__", type(model_fn).__name__),
+                 "resolution": list(latents.shape[1:])}
+    full_meta.update(meta or {})
+    return profile_from_trajectories(batches(), sig, max_span, max_skip, meta=full_meta, backend=backend)
