@@ -2,12 +2,26 @@
 layout (chain edges, +inf outside), validation, and the Triton kernel (interpreter) against the reference."""
 
 import math
+import os
 
 import pytest
 import torch
 
 from meancache_kernels import MeanCacheState, Schedule, ops
 from meancache_kernels.testing import flow_sigmas, smooth_random_field
+
+try:
+    import triton  # noqa: F401
+
+    HAS_TRITON = True
+except Exception:  # pragma: no cover - depends on the environment
+    HAS_TRITON = False
+
+INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
+DEVICE = "cuda" if torch.cuda.is_available() and not INTERPRET else "cpu"
+triton_ok = pytest.mark.skipif(
+    not HAS_TRITON or (DEVICE == "cpu" and not INTERPRET), reason="needs triton (and CUDA or TRITON_INTERPRET=1)"
+)
 
 
 def _trajectory(n, shape, seed=0, dtype=torch.float64):
@@ -126,3 +140,69 @@ def test_validation(kwargs, exc, match):
     args.update(kwargs)
     with pytest.raises(exc, match=match):
         ops.calibration_errors(z, v, args.pop("sigmas"), args.pop("max_span"), args.pop("max_skip"), **args)
+
+
+# --- the Triton kernel (interpreter on CPU) against the float64 reference --------------------------------------
+
+
+def _assert_kernel_as_accurate(z, v, sigmas, max_span, max_skip):
+    """Kernel error <= 2x the error of the same-precision torch reference + tiny eps, both against float64 arithmetic
+    on the same (rounded) inputs; the +inf / 0 layout must match exactly."""
+    got = ops.calibration_errors(z, v, sigmas, max_span, max_skip, backend="triton")
+    ref_same = ops.calibration_errors(z, v, sigmas, max_span, max_skip, backend="torch")
+    ref64 = ops.calibration_errors(z.double(), v.double(), sigmas, max_span, max_skip, backend="torch")
+    assert got.dtype == torch.float32 and got.shape == ref64.shape and got.device == z.device
+    assert not torch.isnan(got).any()
+    finite = torch.isfinite(ref64)
+    assert torch.equal(torch.isfinite(got), finite)
+    assert torch.equal(got == 0, ref64 == 0)
+    err = (got.double() - ref64)[finite].abs().max().item()
+    err_torch = (ref_same.double() - ref64)[finite].abs().max().item()
+    scale = ref64[finite].abs().max().item()
+    assert err <= 2 * err_torch + 1e-6 * scale, (err, err_torch, scale)
+    return got
+
+
+@triton_ok
+@pytest.mark.parametrize(
+    "zdt, vdt",
+    [(torch.float32, torch.float32), (torch.bfloat16, torch.bfloat16), (torch.float16, torch.float16),
+     (torch.float32, torch.bfloat16)],
+    ids=lambda d: str(d).replace("torch.", ""),
+)  # fmt: skip
+@pytest.mark.parametrize("shape", [(1, 1), (2, 5, 7), (2, 3, 8, 8), (1, 2, 3, 4, 4)], ids=str)
+def test_kernel_matches_float64(zdt, vdt, shape):
+    # shape is [S, ...]: one element, odd sizes, image latents [S, C, H, W], video latents [S, C, T, H, W]
+    n = 7
+    z, v, sigmas = _trajectory(n, shape, seed=3)
+    _assert_kernel_as_accurate(z.to(DEVICE, zdt), v.to(DEVICE, vdt), sigmas, 3, 4)
+
+
+@triton_ok
+def test_kernel_many_blocks_accumulate(monkeypatch):
+    # small element blocks: several programs per (sample, i, K) add into the same sums, with a ragged last block
+    from meancache_kernels.ops.triton import calibration
+
+    if INTERPRET:
+        monkeypatch.setattr(calibration, "_INTERPRET_MAX_BLOCK", 16)
+    else:
+        monkeypatch.setattr(calibration, "_GPU_MAX_BLOCK", 16)
+    z, v, sigmas = _trajectory(6, (2, 3, 13), seed=5)
+    _assert_kernel_as_accurate(z.float().to(DEVICE), v.float().to(DEVICE), sigmas, 2, 3)
+
+
+@triton_ok
+@pytest.mark.parametrize("n, max_span, max_skip", [(2, 1, 1), (5, 7, 9), (6, 1, 5), (4, 4, 1)])
+def test_kernel_span_and_skip_limits(n, max_span, max_skip):
+    # spans and skips beyond the trajectory (K' = min(K, m), ends clipped at N), and the smallest cases
+    z, v, sigmas = _trajectory(n, (2, 6), seed=n)
+    got = _assert_kernel_as_accurate(z.float().to(DEVICE), v.float().to(DEVICE), sigmas, max_span, max_skip)
+    assert got.shape == (2, max_span + 1, n + 1, n + 1)
+
+
+@triton_ok
+def test_kernel_single_step_trajectory():
+    # N = 1: no edge can skip, only the chain edge 0 -> 1 (no launch at all)
+    z, v, sigmas = _trajectory(1, (2, 4))
+    got = ops.calibration_errors(z.float().to(DEVICE), v.float().to(DEVICE), sigmas, 2, 3, backend="triton")
+    assert got[:, :, 0, 1].eq(0).all() and torch.isinf(got).sum() == got.numel() - 2 * 3

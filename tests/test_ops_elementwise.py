@@ -1,0 +1,250 @@
+"""Fused elementwise ops (mean_velocity_step, euler_step, velocity_delta): Triton kernels (through the interpreter on
+CPU) and the torch reference against float64, every dtype and shape, poisoned and aliased outputs, dispatch rules.
+
+Low-precision rule (flash-attention's): the kernel's max error against float64 must be at most twice the error of
+the same-precision eager computation (the torch reference: float32 arithmetic, rounded to the output dtype) plus a
+tiny eps. For bfloat16 outputs under the interpreter the eps is half a bfloat16 ulp at the output's scale: the
+interpreter's float32 -> bfloat16 store truncates where a GPU (and torch) rounds to nearest even.
+"""
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from meancache_kernels import ops
+from meancache_kernels.ops import reference
+
+try:
+    import triton  # noqa: F401
+
+    HAS_TRITON = True
+except Exception:  # pragma: no cover - depends on the environment
+    HAS_TRITON = False
+
+INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
+DEVICE = "cuda" if torch.cuda.is_available() and not INTERPRET else "cpu"
+triton_ok = pytest.mark.skipif(
+    not HAS_TRITON or (DEVICE == "cpu" and not INTERPRET), reason="needs triton (and CUDA or TRITON_INTERPRET=1)"
+)
+BACKENDS = ["torch", pytest.param("triton", marks=triton_ok)]
+
+SHAPES = [(1,), (7,), (3, 5, 7), (2, 4, 16, 16), (1, 4, 3, 8, 8)]  # 1 element, odd, [B,C,H,W], [B,C,T,H,W]
+# (z dtype, v dtype): every precision, and float32 latents with bfloat16 velocities
+DTYPES = [
+    (torch.float32, torch.float32),
+    (torch.bfloat16, torch.bfloat16),
+    (torch.float16, torch.float16),
+    (torch.float32, torch.bfloat16),
+]
+
+
+def _eps(out: torch.Tensor, ref64: torch.Tensor) -> float:
+    scale = float(ref64.abs().max()) if ref64.numel() else 0.0
+    if out.dtype == torch.bfloat16 and INTERPRET:
+        return 0.5 * torch.finfo(torch.bfloat16).eps * scale
+    return 1e-6 * max(scale, 1e-30)
+
+
+def _assert_as_accurate(out: torch.Tensor, out_torch: torch.Tensor, ref64: torch.Tensor) -> None:
+    """Kernel error <= 2x the same-precision torch error + tiny eps, both measured against float64."""
+    assert out.shape == ref64.shape and out.dtype == out_torch.dtype
+    assert not torch.isnan(out).any(), "output has NaN (an element was not written)"
+    err = (out.double() - ref64).abs().max().item()
+    err_torch = (out_torch.double() - ref64).abs().max().item()
+    assert err <= 2 * err_torch + _eps(out, ref64), (err, err_torch)
+
+
+def _randn(shape, dtype, scale=1.0):
+    return (torch.randn(shape, dtype=torch.float64) * scale).to(device=DEVICE, dtype=dtype)
+
+
+SIG = (0.93, 0.71, 0.58)  # s_anchor, s, s_next (decreasing, like a flow-matching schedule)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("zdt, vdt", DTYPES, ids=lambda d: str(d).replace("torch.", ""))
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+@pytest.mark.parametrize("with_out", [False, True], ids=["alloc", "poisoned_out"])
+def test_mean_velocity_step_matches_float64(backend, zdt, vdt, shape, with_out):
+    z, za = _randn(shape, zdt), _randn(shape, zdt)
+    va, vl = _randn(shape, vdt), _randn(shape, vdt)
+    kw = {}
+    if with_out:
+        kw = dict(out_v=torch.full(shape, float("nan"), dtype=vdt, device=DEVICE),
+                  out_z=torch.full(shape, float("nan"), dtype=zdt, device=DEVICE))  # fmt: skip
+    v_hat, z_next = ops.mean_velocity_step(z, za, va, vl, *SIG, backend=backend, **kw)
+    if with_out:
+        assert v_hat is kw["out_v"] and z_next is kw["out_z"]
+    assert v_hat.dtype == vdt and z_next.dtype == zdt
+    v64, z64 = reference.mean_velocity_step(z.double(), za.double(), va.double(), vl.double(), *SIG)
+    vt, zt = reference.mean_velocity_step(z, za, va, vl, *SIG)
+    _assert_as_accurate(v_hat, vt, v64)
+    _assert_as_accurate(z_next, zt, z64)
+
+
+def test_mean_velocity_step_formula_float64():
+    # the reference itself against the formula written out by hand, on a few scalars
+    z, za, va, vl = (torch.tensor([x], dtype=torch.float64) for x in (0.3, 1.1, -0.4, 0.25))
+    s_a, s, s_n = 0.9, 0.6, 0.45
+    v_hat, z_next = ops.mean_velocity_step(z, za, va, vl, s_a, s, s_n)
+    avg = (0.3 - 1.1) / (s - s_a)
+    expect_v = 0.25 - (-0.4 - avg) / (s - s_a) * (s_n - s)
+    assert abs(v_hat.item() - expect_v) < 1e-15
+    assert abs(z_next.item() - (0.3 + (s_n - s) * expect_v)) < 1e-15
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("zdt, vdt", DTYPES, ids=lambda d: str(d).replace("torch.", ""))
+def test_mean_velocity_step_in_place(backend, zdt, vdt):
+    shape = (2, 3, 9, 5)
+    z, za, va, vl = _randn(shape, zdt), _randn(shape, zdt), _randn(shape, vdt), _randn(shape, vdt)
+    v_exp, z_exp = ops.mean_velocity_step(z.clone(), za, va, vl, *SIG, backend=backend)
+    v_hat, z_next = ops.mean_velocity_step(z, za, va, vl, *SIG, out_z=z, backend=backend)
+    assert z_next is z
+    torch.testing.assert_close(z, z_exp, rtol=0, atol=0)
+    torch.testing.assert_close(v_hat, v_exp, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_strided_inputs_and_outputs(backend):
+    # transposed (non-contiguous) inputs are read correctly; a strided out (here z itself) is written in full
+    base = [_randn((6, 10), torch.float32) for _ in range(4)]
+    z, za, va, vl = (t.t() for t in base)
+    v64, z64 = reference.mean_velocity_step(*(t.double() for t in (z, za, va, vl)), *SIG)
+    v_hat, z_next = ops.mean_velocity_step(z, za, va, vl, *SIG, out_z=z, backend=backend)
+    assert z_next is z and not z.is_contiguous()
+    torch.testing.assert_close(v_hat.double(), v64, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(z.double(), z64, rtol=1e-6, atol=1e-6)
+
+
+@triton_ok
+def test_many_programs_with_ragged_tail(monkeypatch):
+    # small blocks force several program instances and a masked last block in the interpreter too
+    from meancache_kernels.ops.triton import launch
+
+    if INTERPRET:
+        monkeypatch.setattr(launch, "_INTERPRET_MAX_BLOCK", 64)
+    shape = (3, 7, 11)  # 231 elements = 3 full blocks of 64 + a tail of 39
+    z, za, va, vl = (_randn(shape, torch.bfloat16) for _ in range(4))
+    out_v = torch.full(shape, float("nan"), dtype=torch.bfloat16, device=DEVICE)
+    out_z = torch.full(shape, float("nan"), dtype=torch.bfloat16, device=DEVICE)
+    ops.mean_velocity_step(z, za, va, vl, *SIG, out_v=out_v, out_z=out_z, backend="triton")
+    v64, z64 = reference.mean_velocity_step(*(t.double() for t in (z, za, va, vl)), *SIG)
+    vt, zt = reference.mean_velocity_step(z, za, va, vl, *SIG)
+    _assert_as_accurate(out_v, vt, v64)
+    _assert_as_accurate(out_z, zt, z64)
+    out = torch.full(shape, float("nan"), dtype=torch.bfloat16, device=DEVICE)
+    ops.euler_step(z, va, -0.2, out=out, backend="triton")
+    _assert_as_accurate(out, reference.euler_step(z, va, -0.2), reference.euler_step(z.double(), va.double(), -0.2))
+    d, nb = ops.velocity_delta(za, vl, backend="triton")
+    d64, nb64 = reference.velocity_delta(za.double(), vl.double())
+    assert abs(d.item() - d64.item()) <= 1e-5 * d64.item()
+    assert abs(nb.item() - nb64.item()) <= 1e-5 * nb64.item()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("zdt, vdt", DTYPES, ids=lambda d: str(d).replace("torch.", ""))
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+def test_euler_step_matches_float64(backend, zdt, vdt, shape):
+    z, v = _randn(shape, zdt), _randn(shape, vdt)
+    ds = -0.137
+    out = torch.full(shape, float("nan"), dtype=zdt, device=DEVICE)
+    res = ops.euler_step(z, v, ds, out=out, backend=backend)
+    assert res is out
+    _assert_as_accurate(out, reference.euler_step(z, v, ds), reference.euler_step(z.double(), v.double(), ds))
+    fresh = ops.euler_step(z, v, ds, backend=backend)
+    torch.testing.assert_close(fresh, out, rtol=0, atol=0)
+    ops.euler_step(z, v, ds, out=z, backend=backend)  # in place
+    torch.testing.assert_close(z, out, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("zdt, vdt", DTYPES, ids=lambda d: str(d).replace("torch.", ""))
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+def test_velocity_delta_matches_float64(backend, zdt, vdt, shape):
+    a, b = _randn(shape, zdt), _randn(shape, vdt)
+    delta, norm = ops.velocity_delta(a, b, backend=backend)
+    assert delta.shape == () and norm.shape == ()
+    assert delta.dtype == torch.float32 and norm.dtype == torch.float32
+    assert delta.device == a.device
+    d64, n64 = reference.velocity_delta(a.double(), b.double())
+    dt, nt = reference.velocity_delta(a, b)
+    for got, torch_val, ref in ((delta, dt, d64), (norm, nt, n64)):
+        err = abs(got.item() - ref.item())
+        err_torch = abs(torch_val.item() - ref.item())
+        assert err <= 2 * err_torch + 1e-6 * ref.item(), (err, err_torch)
+
+
+def test_velocity_delta_known_values():
+    a = torch.tensor([1.0, -2.0, 3.0])
+    b = torch.tensor([0.5, -2.0, 4.0])
+    delta, norm = ops.velocity_delta(a, b)
+    assert delta.item() == pytest.approx(1.5) and norm.item() == pytest.approx(6.5)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_empty_tensors(backend):
+    z = torch.empty(0, 3, device=DEVICE)
+    v_hat, z_next = ops.mean_velocity_step(z, z, z, z, *SIG, backend=backend)
+    assert v_hat.shape == (0, 3) and z_next.shape == (0, 3)
+    assert ops.euler_step(z, z, 0.1, backend=backend).shape == (0, 3)
+    delta, norm = ops.velocity_delta(z, z, backend=backend)
+    assert delta.item() == 0.0 and norm.item() == 0.0
+
+
+# --- dispatch and errors ---------------------------------------------------------------------------------------
+
+
+def test_auto_uses_reference_on_cpu_and_for_float64():
+    cpu = torch.zeros(3)
+    assert ops._resolve_backend("auto", cpu) == "torch"
+    assert ops._resolve_backend("triton", cpu.double(), op="t") == "torch"  # kernels are float32-only
+    assert ops._resolve_backend("torch", cpu) == "torch"
+
+
+@triton_ok
+def test_triton_backend_on_cpu_needs_interpreter(monkeypatch):
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    z = torch.zeros(4)
+    with pytest.raises(RuntimeError, match="TRITON_INTERPRET=1"):
+        ops.mean_velocity_step(z, z, z, z, *SIG, backend="triton")
+    with pytest.raises(RuntimeError, match="TRITON_INTERPRET=1"):
+        ops.calibration_errors(torch.zeros(3, 1, 2), torch.zeros(2, 1, 2), [1.0, 0.5, 0.0], 1, 1, backend="triton")
+
+
+def test_missing_triton_is_one_clear_error(monkeypatch):
+    monkeypatch.setattr(ops, "_TRITON_OK", False)
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    z = torch.zeros(4)
+    with pytest.raises(ImportError, match="pip install triton"):
+        ops.euler_step(z, z, 0.1, backend="triton")
+    # auto falls back to the reference without a word
+    assert ops.euler_step(z, z + 1, 0.5, backend="auto").tolist() == [0.5] * 4
+
+
+@pytest.mark.parametrize(
+    "call, exc, match",
+    [
+        (lambda z: ops.mean_velocity_step(z, z[:-1], z, z, *SIG), ValueError, "z_anchor must have the shape"),
+        (lambda z: ops.mean_velocity_step(z, z, z.int(), z, *SIG), TypeError, "v_anchor must be float16"),
+        (lambda z: ops.mean_velocity_step(z, z, z, z, 0.5, 0.5, 0.2), ValueError, "s_anchor and s must differ"),
+        (lambda z: ops.mean_velocity_step(z, z, z, z, *SIG, out_z=z.half()), TypeError, "out_z must have z's dtype"),
+        (lambda z: ops.mean_velocity_step(z, z, z, z, *SIG, backend="cuda"), ValueError, "backend must be one of"),
+        (lambda z: ops.mean_velocity_step(z, z, z, z, float("nan"), 0.5, 0.2), ValueError, "s_anchor must be finite"),
+        (lambda z: ops.euler_step(z, z, "0.1"), TypeError, "ds must be a real number"),
+        (lambda z: ops.euler_step(z, z.reshape(1, -1), 0.1), ValueError, "v must have the shape"),
+        (lambda z: ops.velocity_delta(z, [1.0]), TypeError, "b must be a torch.Tensor"),
+        (lambda z: ops.velocity_delta(z, z[:2]), ValueError, "b must have the shape"),
+    ],
+)
+def test_bad_inputs(call, exc, match):
+    with pytest.raises(exc, match=match):
+        call(torch.randn(5))
+
+
+def test_import_does_not_import_triton():
+    code = "import sys, meancache_kernels; assert 'triton' not in sys.modules, 'triton imported at package import'"
+    subprocess.run([sys.executable, "-c", code], check=True)
