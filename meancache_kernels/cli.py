@@ -2,6 +2,8 @@
 
 Subcommands:
     compare   MeanCache vs plain reuse vs full steps on the analytic Gaussian-mixture flow (no model needed)
+    solve     PSSP schedule for a calibration profile and a budget
+    show      plot a profile's cost heatmap, a solved path and the frontier
 """
 
 from __future__ import annotations
@@ -78,11 +80,147 @@ def _cmd_compare(args) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------------------------------------- solve
+def _add_solve(sub) -> None:
+    p = sub.add_parser(
+        "solve",
+        help="solve the PSSP schedule for a calibration profile and a budget",
+        description="Exact budget-constrained, peak-suppressed shortest path over a calibration profile: prints the "
+        "computed steps and the JVP span K of every interval (also in the public MeanCache release's format).",
+    )
+    p.add_argument("profile", help="profile file written by Profile.save / meancache calibrate")
+    p.add_argument("--budget", "-b", type=int, required=True, help="number of computed steps B")
+    p.add_argument("--gamma", type=float, default=2.0, help="exponent of the edge costs (default 2)")
+    p.add_argument("--max-skip", type=int, default=None, help="longest run of skipped steps (default: as calibrated)")
+    p.add_argument("--k-range", type=int, nargs=2, default=None, metavar=("K_LO", "K_HI"), help="allowed spans K")
+    p.add_argument("--always-compute", type=int, nargs="*", default=[0], metavar="STEP", help="forced steps")
+    p.add_argument("--backend", choices=["auto", "cpp", "python"], default="auto")
+    p.add_argument("--json", default=None, metavar="OUT", help="also write the schedule as JSON to OUT")
+    p.set_defaults(func=_cmd_solve)
+
+
+def _official_edge_names(ks: list[int], steps: list[int], n: int) -> list[str]:
+    """Edge types as the public release names them: chain (no skipped step), v_diff_mean (K = 1),
+    v_diff_mean_jvp1_sK (K >= 2)."""
+    ends = steps[1:] + [n]
+    names = []
+    for a, b, k in zip(steps, ends, ks):
+        names.append("chain" if b - a == 1 or k == 0 else "v_diff_mean" if k == 1 else f"v_diff_mean_jvp1_s{k}")
+    return names
+
+
+def _cmd_solve(args) -> int:
+    from .calibrate import Profile
+    from .schedule import solve
+
+    try:
+        prof = Profile.load(args.profile)
+        sched = solve(prof, args.budget, gamma=args.gamma, always_compute=args.always_compute,
+                      max_skip=args.max_skip, k_range=tuple(args.k_range) if args.k_range else None,
+                      backend=args.backend)
+    except (ValueError, TypeError, FileNotFoundError, ImportError) as e:
+        raise SystemExit(f"meancache solve: {e}") from None
+    steps, ks = sched.to_official()
+    n = sched.num_steps
+    full_ks = ks + ([0] if len(ks) < len(steps) else [])  # one K per edge, the last one to N included
+    m = sched.meta
+    print(f"profile: {args.profile} (N={n}, K_max={prof.k_max}, model={prof.meta.get('model', '?')})")
+    print(f"budget B={sched.budget}  nominal speedup {sched.speedup:.2f}x  objective {m['objective']:.6g}  "
+          f"(gamma={m['gamma']}, solver={m['solver']})")
+    print(f"compute steps: {steps}")
+    print(f"K per interval: {ks}")
+    print(f"public release format: calc_dict = {steps}")
+    print(f"                       edge_source = {_official_edge_names(full_ks, steps, n)[: len(ks)]}")
+    if args.json:
+        sched.to_json(args.json)
+        print(f"schedule written to {args.json}")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------------- show
+def _add_show(sub) -> None:
+    p = sub.add_parser(
+        "show",
+        help="plot a profile's cost heatmap, a solved path and the budget frontier",
+        description="Draws the min-over-K edge cost L(i, j) as a heatmap with the path solved for --budget, and the "
+        "frontier (optimal objective and nominal speedup N/B against B) to a PNG (needs matplotlib).",
+    )
+    p.add_argument("profile", help="profile file")
+    p.add_argument("--budget", "-b", type=int, default=None, help="budget whose solved path is drawn")
+    p.add_argument("--gamma", type=float, default=2.0)
+    p.add_argument("--max-skip", type=int, default=None)
+    p.add_argument("-o", "--output", default="profile.png", help="output image (default profile.png)")
+    p.set_defaults(func=_cmd_show)
+
+
+def _cmd_show(args) -> int:
+    import numpy as np
+
+    from .calibrate import Profile
+    from .schedule import solve_frontier
+
+    try:
+        import matplotlib
+    except ImportError:
+        raise SystemExit("meancache show needs matplotlib: pip install 'meancache_kernels[plot]'") from None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    try:
+        prof = Profile.load(args.profile)
+        front = solve_frontier(prof, gamma=args.gamma, max_skip=args.max_skip)
+    except (ValueError, TypeError, FileNotFoundError) as e:
+        raise SystemExit(f"meancache show: {e}") from None
+    n = prof.num_steps
+    if args.budget is not None and args.budget not in front:
+        raise SystemExit(f"meancache show: budget={args.budget} is infeasible; feasible budgets: "
+                         f"{min(front)}..{max(front)}" if front else "meancache show: no feasible budget")
+    cost = prof.min_cost()
+    with np.errstate(divide="ignore"):
+        img = np.where(np.isfinite(cost) & (cost > 0), np.log10(np.where(cost > 0, cost, 1.0)), np.nan)
+    fig, (ax0, ax1) = plt.subplots(1, 2, figsize=(12, 5))
+    im = ax0.imshow(img, origin="upper", cmap="viridis", interpolation="nearest")
+    fig.colorbar(im, ax=ax0, label="log10 min_K L_K(i, j)")
+    ax0.set_xlabel("next computed step j")
+    ax0.set_ylabel("computed step i")
+    title = f"edge costs (N={n}, K_max={prof.k_max})"
+    if args.budget is not None:
+        s = front[args.budget]
+        nodes = s.compute_steps + [n]
+        ax0.plot(nodes[1:], nodes[:-1], "o-", color="red", ms=3, lw=1, label=f"path B={args.budget}")
+        ax0.legend(loc="lower left")
+        title += f", objective {s.meta['objective']:.3g}"
+    ax0.set_title(title)
+    bs = sorted(front)
+    obj = [front[b].meta["objective"] for b in bs]
+    ax1.plot(bs, obj, "o-", ms=3, color="C0")
+    ax1.set_yscale("symlog", linthresh=max(min([o for o in obj if o > 0], default=1e-12), 1e-12))
+    ax1.set_xlabel("budget B (computed steps)")
+    ax1.set_ylabel(f"optimal objective (gamma={args.gamma})", color="C0")
+    ax2 = ax1.twinx()
+    ax2.plot(bs, [n / b for b in bs], "--", color="C1")
+    ax2.set_ylabel("nominal speedup N / B", color="C1")
+    if args.budget is not None:
+        ax1.axvline(args.budget, color="red", lw=0.8)
+    ax1.set_title("frontier")
+    fig.tight_layout()
+    fig.savefig(args.output, dpi=120)
+    plt.close(fig)
+    st = prof.meta.get("stability", {})
+    print(f"profile: {args.profile} (N={n}, K_max={prof.k_max}, samples={prof.meta.get('num_samples', '?')}, "
+          f"rank correlation={st.get('rank_correlation', float('nan')):.3f}, "
+          f"median CV={st.get('cv_median', float('nan')):.3f})")
+    print(f"feasible budgets {bs[0]}..{bs[-1]}; plot written to {args.output}")
+    return 0
+
+
 # ---------------------------------------------------------------------------------------------------- main
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="meancache", description="MeanCache for flow-matching generation")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     _add_compare(sub)
+    _add_solve(sub)
+    _add_show(sub)
     return parser
 
 

@@ -589,7 +589,12 @@ def solve_costs(costs, budget: int, *, gamma: float = 2.0, always_compute=(0,), 
     arr, gamma, forced, max_skip, k_lo, k_hi = _check_solver_args(costs, gamma, always_compute, max_skip, k_range)
     n = arr.shape[1] - 1
     budget = _check_budget(budget, n)
-    r = ext.solve(arr, budget, gamma, forced, max_skip, k_lo, k_hi)
+    try:
+        r = ext.solve(arr, budget, gamma, forced, max_skip, k_lo, k_hi)
+    except ValueError as e:
+        if str(e).startswith("infeasible"):  # same message as the Python reference
+            raise _infeasible(budget, n, forced, max_skip, k_lo, k_hi) from None
+        raise
     return SolverResult(r["steps"], r["ks"], r["objective"], n)
 
 
@@ -646,7 +651,7 @@ def solve(profile, budget: int, gamma: float = 2.0, always_compute=(0,), max_ski
         budget: B, number of computed steps, 1..N.
         gamma: exponent > 0; gamma > 1 penalises single large-error edges.
         always_compute: steps forced to be computed (step 0 always is).
-        max_skip: longest run of consecutive skipped steps; None: as calibrated.
+        max_skip: longest run of consecutive skipped steps; None: as calibrated (``profile.max_skip``).
         k_range: ``(k_lo, k_hi)``, the allowed JVP spans; None: every calibrated span.
         backend: ``"auto"``, ``"cpp"`` or ``"python"``.
 
@@ -654,6 +659,8 @@ def solve(profile, budget: int, gamma: float = 2.0, always_compute=(0,), max_ski
         The :class:`Schedule`; its ``meta`` records objective, gamma, solver and the constraints.
     """
     costs, pmeta = _profile_parts(profile)
+    if max_skip is None:
+        max_skip = profile.max_skip  # as calibrated (longer edges are +inf anyway)
     ext = _pick_backend(backend)
     solver = "python" if ext is None else "cpp"
     res = solve_costs(costs, budget, gamma=gamma, always_compute=always_compute, max_skip=max_skip,
@@ -665,6 +672,8 @@ def solve_frontier(profile, gamma: float = 2.0, always_compute=(0,), max_skip: i
                    k_range: tuple[int, int] | None = None, backend: str = "auto") -> dict[int, Schedule]:
     """:func:`solve` for every feasible budget at once (one DP): ``{B: Schedule}``, objective in each ``meta``."""
     costs, pmeta = _profile_parts(profile)
+    if max_skip is None:
+        max_skip = profile.max_skip  # as calibrated (longer edges are +inf anyway)
     ext = _pick_backend(backend)
     solver = "python" if ext is None else "cpp"
     res = frontier_costs(costs, gamma=gamma, always_compute=always_compute, max_skip=max_skip, k_range=k_range,
