@@ -7,3 +7,15 @@ test suite and the demos have a real curved ODE whose every quantity is known in
 from .flows import GaussianMixtureFlow, flow_sigmas, smooth_random_field
 
 __all__ = ["GaussianMixtureFlow", "flow_sigmas", "smooth_random_field"]
+
+# Tiny diffusers pipelines live in meancache_kernels.diffusers.testing (the only layer that imports diffusers);
+# they are forwarded lazily so that importing this module never imports diffusers.
+_DIFFUSERS_TESTING = ("tiny_pipeline", "tiny_call_kwargs", "KINDS", "CALLS_PER_STEP")
+
+
+def __getattr__(name):
+    if name in _DIFFUSERS_TESTING:
+        from ..diffusers import testing
+
+        return getattr(testing, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

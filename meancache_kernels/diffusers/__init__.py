@@ -1,0 +1,33 @@
+"""MeanCache for diffusers pipelines: one call accelerates a flow-matching pipeline.
+
+    from meancache_kernels.diffusers import MeanCacheConfig, apply_mean_cache, remove_mean_cache
+
+    apply_mean_cache(pipe, MeanCacheConfig(preset="qwen-image", budget=10))
+    image = pipe(prompt, num_inference_steps=50).images[0]     # 10 of 50 steps run the transformer
+    remove_mean_cache(pipe)
+
+Works on pipelines whose loop calls ``pipe.transformer`` (and ``pipe.transformer_2``) then
+``pipe.scheduler.step`` once per timestep with a ``FlowMatchEulerDiscreteScheduler``: FLUX.1, Qwen-Image,
+Z-Image, Stable Diffusion 3, Wan, HunyuanVideo. This subpackage is the only part of meancache_kernels that
+imports diffusers.
+"""
+
+try:
+    import diffusers  # noqa: F401
+except ImportError as e:  # pragma: no cover - depends on the environment
+    raise ImportError(
+        "meancache_kernels.diffusers needs diffusers: pip install 'meancache_kernels[diffusers]'"
+    ) from e
+
+from .config import MeanCacheConfig
+from .hooks import MeanCacheHook, apply_mean_cache, get_mean_cache_stats, remove_mean_cache
+from .stats import MeanCacheStats
+
+__all__ = [
+    "MeanCacheConfig",
+    "MeanCacheHook",
+    "MeanCacheStats",
+    "apply_mean_cache",
+    "get_mean_cache_stats",
+    "remove_mean_cache",
+]

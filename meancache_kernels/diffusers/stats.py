@@ -1,0 +1,43 @@
+"""Per-call statistics of a MeanCache-accelerated pipeline (plain Python counters: no device work)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from ..schedule import Schedule
+
+__all__ = ["MeanCacheStats"]
+
+
+@dataclass
+class MeanCacheStats:
+    """What the last pipeline call did. Read it with ``get_mean_cache_stats(pipe)`` after the call.
+
+    Attributes:
+        num_steps: N, the number of scheduler steps of the generation.
+        steps_computed: steps whose velocity came from the transformer.
+        steps_skipped: steps whose velocity was the MeanCache estimate.
+        transformer_calls: transformer forwards actually run (all transformers, all CFG branches).
+        transformer_calls_saved: transformer forwards answered from the cache on skipped steps.
+        calls_per_step: transformer calls of the first step (2 with true CFG, 1 with batched or no CFG).
+        schedule: the schedule the generation ran with (fitted to N).
+        finished: True when all N steps were taken.
+    """
+
+    num_steps: int = 0
+    steps_computed: int = 0
+    steps_skipped: int = 0
+    transformer_calls: int = 0
+    transformer_calls_saved: int = 0
+    calls_per_step: int = 0
+    schedule: Schedule | None = None
+    finished: bool = False
+
+    @property
+    def speedup(self) -> float:
+        """Transformer calls of the full loop over calls made (the ideal speedup when the transformer dominates)."""
+        total = self.transformer_calls + self.transformer_calls_saved
+        return total / self.transformer_calls if self.transformer_calls else float("nan")
+
+    def copy(self) -> "MeanCacheStats":
+        return replace(self)

@@ -1,0 +1,416 @@
+"""MeanCache on diffusers pipelines (tiny random components, CPU, offline)."""
+
+import subprocess
+import sys
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("diffusers")
+pytest.importorskip("transformers")
+
+import meancache_kernels as mck  # noqa: E402
+from meancache_kernels import schedule as schedule_module  # noqa: E402
+from meancache_kernels.diffusers import (  # noqa: E402
+    MeanCacheConfig,
+    apply_mean_cache,
+    get_mean_cache_stats,
+    remove_mean_cache,
+)
+from meancache_kernels.diffusers.testing import CALLS_PER_STEP, KINDS, tiny_call_kwargs, tiny_pipeline  # noqa: E402
+
+N = 8
+# computed [0, 1, 2, 4, 7]; skipped 3 (K=1), 5 and 6 (K=2): exercises reuse and the JVP.
+SCHEDULE = mck.Schedule.from_official([0, 1, 2, 4, 7], [0, 0, 1, 2], N)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # Tiny models: one thread is faster and deterministic on a shared 2-core machine.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+_PIPES = {}
+
+
+def _pipe(kind, **kw):
+    key = (kind, tuple(sorted(kw.items())))
+    if key not in _PIPES:
+        _PIPES[key] = tiny_pipeline(kind, **kw)
+    pipe = _PIPES[key]
+    assert getattr(pipe, "_meancache_context", None) is None, "a previous test left MeanCache applied"
+    return pipe
+
+
+def _latents(out):
+    return out[0]
+
+
+def _count_forwards(module):
+    """Count real forward executions (installed under any hook, so skipped calls are not counted)."""
+    counter = {"n": 0}
+    original = module.forward
+
+    def forward(*args, **kwargs):
+        counter["n"] += 1
+        return original(*args, **kwargs)
+
+    module.forward = forward
+    return counter, lambda: module.__dict__.pop("forward", None)
+
+
+def _record_steps(scheduler):
+    """Record (z, v) at every scheduler.step that reaches the scheduler's own step (computed steps under MeanCache)."""
+    seen = []
+    original = scheduler.step
+
+    def step(model_output, timestep, sample, *args, **kwargs):
+        seen.append((sample.clone(), model_output.clone()))
+        return original(model_output, timestep, sample, *args, **kwargs)
+
+    scheduler.step = step
+    return seen, lambda: scheduler.__dict__.pop("step", None)
+
+
+# ---------------------------------------------------------------------------------------------------- config
+def test_config_validation():
+    assert MeanCacheConfig(schedule=SCHEDULE).schedule is SCHEDULE
+    assert MeanCacheConfig(preset="qwen-image", budget=10).budget == 10
+    with pytest.raises(ValueError, match="exactly one"):
+        MeanCacheConfig()
+    with pytest.raises(ValueError, match="exactly one"):
+        MeanCacheConfig(schedule=SCHEDULE, preset="qwen-image", budget=10)
+    with pytest.raises(TypeError, match="Schedule"):
+        MeanCacheConfig(schedule=[0, 1, 2])
+    with pytest.raises(ValueError, match="budget"):
+        MeanCacheConfig(schedule=SCHEDULE, budget=5)
+    with pytest.raises(ValueError, match="budget is required"):
+        MeanCacheConfig(preset="qwen-image")
+    with pytest.raises(ValueError, match="available budgets"):
+        MeanCacheConfig(preset="qwen-image", budget=11)
+    with pytest.raises(ValueError, match="unknown preset"):
+        MeanCacheConfig(preset="sdxl", budget=10)
+    with pytest.raises(TypeError, match="budget must be an int"):
+        MeanCacheConfig(preset="qwen-image", budget=10.0)
+    with pytest.raises(ValueError, match="gamma"):
+        MeanCacheConfig(schedule=SCHEDULE, gamma=0.0)
+    with pytest.raises(ValueError, match="backend"):
+        MeanCacheConfig(schedule=SCHEDULE, backend="cuda")
+    with pytest.raises(TypeError, match="MeanCacheConfig"):
+        apply_mean_cache(object(), {"schedule": SCHEDULE})
+
+
+# ---------------------------------------------------------------------------------------------------- per pipeline
+@pytest.mark.parametrize("kind", KINDS)
+def test_pipeline_calls_core_equivalence_and_removal(kind):
+    pipe = _pipe(kind)
+    reference = _latents(pipe(**tiny_call_kwargs(kind, num_inference_steps=N)))  # never accelerated
+
+    counter, uncount = _count_forwards(pipe.transformer)
+    seen, unrecord = _record_steps(pipe.scheduler)
+    apply_mean_cache(pipe, MeanCacheConfig(schedule=SCHEDULE))
+    try:
+        out = _latents(pipe(**tiny_call_kwargs(kind, num_inference_steps=N)))
+        stats = get_mean_cache_stats(pipe)
+    finally:
+        remove_mean_cache(pipe)
+        uncount()
+        unrecord()
+
+    calls = CALLS_PER_STEP[kind]
+    assert counter["n"] == SCHEDULE.budget * calls
+    assert stats.transformer_calls == SCHEDULE.budget * calls
+    assert stats.transformer_calls_saved == (N - SCHEDULE.budget) * calls
+    assert (stats.steps_computed, stats.steps_skipped, stats.num_steps) == (SCHEDULE.budget, N - SCHEDULE.budget, N)
+    assert stats.calls_per_step == calls and stats.finished and stats.schedule == SCHEDULE
+    assert len(seen) == SCHEDULE.budget
+
+    # The core sampler, driven with the pipeline's guided velocity as model function: it must ask for the velocity
+    # at the states the pipeline evaluated (checked) and end where the pipeline ended.
+    sigmas = pipe.scheduler.sigmas.double().tolist()
+    computed = iter(zip(SCHEDULE.compute_steps, seen))
+
+    def model_fn(z, sigma):
+        i, (z_pipe, v_pipe) = next(computed)
+        assert sigma == sigmas[i]
+        torch.testing.assert_close(z, z_pipe, rtol=1e-5, atol=1e-5)
+        return v_pipe
+
+    expected = mck.sample(model_fn, seen[0][0], sigmas, SCHEDULE)
+    torch.testing.assert_close(out.reshape(expected.shape), expected, rtol=1e-5, atol=1e-5)
+    assert (out - reference).abs().max() > 1e-3  # skipping steps does change the result
+
+    # Removed: bit-identical to never applied.
+    again = _latents(pipe(**tiny_call_kwargs(kind, num_inference_steps=N)))
+    assert torch.equal(again, reference)
+    assert "step" not in pipe.scheduler.__dict__ and "set_timesteps" not in pipe.scheduler.__dict__
+
+
+def test_full_schedule_is_bit_identical_to_no_cache():
+    pipe = _pipe("qwen-image")
+    reference = _latents(pipe(**tiny_call_kwargs("qwen-image", num_inference_steps=N)))
+    apply_mean_cache(pipe, MeanCacheConfig(schedule=mck.Schedule.full(N)))
+    try:
+        out = _latents(pipe(**tiny_call_kwargs("qwen-image", num_inference_steps=N)))
+        assert get_mean_cache_stats(pipe).transformer_calls_saved == 0
+    finally:
+        remove_mean_cache(pipe)
+    assert torch.equal(out, reference)
+
+
+def test_wan_two_transformers():
+    pipe = _pipe("wan", two_stage=True)
+    counters = [_count_forwards(pipe.transformer), _count_forwards(pipe.transformer_2)]
+    apply_mean_cache(pipe, MeanCacheConfig(schedule=SCHEDULE))
+    try:
+        pipe(**tiny_call_kwargs("wan", num_inference_steps=N))
+        stats = get_mean_cache_stats(pipe)
+    finally:
+        remove_mean_cache(pipe)
+        for _, undo in counters:
+            undo()
+    made = [c["n"] for c, _ in counters]
+    assert min(made) > 0  # both stages ran
+    assert sum(made) == stats.transformer_calls == SCHEDULE.budget * 2
+    assert stats.transformer_calls_saved == (N - SCHEDULE.budget) * 2
+
+
+def test_double_apply_and_remove_errors():
+    pipe = _pipe("flux")
+    with pytest.raises(ValueError, match="not applied"):
+        remove_mean_cache(pipe)
+    apply_mean_cache(pipe, MeanCacheConfig(schedule=SCHEDULE))
+    try:
+        with pytest.raises(ValueError, match="already applied"):
+            apply_mean_cache(pipe, MeanCacheConfig(schedule=SCHEDULE))
+    finally:
+        remove_mean_cache(pipe)
+    with pytest.raises(ValueError, match="not applied"):
+        get_mean_cache_stats(pipe)
+
+
+def test_other_num_steps_resets_and_fits_or_raises():
+    pipe = _pipe("flux")
+    apply_mean_cache(pipe, MeanCacheConfig(schedule=SCHEDULE))
+    try:
+        first = _latents(pipe(**tiny_call_kwargs("flux", num_inference_steps=N)))
+        if getattr(schedule_module, "fit_schedule", None) is None:
+            with pytest.raises(ValueError, match="num_inference_steps=6"):
+                pipe(**tiny_call_kwargs("flux", num_inference_steps=6))
+        else:
+            with pytest.warns(UserWarning, match="fitting"):
+                pipe(**tiny_call_kwargs("flux", num_inference_steps=6))
+            stats = get_mean_cache_stats(pipe)
+            assert stats.num_steps == 6 and stats.finished
+            assert stats.steps_computed + stats.steps_skipped == 6
+        again = _latents(pipe(**tiny_call_kwargs("flux", num_inference_steps=N)))
+        assert get_mean_cache_stats(pipe).num_steps == N
+    finally:
+        remove_mean_cache(pipe)
+    assert torch.equal(again, first)
+
+
+def test_call_that_raised_midway_does_not_poison_the_next():
+    pipe = _pipe("qwen-image")
+    apply_mean_cache(pipe, MeanCacheConfig(schedule=SCHEDULE))
+    try:
+        clean = _latents(pipe(**tiny_call_kwargs("qwen-image", num_inference_steps=N)))
+
+        def boom(p, i, t, kwargs):
+            if i == 4:
+                raise KeyError("user callback failed")
+            return kwargs
+
+        with pytest.raises(KeyError, match="user callback"):
+            pipe(**tiny_call_kwargs("qwen-image", num_inference_steps=N, callback_on_step_end=boom))
+        assert get_mean_cache_stats(pipe).finished is False
+        after = _latents(pipe(**tiny_call_kwargs("qwen-image", num_inference_steps=N)))
+        stats = get_mean_cache_stats(pipe)
+    finally:
+        remove_mean_cache(pipe)
+    assert torch.equal(after, clean)
+    assert stats.finished and stats.transformer_calls == SCHEDULE.budget * 2
+
+
+@pytest.mark.parametrize("kind", ["flux", "qwen-image", "sd3"])
+def test_batch_of_two_prompts_equals_each_alone(kind):
+    pipe = _pipe(kind)
+    prompts = ["a red cube", "two blue spheres"]
+    seen, unrecord = _record_steps(pipe.scheduler)  # under the adapter: sees the computed steps
+    apply_mean_cache(pipe, MeanCacheConfig(schedule=SCHEDULE))
+    try:
+        alone, inits = [], []
+        for k, prompt in enumerate(prompts):
+            seen.clear()
+            alone.append(_latents(pipe(**tiny_call_kwargs(kind, prompt=prompt, num_inference_steps=N, seed=k))))
+            inits.append(seen[0][0])
+        kw = tiny_call_kwargs(kind, prompt=prompts, num_inference_steps=N, latents=torch.cat(inits))
+        if "negative_prompt" in kw:
+            kw["negative_prompt"] = [kw["negative_prompt"]] * 2
+        both = _latents(pipe(**kw))
+        stats = get_mean_cache_stats(pipe)
+    finally:
+        remove_mean_cache(pipe)
+        unrecord()
+    assert stats.transformer_calls == SCHEDULE.budget * CALLS_PER_STEP[kind]
+    assert (alone[0] - alone[1]).abs().max() > 1e-3
+    for k in range(2):
+        torch.testing.assert_close(both[k : k + 1], alone[k], rtol=1e-4, atol=1e-4)
+
+
+# ---------------------------------------------------------------------------------------------------- errors
+def test_unsupported_schedulers_raise_type_error():
+    from diffusers import DPMSolverMultistepScheduler, FlowMatchEulerDiscreteScheduler, FlowMatchHeunDiscreteScheduler
+
+    pipe = _pipe("flux")
+    original = pipe.scheduler
+    try:
+        for scheduler in (
+            FlowMatchHeunDiscreteScheduler(),
+            DPMSolverMultistepScheduler(),
+            FlowMatchEulerDiscreteScheduler(stochastic_sampling=True),
+        ):
+            pipe.scheduler = scheduler
+            with pytest.raises(TypeError, match="FlowMatchEulerDiscreteScheduler|stochastic_sampling"):
+                apply_mean_cache(pipe, MeanCacheConfig(schedule=SCHEDULE))
+            assert getattr(pipe, "_meancache_context", None) is None
+            registry = getattr(pipe.transformer, "_diffusers_hook", None)
+            assert registry is None or registry.get_hook("meancache_hook") is None
+    finally:
+        pipe.scheduler = original
+
+
+def test_replaced_scheduler_raises():
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    pipe = _pipe("flux")
+    original = pipe.scheduler
+    apply_mean_cache(pipe, MeanCacheConfig(schedule=SCHEDULE))
+    try:
+        pipe.scheduler = FlowMatchEulerDiscreteScheduler()  # not adapted: must not run silently without MeanCache
+        with pytest.raises(RuntimeError, match="scheduler was replaced"):
+            pipe(**tiny_call_kwargs("flux", num_inference_steps=N))
+    finally:
+        pipe.scheduler = original
+        remove_mean_cache(pipe)
+
+
+class _ManualEulerPipeline:
+    """A loop that integrates by hand instead of calling scheduler.step (MeanCache cannot act on it)."""
+
+    def __new__(cls, transformer, scheduler):
+        from diffusers import DiffusionPipeline
+
+        class ManualEulerPipeline(DiffusionPipeline):
+            def __init__(self, transformer, scheduler):
+                super().__init__()
+                self.register_modules(transformer=transformer, scheduler=scheduler)
+
+            def __call__(self, latents, steps, **transformer_kwargs):
+                self.scheduler.set_timesteps(steps)
+                sigmas = self.scheduler.sigmas
+                for i, t in enumerate(self.scheduler.timesteps):
+                    v = self.transformer(hidden_states=latents, timestep=t.expand(latents.shape[0]) / 1000,
+                                         return_dict=False, **transformer_kwargs)[0]
+                    latents = latents + (sigmas[i + 1] - sigmas[i]) * v
+                self.maybe_free_model_hooks()
+                return latents
+
+        return ManualEulerPipeline(transformer, scheduler)
+
+
+@pytest.mark.parametrize("steps", [3, 8])
+def test_loop_without_scheduler_step_raises_at_first_call(steps):
+    flux = _pipe("flux")
+    manual = _ManualEulerPipeline(flux.transformer, flux.scheduler)
+    kw = {
+        "encoder_hidden_states": torch.randn(1, 4, 32),
+        "pooled_projections": torch.randn(1, 32),
+        "txt_ids": torch.zeros(4, 3),
+        "img_ids": torch.zeros(16, 3),
+    }
+    apply_mean_cache(manual, MeanCacheConfig(schedule=mck.Schedule.full(steps)))
+    try:
+        with pytest.raises(RuntimeError, match="scheduler.step"):
+            manual(torch.randn(1, 16, 4), steps, **kw)
+    finally:
+        remove_mean_cache(manual)
+
+
+# ---------------------------------------------------------------------------------------------------- faithfulness
+def test_qwen_image_preset_matches_loop_written_from_the_design():
+    """Qwen-Image B=10 preset, 50 steps, true CFG: equals a loop written directly from DESIGN.md section 2."""
+    from diffusers.pipelines.qwenimage.pipeline_qwenimage import calculate_shift
+
+    pipe = _pipe("qwen-image")
+    n, scale = 50, 4.0
+    sched = mck.presets.get("qwen-image", 10)
+    kw = tiny_call_kwargs("qwen-image", num_inference_steps=n, true_cfg_scale=scale)
+
+    # --- the loop from the design: both CFG passes, guidance combine, norm rescale, estimator on the guided v.
+    with torch.no_grad():
+        pe, pm = pipe.encode_prompt(prompt=kw["prompt"], device="cpu", max_sequence_length=16)
+        ne, nm = pipe.encode_prompt(prompt=kw["negative_prompt"], device="cpu", max_sequence_length=16)
+        h = w = 32
+        z = pipe.prepare_latents(1, pipe.transformer.config.in_channels // 4, h, w, pe.dtype, "cpu",
+                                 torch.Generator().manual_seed(0), None)
+        img_shapes = [[(1, h // pipe.vae_scale_factor // 2, w // pipe.vae_scale_factor // 2)]]
+        cfg = pipe.scheduler.config
+        mu = calculate_shift(z.shape[1], cfg.base_image_seq_len, cfg.max_image_seq_len, cfg.base_shift, cfg.max_shift)
+        pipe.scheduler.set_timesteps(sigmas=np.linspace(1.0, 1 / n, n), mu=mu)
+        ts, s = pipe.scheduler.timesteps, pipe.scheduler.sigmas.double().tolist()
+        zs, vs = [], []
+        full = z.clone()
+        for i in range(n):
+            def guided(x):
+                args = dict(hidden_states=x, timestep=ts[i].expand(1) / 1000, img_shapes=img_shapes, return_dict=False)
+                cond = pipe.transformer(encoder_hidden_states=pe, encoder_hidden_states_mask=pm, **args)[0]
+                uncond = pipe.transformer(encoder_hidden_states=ne, encoder_hidden_states_mask=nm, **args)[0]
+                comb = uncond + scale * (cond - uncond)
+                return comb * (cond.norm(dim=-1, keepdim=True) / comb.norm(dim=-1, keepdim=True))
+
+            if sched.compute[i]:
+                v = guided(z)
+            else:
+                k = min(sched.spans[i], i)
+                a = i - k
+                avg = (z - zs[a]) / (s[i] - s[a])
+                jvp = (vs[a] - avg) / (s[i] - s[a])
+                v = vs[i - 1] - jvp * (s[i + 1] - s[i])
+            zs.append(z)
+            vs.append(v)
+            z = z + (s[i + 1] - s[i]) * v
+            full = full + (s[i + 1] - s[i]) * guided(full)
+
+    apply_mean_cache(pipe, MeanCacheConfig(preset="qwen-image", budget=10))
+    try:
+        out = _latents(pipe(**kw))
+        stats = get_mean_cache_stats(pipe)
+    finally:
+        remove_mean_cache(pipe)
+    assert stats.transformer_calls == 20 and stats.transformer_calls_saved == 80
+    torch.testing.assert_close(out, z, rtol=1e-5, atol=1e-5)
+    assert (out - full).abs().max() > 1e-3  # the tolerance above can tell MeanCache from the full loop
+
+
+# ---------------------------------------------------------------------------------------------------- layering
+def test_testing_module_forwards_tiny_pipelines_lazily():
+    code = (
+        "import sys, meancache_kernels.testing as t\n"
+        "assert 'diffusers' not in sys.modules, 'importing meancache_kernels.testing imported diffusers'\n"
+        "assert t.tiny_pipeline.__module__ == 'meancache_kernels.diffusers.testing'\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+    import meancache_kernels.testing as t
+
+    with pytest.raises(AttributeError):
+        t.no_such_helper  # noqa: B018
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with pytest.raises(ValueError, match="kind must be one of"):
+            t.tiny_pipeline("sdxl")
