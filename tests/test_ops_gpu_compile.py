@@ -36,9 +36,19 @@ for zdt, vdt in (("fp32", "bf16"), ("fp16", "fp16")):
                  num_blocks="i32", BLOCK="constexpr"), dict(BLOCK=1024)))
     for span, skip in ((1, 1), (8, 12) if zdt == "fp32" else (4, 9)):
         jobs.append((calibration._calibration_kernel, dict(
-            z_ptr=P(zdt), v_ptr=P(vdt), sig_ptr="*fp64", acc_ptr="*fp32", n_steps="i32", num_samples="i32",
+            z_ptr=P(zdt), v_ptr=P(vdt), sig_ptr="*fp64", acc_ptr="*fp32", n_steps="i32", step_stride="i64",
             numel="i32", MAX_SPAN="constexpr", MAX_SKIP="constexpr", BLOCK="constexpr"),
             dict(MAX_SPAN=span, MAX_SKIP=skip, BLOCK=512)))
+# Triton specialises integer arguments equal to 1 into constexprs (one sample of one element, a 1-element tensor)
+jobs.append((calibration._calibration_kernel, dict(
+    z_ptr="*fp32", v_ptr="*fp32", sig_ptr="*fp64", acc_ptr="*fp32", n_steps="i32", step_stride="constexpr",
+    numel="constexpr", MAX_SPAN="constexpr", MAX_SKIP="constexpr", BLOCK="constexpr"),
+    dict(step_stride=1, numel=1, MAX_SPAN=2, MAX_SKIP=3, BLOCK=1)))
+jobs.append((mean_velocity._mean_velocity_step_kernel, dict(
+    z_ptr="*fp32", za_ptr="*fp32", va_ptr="*fp32", vl_ptr="*fp32", out_v_ptr="*fp32", out_z_ptr="*fp32",
+    span="fp32", ds="fp32", numel="constexpr", BLOCK="constexpr"), dict(numel=1, BLOCK=1)))
+jobs.append((delta._velocity_delta_kernel, dict(a_ptr="*fp32", b_ptr="*fp32", partial_ptr="*fp32",
+    numel="constexpr", num_blocks="constexpr", BLOCK="constexpr"), dict(numel=1, num_blocks=1, BLOCK=1)))
 target = GPUTarget("cuda", 90, 32)
 bindir = __import__("os").path.join(__import__("os").path.dirname(triton.__file__), "backends", "nvidia", "bin")
 cuobjdump = shutil.which("cuobjdump", path=bindir)
@@ -69,7 +79,7 @@ def test_kernels_compile_for_sm90(tmp_path):
     if "skip" in out:
         pytest.skip(out["skip"])
     results = out["results"]
-    assert len(results) == 2 * 5
+    assert len(results) == 2 * 5 + 3
     for r in results:
         ptx = r["ptx"]
         assert ".entry " + r["name"] in ptx, r["name"]

@@ -29,7 +29,7 @@ def _calibration_kernel(
     sig_ptr,  # [N+1] float64 sigmas
     acc_ptr,  # [S, MAX_SPAN+1, N+1, N+1] float32 sums over elements (zero-initialised)
     n_steps,
-    num_samples,
+    step_stride,  # S * D, elements per step (passed from the host: S == 1 may arrive as a constexpr)
     numel,  # D, elements per sample
     MAX_SPAN: tl.constexpr,
     MAX_SKIP: tl.constexpr,
@@ -42,7 +42,6 @@ def _calibration_kernel(
     k = pair % MAX_SPAN + 1
     offs = pid_e * BLOCK + tl.arange(0, BLOCK)
     emask = offs < numel
-    step_stride = num_samples.to(tl.int64) * numel
     base = sample * numel + offs
     n1 = n_steps + 1
     acc_row = acc_ptr + ((sample * (MAX_SPAN + 1) + k) * n1 + i) * n1
@@ -117,7 +116,7 @@ def calibration_errors(
             block, warps = min(next_power_of_2(numel), _GPU_MAX_BLOCK), _GPU_WARPS
         grid = (triton.cdiv(numel, block), num_samples, pairs)
         _calibration_kernel[grid](
-            zc, vc, sig, acc, n, num_samples, numel,
+            zc, vc, sig, acc, n, num_samples * numel, numel,
             MAX_SPAN=max_span, MAX_SKIP=min(max_skip, n - 1), BLOCK=block, num_warps=warps,
         )  # fmt: skip
     rolled, chain = _edge_masks(n, max_span, max_skip, z.device)
