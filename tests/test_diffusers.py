@@ -414,3 +414,66 @@ def test_testing_module_forwards_tiny_pipelines_lazily():
         warnings.simplefilter("ignore")
         with pytest.raises(ValueError, match="kind must be one of"):
             t.tiny_pipeline("sdxl")
+
+
+# ---------------------------------------------------------------------------------------------------- calibration
+def test_recorded_trajectory_is_the_pipeline_generation():
+    from meancache_kernels.diffusers.calibration import record_trajectory
+
+    pipe = _pipe("flux")
+    out = _latents(pipe(**tiny_call_kwargs("flux", num_inference_steps=N)))
+    z, v, sigmas = record_trajectory(pipe, **tiny_call_kwargs("flux", num_inference_steps=N))
+    assert z.shape == (N + 1, *out.shape) and v.shape == (N, *out.shape) and len(sigmas) == N + 1
+    assert torch.equal(z[-1], out)
+    for i in range(N):  # every recorded state follows from the previous one with the recorded velocity
+        torch.testing.assert_close(z[i + 1], z[i] + (sigmas[i + 1] - sigmas[i]) * v[i], rtol=1e-6, atol=1e-6)
+    assert "step" not in pipe.scheduler.__dict__
+
+
+def test_profile_config_solves_for_the_pipeline():
+    from meancache_kernels.diffusers.calibration import calibrate_pipeline
+
+    pipe = _pipe("qwen-image")
+    kw = tiny_call_kwargs("qwen-image")
+    for key in ("prompt", "num_inference_steps", "generator", "output_type"):
+        kw.pop(key)
+    profile = calibrate_pipeline(pipe, ["a red cube", "a green tree", "two cats"], N, max_span=3, batch_size=2,
+                                 progress=False, **kw)
+    assert profile.num_steps == N and profile.meta["num_samples"] == 3
+    assert profile.meta["pipeline"] == "QwenImagePipeline"
+    with pytest.raises(ValueError, match="budget"):
+        MeanCacheConfig(profile=profile, budget=N + 1)
+    with pytest.raises(TypeError, match="Profile"):
+        MeanCacheConfig(profile={"costs": None}, budget=4)
+    config = MeanCacheConfig(profile=profile, budget=4, gamma=2.0)
+    expected = mck.solve(profile, 4, gamma=2.0)
+    apply_mean_cache(pipe, config)
+    try:
+        pipe(**tiny_call_kwargs("qwen-image", num_inference_steps=N))
+        stats = get_mean_cache_stats(pipe)
+        with pytest.warns(UserWarning, match="fitting"):
+            pipe(**tiny_call_kwargs("qwen-image", num_inference_steps=12))
+        fitted = get_mean_cache_stats(pipe)
+    finally:
+        remove_mean_cache(pipe)
+    assert stats.schedule == expected and stats.transformer_calls == 4 * 2
+    assert fitted.num_steps == 12 and fitted.finished and fitted.schedule.compute[0]
+
+
+def test_cli_calibrate_writes_a_profile(tmp_path, capsys):
+    from meancache_kernels.cli import main
+
+    pipe_dir = tmp_path / "tiny-flux"
+    _pipe("flux").save_pretrained(pipe_dir)
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("# calibration prompts\na red cube\n\ntwo blue spheres\n", encoding="utf-8")
+    out = tmp_path / "flux.profile"
+    argv = ["calibrate", "--pipeline", str(pipe_dir), "--prompts", str(prompts), "--steps", "6", "--out", str(out),
+            "--height", "16", "--width", "16", "--max-span", "2", "--no-progress"]
+    assert main(argv) == 0
+    profile = mck.Profile.load(out)
+    assert profile.num_steps == 6 and profile.k_max == 2
+    assert profile.meta["num_samples"] == 2 and profile.meta["pipeline"] == "FluxPipeline"
+    assert "calibrated FluxPipeline on 2 prompts x 6 steps" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="--steps"):
+        main(argv[:6] + ["1"] + argv[7:])

@@ -9,27 +9,19 @@ from __future__ import annotations
 
 import math
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from numbers import Real
 from typing import Any
 
 import numpy as np
 
 from .. import presets
+from ..calibrate import Profile
 from ..schedule import Schedule
 
 __all__ = ["MeanCacheConfig", "resolve_schedule"]
 
 _BACKENDS = ("auto", "torch", "triton")
-
-
-def _profile_class():
-    """The calibration Profile class, or None when this build has no calibration module."""
-    try:
-        from ..calibrate import Profile
-    except ImportError:
-        return None
-    return Profile
 
 
 @dataclass(frozen=True)
@@ -52,6 +44,7 @@ class MeanCacheConfig:
     budget: int | None = None
     gamma: float = 2.0
     backend: str = "auto"
+    _solved: Schedule | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self):
         given = [name for name in ("schedule", "preset", "profile") if getattr(self, name) is not None]
@@ -80,10 +73,7 @@ class MeanCacheConfig:
                 raise TypeError(f"preset must be a model name string, got {type(self.preset).__name__}")
             presets.get(self.preset, self.budget)  # raises ValueError naming the available models / budgets
         if self.profile is not None:
-            profile_cls = _profile_class()
-            if profile_cls is None:
-                raise ValueError("profile= needs meancache_kernels.calibrate, which this build does not have")
-            if not isinstance(self.profile, profile_cls):
+            if not isinstance(self.profile, Profile):
                 raise TypeError(
                     f"profile must be a meancache_kernels.calibrate.Profile, got {type(self.profile).__name__}"
                 )
@@ -93,6 +83,15 @@ class MeanCacheConfig:
             raise ValueError(f"gamma must be finite and > 0, got {self.gamma}")
         if self.backend not in _BACKENDS:
             raise ValueError(f"backend must be one of {_BACKENDS}, got {self.backend!r}")
+        if self.profile is not None:
+            if self.budget > self.profile.num_steps:
+                raise ValueError(
+                    f"budget={self.budget} exceeds the profile's num_steps={self.profile.num_steps} (B must be 1..N)"
+                )
+            from ..schedule import solve
+
+            # Solved once here: an infeasible budget is reported at construction, not at the first generation.
+            object.__setattr__(self, "_solved", solve(self.profile, self.budget, gamma=float(self.gamma)))
 
     @property
     def source(self) -> str:
@@ -109,9 +108,7 @@ def _base_schedule(config: MeanCacheConfig) -> Schedule:
         return config.schedule
     if config.preset is not None:
         return presets.get(config.preset, config.budget)
-    from .. import solve
-
-    return solve(config.profile, config.budget, gamma=config.gamma)
+    return config._solved
 
 
 def _same_curve_sigmas(sigmas: list[float], num_steps: int) -> list[float]:
@@ -129,8 +126,9 @@ def resolve_schedule(config: MeanCacheConfig, sigmas: list[float]) -> Schedule:
     """The schedule of a generation whose N + 1 sigmas are ``sigmas``.
 
     A schedule (given, preset, or solved from the profile) whose N equals the generation's N is used as is. For
-    another N it is carried over by sigma with ``meancache_kernels.schedule.fit_schedule`` (with a warning): its
-    source grid is taken on the same sigma curve as the generation's (same shift), at the schedule's own N.
+    another N it is carried over by sigma with ``meancache_kernels.schedule.fit_schedule`` (with a warning): the
+    source grid is the profile's calibration sigmas, or for a schedule or preset the generation's sigma curve (same
+    shift) sampled at the schedule's own N.
     """
     num_steps = len(sigmas) - 1
     base = _base_schedule(config)
@@ -151,4 +149,8 @@ def resolve_schedule(config: MeanCacheConfig, sigmas: list[float]) -> Schedule:
         UserWarning,
         stacklevel=2,
     )
-    return fit(base, _same_curve_sigmas(sigmas, base.num_steps), sigmas, warn=False)
+    if config.profile is not None:
+        source_sigmas = config.profile.sigmas.tolist()  # the calibration grid
+    else:
+        source_sigmas = _same_curve_sigmas(sigmas, base.num_steps)
+    return fit(base, source_sigmas, sigmas, warn=False)
