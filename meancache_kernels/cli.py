@@ -2,6 +2,7 @@
 
 Subcommands:
     compare   MeanCache vs plain reuse vs full steps on the analytic Gaussian-mixture flow (no model needed)
+    calibrate record full-step generations of a diffusers pipeline into a calibration profile
     solve     PSSP schedule for a calibration profile and a budget
     show      plot a profile's cost heatmap, a solved path and the frontier
 """
@@ -214,11 +215,86 @@ def _cmd_show(args) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------------------------------------- calibrate
+def _add_calibrate(sub) -> None:
+    p = sub.add_parser(
+        "calibrate",
+        help="calibrate a diffusers pipeline: full-step generations recorded at scheduler.step -> a Profile",
+        description="Loads a diffusers flow-matching pipeline (local directory or hub id), generates every prompt "
+        "of --prompts with all --steps steps computed, records the state and the guided velocity at every "
+        "scheduler step, and writes the MeanCache edge-cost profile (solve it with `meancache solve`).",
+    )
+    p.add_argument("--pipeline", required=True, metavar="DIR_OR_ID", help="local pipeline directory or hub id")
+    p.add_argument("--prompts", required=True, metavar="FILE", help="text file, one prompt per line ('#' comments)")
+    p.add_argument("--steps", type=int, required=True, metavar="N", help="number of inference steps N")
+    p.add_argument("--out", required=True, metavar="PROFILE", help="output profile file")
+    p.add_argument("--height", type=int, default=None, help="image height (default: the pipeline's)")
+    p.add_argument("--width", type=int, default=None, help="image width (default: the pipeline's)")
+    p.add_argument("--guidance-scale", type=float, default=None, help="guidance_scale passed to the pipeline")
+    p.add_argument("--true-cfg-scale", type=float, default=None, help="true_cfg_scale (Qwen-Image, FLUX.1 true CFG)")
+    p.add_argument("--negative-prompt", default=None, help="negative prompt (for CFG pipelines)")
+    p.add_argument("--max-span", type=int, default=6, help="largest JVP span K calibrated (default 6)")
+    p.add_argument("--max-skip", type=int, default=None, help="longest run of skipped steps calibrated (default all)")
+    p.add_argument("--batch-size", type=int, default=1, help="prompts generated per pipeline call (default 1)")
+    p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"), help="torch dtype")
+    p.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_calibrate)
+
+
+def _cmd_calibrate(args) -> int:
+    import warnings
+
+    import torch
+
+    try:
+        from diffusers import DiffusionPipeline
+
+        from .diffusers.calibration import calibrate_pipeline
+    except ImportError as e:
+        raise SystemExit(f"meancache calibrate needs diffusers: pip install 'meancache_kernels[diffusers]' ({e})")
+    if args.steps < 2:
+        raise SystemExit(f"meancache calibrate: --steps must be >= 2, got {args.steps}")
+    try:
+        with open(args.prompts, encoding="utf-8") as f:
+            prompts = [line.strip() for line in f if line.strip() and not line.lstrip().startswith("#")]
+    except OSError as e:
+        raise SystemExit(f"meancache calibrate: cannot read --prompts: {e}")
+    if not prompts:
+        raise SystemExit(f"meancache calibrate: --prompts {args.prompts} holds no prompt")
+    try:
+        with warnings.catch_warnings():  # diffusers 0.42 renamed torch_dtype; older ones lack dtype
+            warnings.simplefilter("ignore", FutureWarning)
+            pipe = DiffusionPipeline.from_pretrained(args.pipeline, torch_dtype=getattr(torch, args.dtype))
+    except (OSError, ValueError) as e:
+        raise SystemExit(f"meancache calibrate: cannot load the pipeline {args.pipeline!r}: {e}")
+    pipe.to(args.device)
+    call = {k: v for k, v in (("height", args.height), ("width", args.width), ("guidance_scale", args.guidance_scale),
+                              ("true_cfg_scale", args.true_cfg_scale)) if v is not None}
+    if args.negative_prompt is not None:
+        call["negative_prompt"] = args.negative_prompt
+    t0 = time.perf_counter()
+    try:
+        profile = calibrate_pipeline(
+            pipe, prompts, args.steps, max_span=args.max_span, max_skip=args.max_skip, batch_size=args.batch_size,
+            seed=args.seed, progress=not args.no_progress, meta={"model": args.pipeline, "pipeline_dtype": args.dtype},
+            **call,
+        )
+    except (ValueError, TypeError) as e:
+        raise SystemExit(f"meancache calibrate: {e}")
+    profile.save(args.out)
+    print(f"calibrated {type(pipe).__name__} on {len(prompts)} prompts x {args.steps} steps in "
+          f"{time.perf_counter() - t0:.1f} s -> {args.out} ({profile!r})")
+    return 0
+
+
 # ---------------------------------------------------------------------------------------------------- main
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="meancache", description="MeanCache for flow-matching generation")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     _add_compare(sub)
+    _add_calibrate(sub)
     _add_solve(sub)
     _add_show(sub)
     return parser
