@@ -195,6 +195,24 @@ def test_empty_tensors(backend):
     assert delta.item() == 0.0 and norm.item() == 0.0
 
 
+@triton_ok
+def test_custom_op_for_torch_compile():
+    from meancache_kernels.ops import triton as kernels
+
+    z, za = _randn((3, 5), torch.float32), _randn((3, 5), torch.float32)
+    va, vl = _randn((3, 5), torch.bfloat16), _randn((3, 5), torch.bfloat16)
+    args = (z, za, va, vl, *SIG)
+    op = torch.ops.meancache_kernels.mean_velocity_step
+    assert kernels.mean_velocity_step_op is not None
+    result = torch.library.opcheck(op.default, args)
+    assert all(v == "SUCCESS" for v in result.values()), result
+    compiled = torch.compile(lambda *a: op(*a), backend="aot_eager", fullgraph=True)
+    v_hat, z_next = compiled(*args)
+    v_exp, z_exp = ops.mean_velocity_step(*args, backend="triton")
+    torch.testing.assert_close(v_hat, v_exp, rtol=0, atol=0)
+    torch.testing.assert_close(z_next, z_exp, rtol=0, atol=0)
+
+
 # --- dispatch and errors ---------------------------------------------------------------------------------------
 
 

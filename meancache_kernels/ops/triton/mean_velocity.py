@@ -84,3 +84,23 @@ def mean_velocity_step(
         num_warps=warps,
     )
     return finish_out(out_v, buf_v), finish_out(out_z, buf_z)
+
+
+@torch.library.custom_op("meancache_kernels::mean_velocity_step", mutates_args=())
+def mean_velocity_step_op(
+    z: torch.Tensor,
+    z_anchor: torch.Tensor,
+    v_anchor: torch.Tensor,
+    v_last: torch.Tensor,
+    s_anchor: float,
+    s: float,
+    s_next: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``torch.ops.meancache_kernels.mean_velocity_step``: the functional fused step as one opaque node for
+    torch.compile (new contiguous outputs; no validation beyond the launcher's)."""
+    return mean_velocity_step(z, z_anchor, v_anchor, v_last, s_anchor, s, s_next)
+
+
+@mean_velocity_step_op.register_fake
+def _(z, z_anchor, v_anchor, v_last, s_anchor, s, s_next):
+    return z.new_empty(z.shape, dtype=v_last.dtype), z.new_empty(z.shape)
