@@ -1,0 +1,399 @@
+"""``meancache demo``: MeanCache on a real diffusers pipeline, against the uncached output, in one command.
+
+By default it runs the small text-conditioned FluxPipeline shipped in ``meancache_kernels/assets/tiny_flux`` (trained
+by ``python/tools/train_tiny_flux.py`` on rendered shapes) with the calibration profile shipped beside it: for a few
+prompts it generates at N steps without caching and with MeanCache at budgets B (schedules solved with PSSP from the
+profile), then reports transformer calls, wall time, speedup and the image error (PSNR, SSIM, max abs difference)
+against the uncached output, and writes an image grid and a plot.
+
+Layering: this module imports diffusers only lazily, inside the functions that load a pipeline, and applies the cache
+through :mod:`meancache_kernels.diffusers`; ``import meancache_kernels`` never imports it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+__all__ = [
+    "SHIPPED_MODEL_DIR",
+    "SHIPPED_PROFILE",
+    "DEFAULT_PROMPTS",
+    "DemoRow",
+    "load_pipeline",
+    "record_trajectories",
+    "calibrate_pipeline",
+    "psnr",
+    "ssim",
+    "run_demo",
+]
+
+ASSETS = Path(__file__).resolve().parent / "assets"
+SHIPPED_MODEL_DIR = ASSETS / "tiny_flux"
+SHIPPED_PROFILE = ASSETS / "tiny_flux_profile.npz"
+_SHIPPED_META = "meancache_tiny_flux.json"
+DEFAULT_PROMPTS = (
+    "a red circle at the top left",
+    "a large blue square in the center",
+    "a small yellow triangle at the bottom right",
+    "a green circle at the top right",
+)
+DEFAULT_BUDGETS = (25, 17, 10)
+
+
+def _need(module: str, extra: str):
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as e:
+        raise ImportError(f"meancache demo needs {module}: pip install 'meancache_kernels[{extra}]'") from e
+
+
+# ---------------------------------------------------------------------------------------------------- loading
+def load_pipeline(model: str | os.PathLike | None = None, device: str = "cpu", dtype: torch.dtype | None = None):
+    """Load a flow-matching pipeline; returns ``(pipe, call_kwargs)``.
+
+    ``model=None`` loads the shipped tiny FluxPipeline offline (no hub access) and ``call_kwargs`` holds the call
+    arguments it was trained for (height, width, max_sequence_length); so does a directory written by
+    ``python/tools/train_tiny_flux.py``. Otherwise ``model`` is a local directory or a
+    hub id of a FluxPipeline / QwenImagePipeline (any ``DiffusionPipeline`` with a flow-matching Euler scheduler) and
+    ``call_kwargs`` is empty.
+    """
+    diffusers = _need("diffusers", "demo")
+    if model is None and not (SHIPPED_MODEL_DIR / "model_index.json").is_file():
+        raise FileNotFoundError(
+            f"the shipped pipeline is missing from {SHIPPED_MODEL_DIR} (a broken install?); reinstall "
+            "meancache_kernels or pass --model"
+        )
+    local = SHIPPED_MODEL_DIR if model is None else Path(model)
+    if (local / _SHIPPED_META).is_file():  # the shipped model, or another output of python/tools/train_tiny_flux.py
+        pipe = diffusers.FluxPipeline.from_pretrained(local, local_files_only=True)
+        meta = json.loads((local / _SHIPPED_META).read_text())
+        kwargs = {k: meta[k] for k in ("height", "width", "max_sequence_length")}
+    else:
+        if dtype is None:
+            dtype = torch.bfloat16 if str(device).startswith("cuda") else torch.float32
+        pipe = diffusers.DiffusionPipeline.from_pretrained(model, torch_dtype=dtype)
+        kwargs = {}
+    pipe.to(device)
+    return pipe, kwargs
+
+
+def _generators(device: str, seed: int, n: int) -> list[torch.Generator]:
+    return [torch.Generator(device).manual_seed(seed + k) for k in range(n)]
+
+
+def _run(pipe, prompts, steps: int, call_kwargs: dict, seed: int, device: str, **extra) -> np.ndarray:
+    out = pipe(
+        list(prompts), num_inference_steps=steps, generator=_generators(device, seed, len(prompts)),
+        output_type="np", **call_kwargs, **extra,
+    ).images
+    return np.asarray(out, dtype=np.float64)
+
+
+def record_trajectories(pipe, prompts, steps: int, call_kwargs: dict, seed: int = 0, device: str = "cpu"):
+    """Full-step trajectories of one batched pipeline call: ``(z [N+1, S, ...], v [N, S, ...], sigmas [N+1])``.
+
+    z_0 is the transformer input of step 0, z_{i+1} the latents after scheduler step i (``callback_on_step_end``);
+    the velocities actually used are recovered exactly from consecutive states, v_i = (z_{i+1} - z_i) / (s_{i+1} - s_i)
+    in float64 (the guided velocity, whatever the pipeline's CFG).
+    """
+    states: list[torch.Tensor] = []
+
+    def pre_hook(module, args, kwargs):
+        if not states:
+            hs = kwargs.get("hidden_states", args[0] if args else None)
+            states.append(hs.detach().to(torch.float64).cpu().clone())
+
+    def on_step_end(p, i, t, cb):
+        states.append(cb["latents"].detach().to(torch.float64).cpu().clone())
+        return {}
+
+    handle = pipe.transformer.register_forward_pre_hook(pre_hook, with_kwargs=True)
+    try:
+        _run(pipe, prompts, steps, call_kwargs, seed, device, callback_on_step_end=on_step_end)
+    finally:
+        handle.remove()
+    sig = torch.as_tensor(pipe.scheduler.sigmas, dtype=torch.float64).cpu()
+    if len(states) != steps + 1 or len(sig) != steps + 1:
+        raise RuntimeError(f"recorded {len(states)} states and {len(sig)} sigmas for {steps} steps")
+    z = torch.stack(states)
+    ds = (sig[1:] - sig[:-1]).view(-1, *([1] * (z.dim() - 1)))
+    v = (z[1:] - z[:-1]) / ds
+    return z, v, sig
+
+
+def calibrate_pipeline(pipe, prompts, steps: int, call_kwargs: dict, *, seeds=(0,), max_span: int = 6,
+                       max_skip: int | None = 12, device: str = "cpu", meta: dict | None = None):
+    """A MeanCache :class:`~meancache_kernels.calibrate.Profile` from full-step runs of ``pipe`` (one per seed)."""
+    from .calibrate import profile_from_trajectories
+
+    first = record_trajectories(pipe, prompts, steps, call_kwargs, seed=seeds[0], device=device)
+    sig = first[2]
+
+    def all_batches():
+        yield first[0], first[1]
+        for s in seeds[1:]:
+            z, v, _ = record_trajectories(pipe, prompts, steps, call_kwargs, seed=s, device=device)
+            yield z, v
+
+    full_meta = {"prompts": list(prompts), "seeds": list(seeds), "call_kwargs": call_kwargs}
+    full_meta.update(meta or {})
+    return profile_from_trajectories(all_batches(), sig, max_span=max_span,
+                                     max_skip=min(max_skip, steps - 1) if max_skip else None, meta=full_meta)
+
+
+# ---------------------------------------------------------------------------------------------------- metrics
+def psnr(a: np.ndarray, b: np.ndarray, data_range: float = 1.0) -> float:
+    """Peak signal-to-noise ratio in dB of image ``a`` against reference ``b`` (inf when identical)."""
+    mse = float(np.mean((np.asarray(a, np.float64) - np.asarray(b, np.float64)) ** 2))
+    return math.inf if mse == 0 else 10.0 * math.log10(data_range**2 / mse)
+
+
+def ssim(a: np.ndarray, b: np.ndarray, data_range: float = 1.0) -> float:
+    """Structural similarity of two (H, W, C) images with a 7x7 uniform window (Wang et al. 2004, K1 = 0.01,
+    K2 = 0.03, sample covariances), averaged over channels: scikit-image's when installed, else the same formula in
+    numpy (:func:`_ssim_numpy`)."""
+    a = np.asarray(a, np.float64)
+    b = np.asarray(b, np.float64)
+    win = min(7, a.shape[0], a.shape[1])
+    win -= 1 - win % 2
+    try:
+        from skimage.metrics import structural_similarity
+    except ImportError:
+        return _ssim_numpy(a, b, data_range, win)
+    return float(structural_similarity(a, b, data_range=data_range, channel_axis=-1, win_size=win))
+
+
+def _ssim_numpy(a: np.ndarray, b: np.ndarray, data_range: float, win: int) -> float:
+    from numpy.lib.stride_tricks import sliding_window_view
+
+    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
+    n = win * win
+    vals = []
+    for ch in range(a.shape[-1]):
+        x = sliding_window_view(a[..., ch], (win, win))
+        y = sliding_window_view(b[..., ch], (win, win))
+        mx, my = x.mean((-1, -2)), y.mean((-1, -2))
+        vx = x.var((-1, -2)) * n / (n - 1)
+        vy = y.var((-1, -2)) * n / (n - 1)
+        cxy = ((x - mx[..., None, None]) * (y - my[..., None, None])).sum((-1, -2)) / (n - 1)
+        s = ((2 * mx * my + c1) * (2 * cxy + c2)) / ((mx**2 + my**2 + c1) * (vx + vy + c2))
+        vals.append(s.mean())
+    return float(np.mean(vals))
+
+
+# ---------------------------------------------------------------------------------------------------- demo
+@dataclass
+class DemoRow:
+    """One line of the demo table (metrics averaged over prompts; max_abs_diff is the maximum)."""
+
+    label: str
+    budget: int
+    transformer_calls: int
+    wall_s: float
+    speedup: float
+    psnr: float
+    ssim: float
+    max_abs_diff: float
+    schedule: list[int] = field(default_factory=list)
+
+
+def _solve(profile, budget: int, gamma: float):
+    from . import solve
+
+    return solve(profile, budget, gamma=gamma)
+
+
+def _count_calls(transformer):
+    """Count real forwards of ``transformer``: a pre-hook on its output projection (``proj_out``), which runs once
+    per forward that is not answered from a cache (a hook on the transformer itself would also fire on skipped
+    calls, whose forward is replaced)."""
+    calls = [0]
+    target = getattr(transformer, "proj_out", None)
+    if not isinstance(target, torch.nn.Module):
+        target = transformer
+
+    def hook(*_):
+        calls[0] += 1
+
+    return calls, target.register_forward_pre_hook(hook)
+
+
+def _grid_png(path: Path, prompts, columns: list[tuple[str, np.ndarray]], scale: int) -> None:
+    from PIL import Image, ImageDraw
+
+    h, w = columns[0][1].shape[1:3]
+    ch, cw = h * scale, w * scale
+    pad, head = 4, 16
+    label_w = 8 * max(len(p) for p in prompts) // 2 + 8
+    canvas = Image.new("RGB", (label_w + len(columns) * (cw + pad) + pad, head + len(prompts) * (ch + pad) + pad),
+                       (255, 255, 255))
+    draw = ImageDraw.Draw(canvas)
+    for c, (title, imgs) in enumerate(columns):
+        x0 = label_w + pad + c * (cw + pad)
+        draw.text((x0, 2), title, fill=(0, 0, 0))
+        for r, img in enumerate(imgs):
+            tile = Image.fromarray(np.clip(img * 255 + 0.5, 0, 255).astype(np.uint8))
+            if scale != 1:
+                tile = tile.resize((cw, ch), Image.NEAREST)
+            canvas.paste(tile, (x0, head + pad + r * (ch + pad)))
+    for r, p in enumerate(prompts):
+        words, lines, cur = p.split(), [], ""
+        for wd in words:  # wrap the prompt into the label column
+            if len(cur) + len(wd) + 1 > label_w // 6:
+                lines.append(cur)
+                cur = wd
+            else:
+                cur = f"{cur} {wd}".strip()
+        lines.append(cur)
+        for k, line in enumerate(lines):
+            draw.text((4, head + pad + r * (ch + pad) + 2 + 11 * k), line, fill=(0, 0, 0))
+    canvas.save(path)
+
+
+def _plot_png(path: Path, rows: list[DemoRow], title: str) -> bool:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    cached = [r for r in rows if r.label != "full"]
+    fig, ax = plt.subplots(figsize=(4.2, 3.2), dpi=100)
+    ax.plot([r.speedup for r in cached], [r.psnr for r in cached], "o-", color="tab:blue", label="MeanCache")
+    for r in cached:
+        ax.annotate(f"B={r.budget}", (r.speedup, r.psnr), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    ax.set_xlabel("measured speedup (wall time, full / cached)")
+    ax.set_ylabel("PSNR vs uncached [dB]")
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return True
+
+
+def format_table(rows: list[DemoRow]) -> str:
+    head = f"{'run':<12}{'B':>4}{'calls':>7}{'wall [s]':>10}{'speedup':>9}{'PSNR [dB]':>11}{'SSIM':>8}{'max|diff|':>11}"
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        p = "inf" if math.isinf(r.psnr) else f"{r.psnr:.2f}"
+        lines.append(f"{r.label:<12}{r.budget:>4}{r.transformer_calls:>7}{r.wall_s:>10.3f}{r.speedup:>9.2f}"
+                     f"{p:>11}{r.ssim:>8.4f}{r.max_abs_diff:>11.4f}")
+    return "\n".join(lines)
+
+
+def run_demo(
+    model: str | None = None,
+    *,
+    prompts=DEFAULT_PROMPTS,
+    budgets=DEFAULT_BUDGETS,
+    steps: int = 50,
+    device: str = "cpu",
+    out: str | os.PathLike = "meancache_out",
+    seed: int = 0,
+    gamma: float = 2.0,
+    profile_path: str | os.PathLike | None = None,
+    progress: bool = True,
+    log=print,
+) -> list[DemoRow]:
+    """Run the demo; returns the table rows (first row: the uncached run) and writes into ``out``:
+    ``table.txt``, ``results.json``, ``grid.png`` and ``psnr_vs_speedup.png`` (when matplotlib is installed).
+
+    The profile: ``profile_path`` if given, else the shipped one for the shipped model; when none is given or its
+    number of steps differs from ``steps``, the pipeline is calibrated first on full-step runs with other seeds than
+    the evaluated ones (the schedules are never fitted on the images they are judged on).
+    """
+    from tqdm.auto import tqdm
+
+    from .calibrate import Profile
+    from .diffusers import MeanCacheConfig, apply_mean_cache, get_mean_cache_stats, remove_mean_cache
+
+    prompts = list(prompts)
+    if not prompts or not all(isinstance(p, str) and p for p in prompts):
+        raise ValueError(f"prompts must be a non-empty list of non-empty strings, got {prompts!r}")
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 2:
+        raise ValueError(f"steps must be an int >= 2, got {steps!r}")
+    budgets = sorted({int(b) for b in budgets}, reverse=True)
+    bad = [b for b in budgets if not 1 <= b <= steps]
+    if not budgets or bad:
+        raise ValueError(f"budget must be in 1..steps={steps}, got {bad or budgets}")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+
+    pipe, call_kwargs = load_pipeline(model, device=device)
+    pipe.set_progress_bar_config(disable=True)
+    name = "shipped tiny FluxPipeline" if model is None else str(model)
+
+    profile = None
+    if profile_path is not None:
+        profile = Profile.load(profile_path)
+    elif model is None and SHIPPED_PROFILE.is_file():
+        profile = Profile.load(SHIPPED_PROFILE)
+    if profile is None or profile.num_steps != steps:
+        why = "no profile given" if profile is None else f"the profile has N={profile.num_steps}, not {steps}"
+        log(f"calibrating on full {steps}-step runs ({why}; seeds {seed + 1000}.., not the evaluated ones)")
+        profile = calibrate_pipeline(pipe, prompts, steps, call_kwargs, seeds=(seed + 1000,), device=device,
+                                     meta={"model": name})
+
+    calls, handle = _count_calls(pipe.transformer)
+    bar = tqdm(total=len(budgets) + 2, desc="meancache demo", unit="run", disable=not progress)
+    try:
+        _run(pipe, prompts[:1], 2, call_kwargs, seed, device)  # warm-up (first-call overheads)
+        bar.update(1)
+        calls[0] = 0
+        t0 = time.perf_counter()
+        ref = _run(pipe, prompts, steps, call_kwargs, seed, device)
+        t_full = time.perf_counter() - t0
+        rows = [DemoRow("full", steps, calls[0], t_full, 1.0, math.inf, 1.0, 0.0, list(range(steps)))]
+        columns = [(f"full N={steps}", ref)]
+        bar.update(1)
+        for b in budgets:
+            sched = _solve(profile, b, gamma)
+            apply_mean_cache(pipe, MeanCacheConfig(schedule=sched))
+            try:
+                calls[0] = 0
+                t0 = time.perf_counter()
+                imgs = _run(pipe, prompts, steps, call_kwargs, seed, device)
+                dt = time.perf_counter() - t0
+                stats = get_mean_cache_stats(pipe)
+            finally:
+                remove_mean_cache(pipe)
+            if stats.transformer_calls != calls[0]:
+                raise RuntimeError(f"stats report {stats.transformer_calls} transformer calls, {calls[0]} were made")
+            ps = [psnr(x, y) for x, y in zip(imgs, ref)]
+            ss = [ssim(x, y) for x, y in zip(imgs, ref)]
+            rows.append(DemoRow("MeanCache", b, calls[0], dt, t_full / dt, float(np.mean(ps)), float(np.mean(ss)),
+                                float(np.abs(imgs - ref).max()), list(sched.compute_steps)))
+            columns.append((f"B={b}", imgs))
+            bar.update(1)
+    finally:
+        handle.remove()
+        bar.close()
+
+    table = format_table(rows)
+    header = (f"{name}: {len(prompts)} prompts, N={steps} steps, device={device}, batch of {len(prompts)} per call; "
+              f"metrics vs the uncached output, averaged over prompts (max|diff| on [0,1] pixels)")
+    log(header)
+    log(table)
+    (out / "table.txt").write_text(header + "\n" + table + "\n")
+    (out / "results.json").write_text(json.dumps(
+        {"model": name, "steps": steps, "device": device, "prompts": prompts, "seed": seed, "gamma": gamma,
+         "profile": profile.meta.get("model", None) if isinstance(profile.meta, dict) else None,
+         "rows": [asdict(r) for r in rows]}, indent=2, default=str) + "\n")
+    scale = max(1, 128 // ref.shape[1])
+    _grid_png(out / "grid.png", prompts, columns, scale)
+    plotted = _plot_png(out / "psnr_vs_speedup.png", rows, f"{name}, N={steps}")
+    log(f"wrote {out / 'table.txt'}, {out / 'results.json'}, {out / 'grid.png'}"
+        + (f", {out / 'psnr_vs_speedup.png'}" if plotted else " (no plot: matplotlib missing)"))
+    return rows

@@ -1,0 +1,66 @@
+"""Calibrate the shipped tiny FluxPipeline and write its MeanCache profile beside it.
+
+    python python/tools/calibrate_tiny_flux.py            # -> meancache_kernels/assets/tiny_flux_profile.npz
+
+Full 50-step runs of the shipped pipeline (FluxPipeline.from_pretrained, offline) on calibration prompts and seeds
+that differ from the ones `meancache demo` and bench/quality.py evaluate (seeds 100.. here, 0.. there); the
+trajectories are recorded through the pipeline itself (transformer input of step 0, latents after every scheduler
+step) and turned into edge costs by meancache_kernels.calibrate.profile_from_trajectories.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import tiny_flux_data as data  # noqa: E402
+
+CALIBRATION_PROMPTS = [
+    data.prompt_for(c, s, p, z)
+    for c, s, p, z in [
+        ("purple", "square", "top left", "large"),
+        ("cyan", "circle", "bottom right", None),
+        ("red", "triangle", "center", "small"),
+        ("green", "square", "bottom left", None),
+        ("blue", "triangle", "top right", "large"),
+        ("yellow", "circle", "center", None),
+        ("red", "square", "bottom right", "small"),
+        ("blue", "circle", "top left", None),
+    ]
+]
+
+
+def main(argv=None) -> int:
+    from meancache_kernels.demo import SHIPPED_PROFILE, calibrate_pipeline, load_pipeline
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--out", default=str(SHIPPED_PROFILE), help=f"profile file (default {SHIPPED_PROFILE})")
+    ap.add_argument("--steps", type=int, default=50)
+    ap.add_argument("--seeds", type=int, default=4, help="seeds 100, 101, ... (one batched run of all prompts each)")
+    ap.add_argument("--max-span", type=int, default=6)
+    ap.add_argument("--max-skip", type=int, default=12)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--model", default=None, help="a train_tiny_flux.py output dir (default: the shipped model)")
+    args = ap.parse_args(argv)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    torch.set_num_threads(args.threads)
+    pipe, kw = load_pipeline(args.model)
+    pipe.set_progress_bar_config(disable=True)
+    prof = calibrate_pipeline(
+        pipe, CALIBRATION_PROMPTS, args.steps, kw, seeds=tuple(range(100, 100 + args.seeds)),
+        max_span=args.max_span, max_skip=args.max_skip,
+        meta={"model": "meancache_kernels/assets/tiny_flux", "tool": "python/tools/calibrate_tiny_flux.py"},
+    )
+    prof.save(args.out)
+    st = prof.meta.get("stability", {})
+    print(f"wrote {args.out}: {prof!r}; stability {st}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
