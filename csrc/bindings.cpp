@@ -3,6 +3,8 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <cstdint>
+#include <limits>
 #include <sstream>
 #include <stdexcept>
 #include <string>
@@ -84,16 +86,26 @@ PYBIND11_MODULE(_C, m) {
           py::gil_scoped_release release;
           sols = meancache::frontier(p);
         }
-        py::list out;
-        for (const auto& s : sols) {
-          if (s.feasible) {
-            out.append(to_dict(s));
-          } else {
-            out.append(py::none());
+        const py::ssize_t rows = p.n + 1, cols = p.n;
+        py::array_t<double> objective(rows);
+        py::array_t<int32_t> steps({rows, cols});
+        py::array_t<int32_t> ks({rows, cols});
+        auto o = objective.mutable_unchecked<1>();
+        auto st = steps.mutable_unchecked<2>();
+        auto kk = ks.mutable_unchecked<2>();
+        for (py::ssize_t b = 0; b < rows; ++b) {
+          const auto& s = sols[b];
+          o(b) = s.feasible ? s.objective : std::numeric_limits<double>::infinity();
+          for (py::ssize_t c = 0; c < cols; ++c) {
+            const bool in = s.feasible && c < static_cast<py::ssize_t>(s.steps.size());
+            st(b, c) = in ? s.steps[c] : -1;
+            kk(b, c) = in ? s.ks[c] : -1;
           }
         }
-        return out;
+        return py::make_tuple(objective, steps, ks);
       },
       py::arg("costs"), py::arg("gamma"), py::arg("forced"), py::arg("max_skip"), py::arg("k_lo"), py::arg("k_hi"),
-      "Exact PSSP optimum for every budget in one DP: a list indexed by B = 0..N of dicts (None when infeasible).");
+      "Exact PSSP optimum for every budget in one DP. Returns (objective float64 [N+1], steps int32 [N+1, N], "
+      "ks int32 [N+1, N]): row B holds the B computed steps and the K of each edge, padded with -1; objective is "
+      "+inf (and the row all -1) for B = 0 and infeasible budgets.");
 }

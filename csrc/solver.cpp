@@ -12,6 +12,14 @@ namespace {
 
 constexpr double kInf = std::numeric_limits<double>::infinity();
 
+// c ** gamma exactly as the Python reference computes it: c * c for gamma = 2, c for gamma = 1 (exact and much
+// faster than libm's pow), libm pow otherwise (Python's math.pow calls the same function).
+inline double edge_term(double c, double gamma) {
+  if (gamma == 2.0) return c * c;
+  if (gamma == 1.0) return c;
+  return std::pow(c, gamma);
+}
+
 // Edge table for lengths d = 1..dmax: w[i * (dmax + 1) + d] (inf when not allowed) and the K attaining it.
 struct Edges {
   int dmax = 1;
@@ -28,25 +36,36 @@ Edges build_edges(const Problem& p) {
   e.w.assign(static_cast<size_t>(n) * stride, kInf);
   e.k.assign(static_cast<size_t>(n) * stride, 0);
   const size_t plane = static_cast<size_t>(n + 1) * (n + 1);
+  // K outermost so every cost row is read contiguously; K ascending with a strict comparison keeps the smallest K
+  // on ties. Only the entries read are checked (NaN or negative -> invalid_argument).
+  for (int kk = p.k_lo; kk <= p.k_hi; ++kk) {
+    const double* base = p.costs + kk * plane;
+    for (int i = 0; i < n; ++i) {
+      const double* row = base + static_cast<size_t>(i) * (n + 1);
+      double* wi = &e.w[static_cast<size_t>(i) * stride];
+      int* ki = &e.k[static_cast<size_t>(i) * stride];
+      const int last = std::min(n, i + e.dmax);
+      for (int j = i + 2; j <= last; ++j) {
+        const double c = row[j];
+        if (!(c >= 0.0)) {
+          throw std::invalid_argument("costs must be >= 0 or +inf (no NaN); bad value " + std::to_string(c) +
+                                      " at [K, i, j] = [" + std::to_string(kk) + ", " + std::to_string(i) + ", " +
+                                      std::to_string(j) + "]");
+        }
+        const bool better = c < wi[j - i];  // branch-free select: the comparisons are data-dependent
+        wi[j - i] = better ? c : wi[j - i];
+        ki[j - i] = better ? kk : ki[j - i];
+      }
+    }
+  }
   for (int i = 0; i < n; ++i) {
     double* wi = &e.w[static_cast<size_t>(i) * stride];
     int* ki = &e.k[static_cast<size_t>(i) * stride];
     wi[1] = 0.0;  // chain edge
+    ki[1] = 0;
     const int last = std::min(n, i + e.dmax);
-    for (int j = i + 2; j <= last; ++j) {
-      double best = kInf;
-      int best_k = 0;
-      for (int kk = p.k_lo; kk <= p.k_hi; ++kk) {
-        const double c = p.costs[kk * plane + static_cast<size_t>(i) * (n + 1) + j];
-        if (c < best) {  // strict: the smallest K wins ties
-          best = c;
-          best_k = kk;
-        }
-      }
-      if (best < kInf) {
-        wi[j - i] = std::pow(best, p.gamma);
-        ki[j - i] = best_k;
-      }
+    for (int d = 2; d <= last - i; ++d) {
+      if (wi[d] < kInf) wi[d] = edge_term(wi[d], p.gamma);
     }
   }
   std::vector<char> is_forced(n, 0);
@@ -78,7 +97,8 @@ std::vector<double> run_dp(const Problem& p, const Edges& e, int r_max, std::vec
     int32_t* ch = &choice[static_cast<size_t>(r) * n];
     for (int i = 0; i <= n - r; ++i) {
       const double* wi = &e.w[static_cast<size_t>(i) * stride];
-      const int hi = std::min(std::min(i + e.dmax, e.next_forced[i]), n - 1);
+      // j <= n - r + 1: the rest of the path needs r - 1 computed nodes in j..n-1 (F is +inf beyond anyway)
+      const int hi = std::min(std::min(i + e.dmax, e.next_forced[i]), n - r + 1);
       double best = kInf;
       int arg = -1;
       for (int j = i + 1; j <= hi; ++j) {
@@ -135,14 +155,6 @@ void validate(const Problem& p) {
     if (f < 0 || f >= p.n) {
       throw std::invalid_argument("forced step " + std::to_string(f) + " is out of range for N=" +
                                   std::to_string(p.n) + " (valid: 0.." + std::to_string(p.n - 1) + ")");
-    }
-  }
-  const size_t total = static_cast<size_t>(p.kmax + 1) * (p.n + 1) * (p.n + 1);
-  for (size_t t = 0; t < total; ++t) {
-    const double c = p.costs[t];
-    if (std::isnan(c) || c < 0.0) {
-      throw std::invalid_argument("costs must be >= 0 or +inf (no NaN); bad value at flat index " +
-                                  std::to_string(t));
     }
   }
 }

@@ -32,7 +32,8 @@ struct Solution {
   double objective = 0.0;
 };
 
-// Throws std::invalid_argument on invalid input (bad shapes, NaN or negative costs, out-of-range arguments).
+// Throws std::invalid_argument on invalid input (bad shapes, out-of-range arguments). NaN or negative costs are
+// reported by solve/frontier for the entries they read (edges within max_skip, K in [k_lo, k_hi]).
 void validate(const Problem& p);
 
 // Optimum with exactly `budget` computed steps; Solution::feasible is false when no such path exists.

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 __all__ = [
     "Schedule",
     "SolverResult",
+    "Frontier",
     "solve",
     "solve_frontier",
     "solve_costs",
@@ -306,9 +307,10 @@ def _check_compute_steps(compute_steps: Sequence[int], num_steps: int) -> list[i
 #     w(i, j) = 0                                              (chain edge, j = i + 1, no skipped step)
 #     w(i, j) = (min_{K in [k_lo, k_hi]} L_K(i, j)) ** gamma     (j - i - 1 skipped steps, at most max_skip)
 #
-# and is not allowed when every L_K(i, j) of the range is +inf. Forced steps must lie on the path. The objective of a
-# path is the float64 sum of its edge terms accumulated from the LAST edge back to the first (the order in which the
-# backward dynamic programme below adds them), so every implementation gets bit-identical objectives.
+# and is not allowed when every L_K(i, j) of the range is +inf. The power is computed as c * c for gamma = 2, c for
+# gamma = 1 and libm's pow otherwise, identically in C++ and Python. Forced steps must lie on the path. The objective
+# of a path is the float64 sum of its edge terms accumulated from the LAST edge back to the first (the order in which
+# the backward dynamic programme below adds them), so every implementation gets bit-identical objectives.
 #
 # Deterministic tie-breaking (shared by the C++ solver, the Python reference and the tests' brute force):
 #   * per edge, K is the smallest K in [k_lo, k_hi] attaining the minimum (K = 0 on chain edges);
@@ -349,6 +351,13 @@ class SolverResult:
         self.objective = float(objective)
         self.num_steps = int(num_steps)
 
+    @classmethod
+    def _trusted(cls, compute_steps: tuple, spans: tuple, objective: float, num_steps: int) -> "SolverResult":
+        # no conversion: for values that are already tuples of Python ints and a float (the solvers' own output)
+        self = object.__new__(cls)
+        self.compute_steps, self.spans, self.objective, self.num_steps = compute_steps, spans, objective, num_steps
+        return self
+
     @property
     def budget(self) -> int:
         return len(self.compute_steps)
@@ -377,6 +386,46 @@ class SolverResult:
         )
 
 
+class Frontier(Mapping):
+    """The optimum for every feasible budget, from one DP: ``frontier[B]`` is the :class:`SolverResult` of budget B.
+
+    A read-only mapping over the feasible budgets (ascending). ``objective`` is a float64 array [N+1] indexed by B
+    (+inf for B = 0 and infeasible budgets); results are built on access from int32 arrays [N+1, N] of steps and
+    spans (row B holds B values, padded with -1).
+    """
+
+    __slots__ = ("objective", "_steps", "_spans", "num_steps", "_budgets")
+
+    def __init__(self, objective, steps, spans, num_steps: int):
+        import numpy as np
+
+        self.objective = np.asarray(objective, dtype=np.float64)
+        self._steps = np.asarray(steps)
+        self._spans = np.asarray(spans)
+        self.num_steps = int(num_steps)
+        self._budgets = [b for b in range(1, self.num_steps + 1) if self.objective[b] < float("inf")]
+
+    def __getitem__(self, budget: int) -> SolverResult:
+        if isinstance(budget, bool) or not isinstance(budget, int) or not 1 <= budget <= self.num_steps:
+            raise KeyError(budget)
+        obj = float(self.objective[budget])
+        if not obj < float("inf"):
+            raise KeyError(budget)
+        return SolverResult._trusted(tuple(self._steps[budget, :budget].tolist()),
+                                     tuple(self._spans[budget, :budget].tolist()), obj, self.num_steps)
+
+    def __iter__(self):
+        return iter(self._budgets)
+
+    def __len__(self) -> int:
+        return len(self._budgets)
+
+    def __repr__(self) -> str:
+        if not self._budgets:
+            return f"Frontier(N={self.num_steps}, no feasible budget)"
+        return f"Frontier(N={self.num_steps}, feasible budgets {self._budgets[0]}..{self._budgets[-1]})"
+
+
 def _check_costs(costs, name: str = "costs"):
     import numpy as np
 
@@ -390,10 +439,10 @@ def _check_costs(costs, name: str = "costs"):
         raise ValueError(
             f"{name} must have shape [K_max+1, N+1, N+1] with K_max >= 1 and N >= 1, got {tuple(arr.shape)}"
         )
-    if np.isnan(arr).any():
-        raise ValueError(f"{name} holds NaN at {tuple(int(x) for x in np.argwhere(np.isnan(arr))[0])}: use +inf for "
-                         "edges that are not allowed")
-    if (arr < 0).any():
+    if not (arr >= 0).all():  # one pass; NaN fails the comparison too
+        if np.isnan(arr).any():
+            idx = tuple(int(x) for x in np.argwhere(np.isnan(arr))[0])
+            raise ValueError(f"{name} holds NaN at [K, i, j] = {idx}: use +inf for edges that are not allowed")
         idx = tuple(int(x) for x in np.argwhere(arr < 0)[0])
         raise ValueError(f"{name} must be >= 0 (or +inf), got {arr[idx]} at [K, i, j] = {idx}")
     return arr
@@ -474,7 +523,7 @@ def _py_dp(arr, gamma, forced, max_skip, k_lo, k_hi, r_max):
                     if c < best:
                         best, best_k = c, k_lo + t
                 if best < inf:
-                    w[i][d] = math.pow(best, gamma)
+                    w[i][d] = best * best if gamma == 2.0 else best if gamma == 1.0 else math.pow(best, gamma)
                     kk[i][d] = best_k
     forced_set = set(forced)
     nf = [n] * n  # next forced step after i (or N)
@@ -497,7 +546,7 @@ def _py_dp(arr, gamma, forced, max_skip, k_lo, k_hi, r_max):
         for i in range(n - r + 1):
             best, arg = inf, -1
             wi = w[i]
-            hi = min(i + d_max, nf[i], n - 1)
+            hi = min(i + d_max, nf[i], n - r + 1)  # the rest needs r - 1 nodes in j..n-1
             for j in range(i + 1, hi + 1):
                 c = wi[j - i] + prev[j]
                 if c < best:
@@ -517,7 +566,7 @@ def _py_path(rows, choice, w, kk, n, budget):
         ks.append(kk[i][j - i])
         i = j
     ks.append(kk[i][n - i])
-    return SolverResult(steps, ks, rows[budget][0], n)
+    return SolverResult._trusted(tuple(steps), tuple(ks), rows[budget][0], n)
 
 
 def solve_reference(costs, budget: int, *, gamma: float = 2.0, always_compute=(0,), max_skip: int | None = None,
@@ -549,12 +598,23 @@ def solve_reference(costs, budget: int, *, gamma: float = 2.0, always_compute=(0
 
 
 def frontier_reference(costs, *, gamma: float = 2.0, always_compute=(0,), max_skip: int | None = None,
-                       k_range: tuple[int, int] | None = None) -> dict[int, SolverResult]:
-    """Pure-Python frontier: the optimum for every feasible budget B = 1..N in one DP, as ``{B: SolverResult}``."""
+                       k_range: tuple[int, int] | None = None) -> Frontier:
+    """Pure-Python frontier: the optimum for every feasible budget B = 1..N in one DP (a :class:`Frontier`)."""
+    import numpy as np
+
     arr, gamma, forced, max_skip, k_lo, k_hi = _check_solver_args(costs, gamma, always_compute, max_skip, k_range)
     n = arr.shape[1] - 1
     rows, choice, w, kk = _py_dp(arr, gamma, forced, max_skip, k_lo, k_hi, n)
-    return {b: _py_path(rows, choice, w, kk, n, b) for b in range(1, n + 1) if rows[b][0] < float("inf")}
+    objective = np.full(n + 1, np.inf)
+    steps = np.full((n + 1, n), -1, dtype=np.int32)
+    spans = np.full((n + 1, n), -1, dtype=np.int32)
+    for b in range(1, n + 1):
+        if rows[b][0] < float("inf"):
+            r = _py_path(rows, choice, w, kk, n, b)
+            objective[b] = r.objective
+            steps[b, :b] = r.compute_steps
+            spans[b, :b] = r.spans
+    return Frontier(objective, steps, spans, n)
 
 
 def _load_ext():
@@ -599,19 +659,16 @@ def solve_costs(costs, budget: int, *, gamma: float = 2.0, always_compute=(0,), 
 
 
 def frontier_costs(costs, *, gamma: float = 2.0, always_compute=(0,), max_skip: int | None = None,
-                   k_range: tuple[int, int] | None = None, backend: str = "auto") -> dict[int, SolverResult]:
-    """The optimum for every feasible budget in one DP, ``{B: SolverResult}``; backends as in :func:`solve_costs`."""
+                   k_range: tuple[int, int] | None = None, backend: str = "auto") -> Frontier:
+    """The optimum for every feasible budget in one DP (a :class:`Frontier`, ``frontier[B] -> SolverResult``);
+    backends as in :func:`solve_costs`."""
     ext = _pick_backend(backend)
     if ext is None:
         return frontier_reference(costs, gamma=gamma, always_compute=always_compute, max_skip=max_skip,
                                   k_range=k_range)
     arr, gamma, forced, max_skip, k_lo, k_hi = _check_solver_args(costs, gamma, always_compute, max_skip, k_range)
-    n = arr.shape[1] - 1
-    out = {}
-    for b, r in enumerate(ext.frontier(arr, gamma, forced, max_skip, k_lo, k_hi)):
-        if r is not None:
-            out[b] = SolverResult(r["steps"], r["ks"], r["objective"], n)
-    return out
+    objective, steps, spans = ext.frontier(arr, gamma, forced, max_skip, k_lo, k_hi)
+    return Frontier(objective, steps, spans, arr.shape[1] - 1)
 
 
 def _profile_parts(profile):

@@ -50,7 +50,7 @@ def _brute_force(costs, budget, gamma, forced, max_skip, k_range):
             if c == math.inf:
                 ok = False
                 break
-            terms.append(math.pow(c, gamma))
+            terms.append(c * c if gamma == 2.0 else c if gamma == 1.0 else math.pow(c, gamma))
             ks.append(kc)
         if not ok:
             continue
@@ -145,7 +145,7 @@ def test_budget_n_and_budget_1(backend):
     one = sch.solve_costs(costs, 1, gamma=2.0, backend=backend)
     k = int(np.argmin(costs[1:, 0, n])) + 1
     assert one.compute_steps == (0,) and one.spans == (k,)
-    assert one.objective == math.pow(costs[k, 0, n], 2.0)
+    assert one.objective == costs[k, 0, n] ** 2
     with pytest.raises(ValueError, match="infeasible"):
         sch.solve_costs(costs, 1, max_skip=n - 2, backend=backend)  # 0 -> N skips N - 1 steps
 
