@@ -300,6 +300,45 @@ def test_replaced_scheduler_raises():
         remove_mean_cache(pipe)
 
 
+def test_interrupted_call_is_not_an_error():
+    pipe = _pipe("flux")
+
+    def stop(p, i, t, kwargs):
+        if i == 3:
+            p._interrupt = True
+        return kwargs
+
+    apply_mean_cache(pipe, MeanCacheConfig(schedule=SCHEDULE))
+    try:
+        pipe(**tiny_call_kwargs("flux", num_inference_steps=N, callback_on_step_end=stop))
+        stats = get_mean_cache_stats(pipe)
+    finally:
+        remove_mean_cache(pipe)
+    assert not stats.finished and stats.steps_computed + stats.steps_skipped == 4
+
+
+def test_generation_not_starting_at_step_zero_raises():
+    pipe = _pipe("flux")
+    apply_mean_cache(pipe, MeanCacheConfig(schedule=SCHEDULE))
+    try:
+        sched = pipe.scheduler
+        z, v = torch.randn(1, 16, 4), torch.randn(1, 16, 4)
+        sched.set_timesteps(N)
+        sched.set_begin_index(3)  # image-to-image style: start mid-schedule
+        with pytest.raises(RuntimeError, match="image-to-image"):
+            sched.step(v, sched.timesteps[3], z)
+        sched.set_timesteps(N)
+        with pytest.raises(TypeError, match="per_token_timesteps"):
+            sched.step(v, sched.timesteps[0], z, per_token_timesteps=torch.full((1, 16), 1000.0))
+        sched.set_timesteps(N)
+        for i in range(N):
+            z = sched.step(v, sched.timesteps[i], z, return_dict=False)[0]
+        with pytest.raises(RuntimeError, match="called 9 times"):
+            sched.step(v, sched.timesteps[-1], z)
+    finally:
+        remove_mean_cache(pipe)
+
+
 class _ManualEulerPipeline:
     """A loop that integrates by hand instead of calling scheduler.step (MeanCache cannot act on it)."""
 

@@ -128,6 +128,7 @@ def _qwen_image():
     config = Qwen2_5_VLConfig(
         text_config={"hidden_size": 16, "intermediate_size": 16, "num_hidden_layers": 2, "num_attention_heads": 2,
                      "num_key_value_heads": 2, "vocab_size": 128, "rope_theta": 1000000.0,
+                     "bos_token_id": 0, "eos_token_id": 1,
                      "rope_scaling": {"mrope_section": [1, 1, 2], "rope_type": "default", "type": "default"}},
         vision_config={"depth": 2, "hidden_size": 16, "intermediate_size": 16, "num_heads": 2,
                        "out_hidden_size": 16},
