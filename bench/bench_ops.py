@@ -8,6 +8,8 @@ Each op is timed as: ``copy`` (a same-size device copy, the bandwidth ceiling me
 present, ``triton`` (the fused kernel; never the CPU interpreter, which measures Python, not the kernel).
 ``benchmark.extra_info`` holds the bytes moved and the effective GB/s (bytes read + written once / median time).
 On CUDA a timed call runs the op ``reps`` times then synchronises, so launch-queue time is not mistaken for work.
+On CPU torch runs single-threaded here: on a shared machine, a preempted intra-op thread stalls the whole op for a
+scheduler quantum and the timings become noise.
 """
 
 import os
@@ -25,6 +27,15 @@ REPS = 20 if CUDA else 1
 # FLUX.1 at 1024x1024: 4096 tokens x 64 channels; HunyuanVideo 720p, 129 frames: 33 x 90 x 160 x 16 (about 7.6M)
 SIZES = {"flux1024": 4096 * 64, "hunyuan720p": 33 * 90 * 160 * 16} if CUDA else {"flux1024": 4096 * 64}
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _single_thread_on_cpu():
+    threads = torch.get_num_threads()
+    if not CUDA:
+        torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def _impls():
