@@ -37,24 +37,36 @@ Edges build_edges(const Problem& p) {
   e.k.assign(static_cast<size_t>(n) * stride, 0);
   const size_t plane = static_cast<size_t>(n + 1) * (n + 1);
   // K outermost so every cost row is read contiguously; K ascending with a strict comparison keeps the smallest K
-  // on ties. Only the entries read are checked (NaN or negative -> invalid_argument).
+  // on ties. The inner loop is branch-free (it vectorises); NaN or negative entries among those read are flagged and
+  // reported after the loop.
+  bool bad = false;
   for (int kk = p.k_lo; kk <= p.k_hi; ++kk) {
     const double* base = p.costs + kk * plane;
     for (int i = 0; i < n; ++i) {
-      const double* row = base + static_cast<size_t>(i) * (n + 1);
+      const double* row = base + static_cast<size_t>(i) * (n + 1) + i;  // row[d] = costs[kk, i, i + d]
       double* wi = &e.w[static_cast<size_t>(i) * stride];
       int* ki = &e.k[static_cast<size_t>(i) * stride];
-      const int last = std::min(n, i + e.dmax);
-      for (int j = i + 2; j <= last; ++j) {
-        const double c = row[j];
-        if (!(c >= 0.0)) {
-          throw std::invalid_argument("costs must be >= 0 or +inf (no NaN); bad value " + std::to_string(c) +
-                                      " at [K, i, j] = [" + std::to_string(kk) + ", " + std::to_string(i) + ", " +
-                                      std::to_string(j) + "]");
+      const int dlast = std::min(n, i + e.dmax) - i;
+      for (int d = 2; d <= dlast; ++d) {
+        const double c = row[d];
+        bad |= !(c >= 0.0);
+        const bool better = c < wi[d];
+        wi[d] = better ? c : wi[d];
+        ki[d] = better ? kk : ki[d];
+      }
+    }
+  }
+  if (bad) {
+    for (int kk = p.k_lo; kk <= p.k_hi; ++kk) {
+      for (int i = 0; i < n; ++i) {
+        for (int j = i + 2; j <= std::min(n, i + e.dmax); ++j) {
+          const double c = p.costs[kk * plane + static_cast<size_t>(i) * (n + 1) + j];
+          if (!(c >= 0.0)) {
+            throw std::invalid_argument("costs must be >= 0 or +inf (no NaN); bad value " + std::to_string(c) +
+                                        " at [K, i, j] = [" + std::to_string(kk) + ", " + std::to_string(i) + ", " +
+                                        std::to_string(j) + "]");
+          }
         }
-        const bool better = c < wi[j - i];  // branch-free select: the comparisons are data-dependent
-        wi[j - i] = better ? c : wi[j - i];
-        ki[j - i] = better ? kk : ki[j - i];
       }
     }
   }

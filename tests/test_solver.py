@@ -213,6 +213,10 @@ def test_extension_raises_value_error_directly():
         _C.solve(np.ones((3, 6, 6)), 6, 2.0, [0], 3, 1, 2)
     with pytest.raises(ValueError, match="infeasible"):
         _C.solve(np.ones((3, 6, 6)), 1, 2.0, [0], 1, 1, 2)
+    bad = np.ones((3, 6, 6))
+    bad[2, 1, 4] = np.nan
+    with pytest.raises(ValueError, match=r"NaN\); bad value nan at \[K, i, j\] = \[2, 1, 4\]"):
+        _C.frontier(bad, 2.0, [0], 5, 1, 2)
 
 
 def _profile(n=20, kmax=4, seed=0):
