@@ -25,16 +25,16 @@ _BACKENDS = ("auto", "torch", "triton")
 _FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
-def _check_tensor(name: str, t, like: torch.Tensor | None = None) -> None:
+def _check_tensor(name: str, t, like: torch.Tensor | None = None, like_name: str = "z") -> None:
     if not isinstance(t, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
     if t.dtype not in _FLOAT_DTYPES:
         raise TypeError(f"{name} must be float16, bfloat16, float32 or float64, got {t.dtype}")
     if like is not None:
         if t.shape != like.shape:
-            raise ValueError(f"{name} must have the shape of z {tuple(like.shape)}, got {tuple(t.shape)}")
+            raise ValueError(f"{name} must have the shape of {like_name} {tuple(like.shape)}, got {tuple(t.shape)}")
         if t.device != like.device:
-            raise ValueError(f"{name} must be on z's device {like.device}, got {t.device}")
+            raise ValueError(f"{name} must be on {like_name}'s device {like.device}, got {t.device}")
 
 
 def _check_scalar(name: str, x) -> float:
@@ -190,7 +190,7 @@ def velocity_delta(a: torch.Tensor, b: torch.Tensor, *, backend: str = "auto") -
         block and sums the per-block partials on the device (deterministic, no atomics).
     """
     _check_tensor("a", a)
-    _check_tensor("b", b, a)
+    _check_tensor("b", b, a, "a")
     impl = _kernels() if _resolve_backend(backend, a, b, op="velocity_delta") == "triton" else reference
     return impl.velocity_delta(a, b)
 
