@@ -244,14 +244,8 @@ def _add_calibrate(sub) -> None:
 
 
 def _cmd_calibrate(args) -> int:
-    import warnings
-
-    import torch
-
     try:
-        from diffusers import DiffusionPipeline
-
-        from .diffusers.calibration import calibrate_pipeline
+        from .diffusers.calibration import calibrate_pipeline, load_pipeline
     except ImportError as e:
         raise SystemExit(f"meancache calibrate needs diffusers: pip install 'meancache_kernels[diffusers]' ({e})")
     if args.steps < 2:
@@ -264,12 +258,9 @@ def _cmd_calibrate(args) -> int:
     if not prompts:
         raise SystemExit(f"meancache calibrate: --prompts {args.prompts} holds no prompt")
     try:
-        with warnings.catch_warnings():  # diffusers 0.42 renamed torch_dtype; older ones lack dtype
-            warnings.simplefilter("ignore", FutureWarning)
-            pipe = DiffusionPipeline.from_pretrained(args.pipeline, torch_dtype=getattr(torch, args.dtype))
+        pipe = load_pipeline(args.pipeline, dtype=args.dtype, device=args.device)
     except (OSError, ValueError) as e:
         raise SystemExit(f"meancache calibrate: cannot load the pipeline {args.pipeline!r}: {e}")
-    pipe.to(args.device)
     call = {k: v for k, v in (("height", args.height), ("width", args.width), ("guidance_scale", args.guidance_scale),
                               ("true_cfg_scale", args.true_cfg_scale)) if v is not None}
     if args.negative_prompt is not None:
