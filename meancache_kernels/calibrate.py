@@ -375,6 +375,7 @@ def profile_from_trajectories(
         dtype = dtype or str(z.dtype).replace("torch.", "")
         err = ops.calibration_errors(z, v, sig, max_span, max_skip, backend=backend)
         acc.add(err)
+        del item, z, v, err  # release this batch before the iterable produces the next one
     if acc.count == 0:
         raise ValueError("trajectories is empty: at least one batch (z, v) is needed")
     costs, cv, stats = acc.result()
