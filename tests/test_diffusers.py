@@ -38,10 +38,12 @@ def _one_thread():
 _PIPES = {}
 
 
-def _pipe(kind, **kw):
-    key = (kind, tuple(sorted(kw.items())))
+def _pipe(kind, dtype=torch.float32, **kw):
+    key = (kind, dtype, tuple(sorted(kw.items())))
     if key not in _PIPES:
-        _PIPES[key] = tiny_pipeline(kind, **kw)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            _PIPES[key] = tiny_pipeline(kind, **kw).to(dtype)
     pipe = _PIPES[key]
     assert getattr(pipe, "_meancache_context", None) is None, "a previous test left MeanCache applied"
     return pipe
@@ -106,9 +108,9 @@ def test_config_validation():
 
 
 # ---------------------------------------------------------------------------------------------------- per pipeline
-@pytest.mark.parametrize("kind", KINDS)
-def test_pipeline_calls_core_equivalence_and_removal(kind):
-    pipe = _pipe(kind)
+@pytest.mark.parametrize("kind, dtype", [(k, torch.float32) for k in KINDS] + [("flux", torch.bfloat16)])
+def test_pipeline_calls_core_equivalence_and_removal(kind, dtype):
+    pipe = _pipe(kind, dtype)
     reference = _latents(pipe(**tiny_call_kwargs(kind, num_inference_steps=N)))  # never accelerated
 
     counter, uncount = _count_forwards(pipe.transformer)
@@ -142,6 +144,7 @@ def test_pipeline_calls_core_equivalence_and_removal(kind):
         return v_pipe
 
     expected = mck.sample(model_fn, seen[0][0], sigmas, SCHEDULE)
+    assert out.dtype == expected.dtype == dtype
     torch.testing.assert_close(out.reshape(expected.shape), expected, rtol=1e-5, atol=1e-5)
     assert (out - reference).abs().max() > 1e-3  # skipping steps does change the result
 
@@ -149,6 +152,22 @@ def test_pipeline_calls_core_equivalence_and_removal(kind):
     again = _latents(pipe(**tiny_call_kwargs(kind, num_inference_steps=N)))
     assert torch.equal(again, reference)
     assert "step" not in pipe.scheduler.__dict__ and "set_timesteps" not in pipe.scheduler.__dict__
+
+
+@pytest.mark.parametrize("kind", ["flux", "hunyuan-video"])
+def test_true_cfg_on_guidance_distilled_pipelines_skips_both_calls(kind):
+    pipe = _pipe(kind)
+    counter, uncount = _count_forwards(pipe.transformer)
+    apply_mean_cache(pipe, MeanCacheConfig(schedule=SCHEDULE))
+    try:
+        pipe(**tiny_call_kwargs(kind, num_inference_steps=N, negative_prompt="blurry", true_cfg_scale=3.0))
+        stats = get_mean_cache_stats(pipe)
+    finally:
+        remove_mean_cache(pipe)
+        uncount()
+    assert stats.calls_per_step == 2
+    assert counter["n"] == stats.transformer_calls == SCHEDULE.budget * 2
+    assert stats.transformer_calls_saved == (N - SCHEDULE.budget) * 2
 
 
 def test_full_schedule_is_bit_identical_to_no_cache():
