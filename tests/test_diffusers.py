@@ -152,6 +152,7 @@ def test_pipeline_calls_core_equivalence_and_removal(kind, dtype):
     again = _latents(pipe(**tiny_call_kwargs(kind, num_inference_steps=N)))
     assert torch.equal(again, reference)
     assert "step" not in pipe.scheduler.__dict__ and "set_timesteps" not in pipe.scheduler.__dict__
+    assert "maybe_free_model_hooks" not in pipe.__dict__ and "forward" not in pipe.transformer.__dict__
 
 
 @pytest.mark.parametrize("kind", ["flux", "hunyuan-video"])
@@ -382,22 +383,39 @@ class _ManualEulerPipeline:
         return ManualEulerPipeline(transformer, scheduler)
 
 
+class _PlainVelocity(torch.nn.Module):
+    """A transformer stand-in without diffusers' CacheMixin (like SD3's and Z-Image's transformers)."""
+
+    def __init__(self):
+        super().__init__()
+        self.proj = torch.nn.Linear(4, 4)
+
+    def forward(self, hidden_states, timestep, return_dict=False):
+        return (self.proj(hidden_states),)
+
+
 @pytest.mark.parametrize("steps", [3, 8])
-def test_loop_without_scheduler_step_raises_at_first_call(steps):
+@pytest.mark.parametrize("model", ["flux", "plain"])
+def test_loop_without_scheduler_step_raises_at_first_call(steps, model):
     flux = _pipe("flux")
-    manual = _ManualEulerPipeline(flux.transformer, flux.scheduler)
-    kw = {
-        "encoder_hidden_states": torch.randn(1, 4, 32),
-        "pooled_projections": torch.randn(1, 32),
-        "txt_ids": torch.zeros(4, 3),
-        "img_ids": torch.zeros(16, 3),
-    }
+    if model == "flux":
+        transformer = flux.transformer
+        kw = {
+            "encoder_hidden_states": torch.randn(1, 4, 32),
+            "pooled_projections": torch.randn(1, 32),
+            "txt_ids": torch.zeros(4, 3),
+            "img_ids": torch.zeros(16, 3),
+        }
+    else:
+        transformer, kw = _PlainVelocity(), {}
+    manual = _ManualEulerPipeline(transformer, flux.scheduler)
     apply_mean_cache(manual, MeanCacheConfig(schedule=mck.Schedule.full(steps)))
     try:
         with pytest.raises(RuntimeError, match="scheduler.step"):
             manual(torch.randn(1, 16, 4), steps, **kw)
     finally:
         remove_mean_cache(manual)
+    assert "maybe_free_model_hooks" not in manual.__dict__
 
 
 # ---------------------------------------------------------------------------------------------------- faithfulness

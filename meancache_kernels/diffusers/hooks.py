@@ -16,6 +16,7 @@ deciding whether to run the transformer reads no device value.
 
 from __future__ import annotations
 
+import functools
 import weakref
 
 import torch
@@ -71,6 +72,7 @@ class MeanCacheContext:
         self.stats = MeanCacheStats()
         self._schedules: dict[tuple[float, ...], object] = {}
         self._scheduler_saved: dict = {}
+        self._end_of_call_saved = None
 
     # ------------------------------------------------------------------ generation lifecycle
     def start_generation(self, sigmas: torch.Tensor) -> None:
@@ -242,7 +244,26 @@ def apply_mean_cache(pipe, config: MeanCacheConfig) -> None:
     for _, module in transformers:
         _apply_mean_cache_hook(module, context)
     context._scheduler_saved = wrap_scheduler(scheduler, context)
+    _wrap_end_of_call(pipe, context)
     setattr(pipe, _CONTEXT_ATTR, context)
+
+
+def _wrap_end_of_call(pipe, context: MeanCacheContext) -> None:
+    """diffusers pipelines end every call with ``self.maybe_free_model_hooks()``; it resets the hooks of
+    transformers that have diffusers' CacheMixin, not of the others (SD3, Z-Image): close the generation there too."""
+    original = getattr(pipe, "maybe_free_model_hooks", None)
+    if original is None:
+        return
+    context._end_of_call_saved = pipe.__dict__.get("maybe_free_model_hooks")
+
+    @functools.wraps(original)
+    def maybe_free_model_hooks(*args, **kwargs):
+        try:
+            context.end_generation()
+        finally:
+            original(*args, **kwargs)
+
+    pipe.maybe_free_model_hooks = maybe_free_model_hooks
 
 
 def _apply_mean_cache_hook(module: torch.nn.Module, context: MeanCacheContext) -> None:
@@ -275,6 +296,11 @@ def remove_mean_cache(pipe) -> None:
         if isinstance(module, torch.nn.Module):
             _remove_mean_cache_hook(module)
     unwrap_scheduler(context.scheduler, context._scheduler_saved)
+    if "maybe_free_model_hooks" in pipe.__dict__:
+        if context._end_of_call_saved is None:
+            del pipe.__dict__["maybe_free_model_hooks"]
+        else:
+            pipe.maybe_free_model_hooks = context._end_of_call_saved
     delattr(pipe, _CONTEXT_ATTR)
 
 
