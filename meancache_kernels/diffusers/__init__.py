@@ -10,6 +10,11 @@ Works on pipelines whose loop calls ``pipe.transformer`` (and ``pipe.transformer
 ``pipe.scheduler.step`` once per timestep with a ``FlowMatchEulerDiscreteScheduler``: FLUX.1, Qwen-Image,
 Z-Image, Stable Diffusion 3, Wan, HunyuanVideo. This subpackage is the only part of meancache_kernels that
 imports diffusers.
+
+Which steps run the transformer is decided in Python from host-side counters, outside the model: with
+``torch.compile``, compile the transformer's blocks (``pipe.transformer.compile_repeated_blocks()``) rather than the
+whole hooked module. ``calibrate_pipeline`` (or ``meancache calibrate``) measures the edge costs of a pipeline for
+``MeanCacheConfig(profile=..., budget=B)``.
 """
 
 try:
@@ -19,6 +24,7 @@ except ImportError as e:  # pragma: no cover - depends on the environment
         "meancache_kernels.diffusers needs diffusers: pip install 'meancache_kernels[diffusers]'"
     ) from e
 
+from .calibration import calibrate_pipeline
 from .config import MeanCacheConfig
 from .hooks import MeanCacheHook, apply_mean_cache, get_mean_cache_stats, remove_mean_cache
 from .stats import MeanCacheStats
@@ -28,6 +34,7 @@ __all__ = [
     "MeanCacheHook",
     "MeanCacheStats",
     "apply_mean_cache",
+    "calibrate_pipeline",
     "get_mean_cache_stats",
     "remove_mean_cache",
 ]
