@@ -553,3 +553,26 @@ def test_cli_calibrate_writes_a_profile(tmp_path, capsys):
     assert "calibrated FluxPipeline on 2 prompts x 6 steps" in capsys.readouterr().out
     with pytest.raises(SystemExit, match="--steps"):
         main(argv[:6] + ["1"] + argv[7:])
+
+
+# ---------------------------------------------------------------------------------------------------- examples
+@pytest.mark.parametrize("example, kind, args", [
+    ("flux.py", "flux", ["--size", "16", "--budget", "17"]),
+    ("qwen_image.py", "qwen-image", ["--size", "32", "--budget", "10"]),
+])
+def test_examples_run_on_a_local_tiny_pipeline(tmp_path, capsys, example, kind, args):
+    import runpy
+    from pathlib import Path
+
+    model_dir = tmp_path / kind
+    _pipe(kind).save_pretrained(model_dir)
+    path = Path(__file__).resolve().parents[1] / "python" / "examples" / example
+    module = runpy.run_path(str(path), run_name="example")
+    out = tmp_path / "out.png"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert module["main"](["--model", str(model_dir), "--device", "cpu", "--out", str(out), *args]) == 0
+    assert out.stat().st_size > 0
+    printed = capsys.readouterr().out
+    budget = args[args.index("--budget") + 1]
+    assert f"MeanCache B={budget}/50" in printed
