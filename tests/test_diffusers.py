@@ -12,7 +12,6 @@ pytest.importorskip("diffusers")
 pytest.importorskip("transformers")
 
 import meancache_kernels as mck  # noqa: E402
-from meancache_kernels import schedule as schedule_module  # noqa: E402
 from meancache_kernels.diffusers import (  # noqa: E402
     MeanCacheConfig,
     apply_mean_cache,
@@ -219,20 +218,41 @@ def test_other_num_steps_resets_and_fits_or_raises():
     apply_mean_cache(pipe, MeanCacheConfig(schedule=SCHEDULE))
     try:
         first = _latents(pipe(**tiny_call_kwargs("flux", num_inference_steps=N)))
-        if getattr(schedule_module, "fit_schedule", None) is None:
-            with pytest.raises(ValueError, match="num_inference_steps=6"):
-                pipe(**tiny_call_kwargs("flux", num_inference_steps=6))
-        else:
-            with pytest.warns(UserWarning, match="fitting"):
-                pipe(**tiny_call_kwargs("flux", num_inference_steps=6))
-            stats = get_mean_cache_stats(pipe)
-            assert stats.num_steps == 6 and stats.finished
-            assert stats.steps_computed + stats.steps_skipped == 6
+        with pytest.warns(UserWarning, match="fitting"):
+            pipe(**tiny_call_kwargs("flux", num_inference_steps=6))
+        stats = get_mean_cache_stats(pipe)
+        assert stats.num_steps == 6 and stats.finished and stats.schedule.num_steps == 6
+        assert stats.steps_computed + stats.steps_skipped == 6
+        assert stats.transformer_calls == stats.steps_computed == stats.schedule.budget
         again = _latents(pipe(**tiny_call_kwargs("flux", num_inference_steps=N)))
         assert get_mean_cache_stats(pipe).num_steps == N
     finally:
         remove_mean_cache(pipe)
     assert torch.equal(again, first)
+
+
+def test_source_grid_for_fitting_is_the_pipeline_grid_at_the_schedule_n():
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    from meancache_kernels.diffusers.config import same_curve_sigmas
+    from meancache_kernels.diffusers.scheduler import _grid_for
+
+    def grid(n, **kw):
+        sched = FlowMatchEulerDiscreteScheduler(shift=3.0)
+        sched.set_timesteps(n, **kw)
+        return sched.sigmas.double().tolist()
+
+    # Default grids (no custom sigmas): recomputed exactly by a fresh scheduler.
+    sched = FlowMatchEulerDiscreteScheduler(shift=3.0)
+    assert _grid_for(sched, {"num_inference_steps": 6}, grid(6), 12) == pytest.approx(grid(12), abs=1e-7)
+    # Custom linear sigmas linspace(1, 1/N, N) (FLUX.1, Qwen-Image): the same relative positions on the curve.
+    flux_like = [1.0 - k / 6 for k in range(6)]
+    g6, g12 = grid(6, sigmas=flux_like), grid(12, sigmas=[1.0 - k / 12 for k in range(12)])
+    assert _grid_for(sched, {"sigmas": flux_like}, g6, 12)[::2] == pytest.approx(g6, abs=1e-7)
+    assert same_curve_sigmas(g6, 3) == pytest.approx(grid(3, sigmas=[1.0, 2 / 3, 1 / 3]), abs=1e-7)
+    fitted = same_curve_sigmas(g6, 12)
+    assert fitted[-1] == 0.0 and all(a > b for a, b in zip(fitted, fitted[1:]))
+    assert max(abs(a - b) for a, b in zip(fitted, g12)) < 0.03  # off-grid points: linear interpolation of the curve
 
 
 def test_call_that_raised_midway_does_not_poison_the_next():

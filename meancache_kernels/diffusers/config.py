@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from numbers import Real
 from typing import Any
@@ -17,7 +18,7 @@ import numpy as np
 
 from .. import presets
 from ..calibrate import Profile
-from ..schedule import Schedule
+from ..schedule import Schedule, fit_schedule
 
 __all__ = ["MeanCacheConfig", "resolve_schedule"]
 
@@ -111,7 +112,7 @@ def _base_schedule(config: MeanCacheConfig) -> Schedule:
     return config._solved
 
 
-def _same_curve_sigmas(sigmas: list[float], num_steps: int) -> list[float]:
+def same_curve_sigmas(sigmas: list[float], num_steps: int) -> list[float]:
     """Sigmas of ``num_steps`` steps on the sigma curve of ``sigmas`` (N + 1 values from a diffusers flow-matching
     grid: sigma_k = f(1 - k / N), shifted or not), by linear interpolation in t."""
     n = len(sigmas) - 1
@@ -122,27 +123,21 @@ def _same_curve_sigmas(sigmas: list[float], num_steps: int) -> list[float]:
     return out.tolist()
 
 
-def resolve_schedule(config: MeanCacheConfig, sigmas: list[float]) -> Schedule:
+def resolve_schedule(
+    config: MeanCacheConfig, sigmas: list[float], source_grid: Callable[[list[float], int], list[float]] | None = None
+) -> Schedule:
     """The schedule of a generation whose N + 1 sigmas are ``sigmas``.
 
     A schedule (given, preset, or solved from the profile) whose N equals the generation's N is used as is. For
-    another N it is carried over by sigma with ``meancache_kernels.schedule.fit_schedule`` (with a warning): the
-    source grid is the profile's calibration sigmas, or for a schedule or preset the generation's sigma curve (same
-    shift) sampled at the schedule's own N.
+    another N it is carried over by sigma with ``meancache_kernels.schedule.fit_schedule`` (with a warning). The
+    grid it was made for is the profile's calibration sigmas; for a schedule or a preset it is
+    ``source_grid(sigmas, N_schedule)`` (the pipeline's own grid at the schedule's N, from the scheduler adapter), or
+    the generation's sigma curve sampled at the schedule's N when no ``source_grid`` is given.
     """
     num_steps = len(sigmas) - 1
     base = _base_schedule(config)
     if base.num_steps == num_steps:
         return base
-    from .. import schedule as schedule_module
-
-    fit = getattr(schedule_module, "fit_schedule", None)
-    if fit is None:
-        raise ValueError(
-            f"the MeanCache {config.source} has N={base.num_steps} steps but the pipeline runs "
-            f"num_inference_steps={num_steps}: call the pipeline with num_inference_steps={base.num_steps}, or give "
-            f"MeanCacheConfig a Schedule of {num_steps} steps (this build cannot fit a schedule to another N)"
-        )
     warnings.warn(
         f"MeanCache: fitting the {config.source} (N={base.num_steps}) to num_inference_steps={num_steps} by sigma; "
         f"it was not optimised for N={num_steps} (calibrate and solve at that N for the best schedule)",
@@ -151,6 +146,8 @@ def resolve_schedule(config: MeanCacheConfig, sigmas: list[float]) -> Schedule:
     )
     if config.profile is not None:
         source_sigmas = config.profile.sigmas.tolist()  # the calibration grid
+    elif source_grid is not None:
+        source_sigmas = source_grid(sigmas, base.num_steps)
     else:
-        source_sigmas = _same_curve_sigmas(sigmas, base.num_steps)
-    return fit(base, source_sigmas, sigmas, warn=False)
+        source_sigmas = same_curve_sigmas(sigmas, base.num_steps)
+    return fit_schedule(base, source_sigmas, sigmas, warn=False)

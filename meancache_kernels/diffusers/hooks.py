@@ -75,14 +75,17 @@ class MeanCacheContext:
         self._end_of_call_saved = None
 
     # ------------------------------------------------------------------ generation lifecycle
-    def start_generation(self, sigmas: torch.Tensor) -> None:
-        """New generation (from ``set_timesteps``): forget the previous one, fit the schedule to these sigmas."""
+    def start_generation(self, sigmas: torch.Tensor, source_grid=None) -> None:
+        """New generation (from ``set_timesteps``): forget the previous one, fit the schedule to these sigmas.
+
+        ``source_grid(sigmas, n)`` gives the pipeline's sigmas for n steps (to fit a schedule made for another N).
+        """
         self.generation = None
         host = as_host_sigmas(sigmas)
         key = tuple(host)
         schedule = self._schedules.get(key)
         if schedule is None:
-            schedule = resolve_schedule(self.config, host)
+            schedule = resolve_schedule(self.config, host, source_grid)
             self._schedules = {key: schedule}  # keep one: calls usually repeat the same N
         self.generation = _Generation(schedule, host, self.config.backend)
         self.stats = MeanCacheStats(num_steps=schedule.num_steps, schedule=schedule)

@@ -58,10 +58,16 @@ def wrap_scheduler(scheduler, context) -> dict:
     # Positions of the optional arguments after (model_output, timestep, sample), for positional calls.
     pos = {name: params.index(name) - 3 for name in ("per_token_timesteps", "return_dict") if name in params}
 
+    set_signature = inspect.signature(orig_set_timesteps)
+
     @functools.wraps(orig_set_timesteps)
     def set_timesteps(*args, **kwargs):
         out = orig_set_timesteps(*args, **kwargs)
-        context.start_generation(scheduler.sigmas)
+        try:
+            given = set_signature.bind(*args, **kwargs).arguments
+        except TypeError:
+            given = {}
+        context.start_generation(scheduler.sigmas, functools.partial(_grid_for, scheduler, given))
         return out
 
     @functools.wraps(orig_step)
@@ -97,6 +103,27 @@ def wrap_scheduler(scheduler, context) -> dict:
     scheduler.step = step
     scheduler.set_timesteps = set_timesteps
     return saved
+
+
+def _grid_for(scheduler, given: dict, sigmas: list[float], num_steps: int) -> list[float]:
+    """The N + 1 sigmas this pipeline's scheduler would use for ``num_steps`` steps, given how ``set_timesteps`` was
+    called for the current generation (``sigmas``, N + 1 values).
+
+    Without custom sigmas or timesteps, a fresh scheduler of the same configuration (and shift, and ``mu`` for
+    resolution-dependent shifting) computes them exactly. With custom ones (FLUX.1 and Qwen-Image pass
+    ``linspace(1, 1/N, N)``, HunyuanVideo ``linspace(1, 0, N + 1)[:-1]``, before shifting) the rule behind them is
+    unknown: the generation's sigma curve is sampled at the same relative positions k / num_steps, which is exact
+    for both of those linear forms.
+    """
+    from .config import same_curve_sigmas
+
+    if given.get("sigmas") is not None or given.get("timesteps") is not None:
+        return same_curve_sigmas(sigmas, num_steps)
+    fresh = type(scheduler).from_config(scheduler.config)
+    if hasattr(scheduler, "_shift"):
+        fresh._shift = scheduler._shift
+    fresh.set_timesteps(num_steps, mu=given.get("mu"))
+    return as_host_sigmas(fresh.sigmas)
 
 
 def unwrap_scheduler(scheduler, saved: dict) -> None:
