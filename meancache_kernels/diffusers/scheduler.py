@@ -33,7 +33,8 @@ def check_scheduler(scheduler) -> None:
     if not isinstance(scheduler, SUPPORTED_SCHEDULERS):
         raise TypeError(
             f"MeanCache supports flow-matching Euler schedulers ({supported}) with one model evaluation per step; "
-            f"the pipeline's scheduler is {type(scheduler).__name__}"
+            f"the pipeline's scheduler is {type(scheduler).__name__}. For a flow-matching model, switch first: "
+            "pipe.scheduler = FlowMatchEulerDiscreteScheduler.from_config(pipe.scheduler.config)"
         )
     cfg = scheduler.config
     for flag in ("stochastic_sampling", "invert_sigmas"):
