@@ -122,6 +122,12 @@ class MeanCacheState:
         self._record(i, z, v)
         return z_next
 
+    def record(self, i: int, z: torch.Tensor, v: torch.Tensor) -> None:
+        """Record (z_i, v_i, s_i) of a step whose Euler update is done elsewhere (e.g. by a diffusers scheduler)."""
+        self._expect(i)
+        self._pending = None
+        self._record(i, z, v)
+
     def num_latents_held(self) -> int:
         """Latent-sized tensors referenced by the state (for memory checks)."""
         held = {id(t) for _, zj, vj in self.history for t in (zj, vj)}

@@ -37,14 +37,6 @@ _TRANSFORMER_NAMES = ("transformer", "transformer_2")
 MAX_CALLS_BEFORE_FIRST_STEP = 4
 
 
-class _RecordingState(MeanCacheState):
-    """MeanCacheState that can record a computed step without doing its Euler update (the scheduler does it)."""
-
-    def record(self, i: int, z: torch.Tensor, v: torch.Tensor) -> None:
-        self._expect(i)
-        self._record(i, z, v)
-
-
 class _Generation:
     """Bookkeeping of one generation (one ``set_timesteps`` .. last ``step``)."""
 
@@ -53,7 +45,7 @@ class _Generation:
     def __init__(self, schedule, sigmas, backend):
         self.schedule = schedule
         self.compute = schedule.compute
-        self.state = _RecordingState(schedule, sigmas, backend=backend)
+        self.state = MeanCacheState(schedule, sigmas, backend=backend)
         self.num_steps = schedule.num_steps
         self.step = 0
         self.call_in_step = 0
