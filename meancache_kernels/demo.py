@@ -12,6 +12,7 @@ through :mod:`meancache_kernels.diffusers`; ``import meancache_kernels`` never i
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -74,6 +75,38 @@ def load_pipeline(model: str | os.PathLike | None = None, device: str = "cpu", d
             "meancache_kernels or pass --model"
         )
     local = SHIPPED_MODEL_DIR if model is None else Path(model)
+    with _quiet_loading():
+        pipe, kwargs = _load(diffusers, model, local, device, dtype)
+    pipe.to(device)
+    return pipe, kwargs
+
+
+@contextlib.contextmanager
+def _quiet_loading():
+    """Silence diffusers' and transformers' load-time notices (no accelerate, no torchvision, progress bars)."""
+    import diffusers.utils.logging as dlog
+
+    try:
+        import transformers.utils.logging as tlog
+    except ImportError:  # pragma: no cover - diffusers pipelines with text encoders need transformers
+        tlog = None
+    saved = (dlog.get_verbosity(), tlog.get_verbosity() if tlog else None)
+    dlog.set_verbosity_error()
+    dlog.disable_progress_bar()
+    if tlog:
+        tlog.set_verbosity_error()
+        tlog.disable_progress_bar()
+    try:
+        yield
+    finally:
+        dlog.set_verbosity(saved[0])
+        dlog.enable_progress_bar()
+        if tlog:
+            tlog.set_verbosity(saved[1])
+            tlog.enable_progress_bar()
+
+
+def _load(diffusers, model, local: Path, device: str, dtype):
     if (local / _SHIPPED_META).is_file():  # the shipped model, or another output of python/tools/train_tiny_flux.py
         pipe = diffusers.FluxPipeline.from_pretrained(local, local_files_only=True)
         meta = json.loads((local / _SHIPPED_META).read_text())
@@ -83,7 +116,6 @@ def load_pipeline(model: str | os.PathLike | None = None, device: str = "cpu", d
             dtype = torch.bfloat16 if str(device).startswith("cuda") else torch.float32
         pipe = diffusers.DiffusionPipeline.from_pretrained(model, torch_dtype=dtype)
         kwargs = {}
-    pipe.to(device)
     return pipe, kwargs
 
 
