@@ -123,8 +123,9 @@ def bench_pipeline(prompts, budgets, model=None, profile_path=None):
     from diffusers import FirstBlockCacheConfig, MagCacheConfig, TaylorSeerCacheConfig
 
     from meancache_kernels import Profile, solve
-    from meancache_kernels.demo import SHIPPED_PROFILE, load_pipeline, psnr, ssim
+    from meancache_kernels.demo import SHIPPED_PROFILE, psnr, ssim
     from meancache_kernels.diffusers import MeanCacheConfig, apply_mean_cache, remove_mean_cache
+    from meancache_kernels.diffusers.loading import load_pipeline
 
     pipe, kw = load_pipeline(model)
     pipe.set_progress_bar_config(disable=True)
@@ -239,8 +240,9 @@ def ablation(prompts, budgets, model=None, profile_path=None) -> str:
     """PSNR of MeanCache on the shipped pipeline with PSSP schedules (gamma 1, 2, 4) and with uniformly spaced
     computed steps (round(k N / B)) at a fixed span K, same prompts and seeds as the main table."""
     from meancache_kernels import Profile, Schedule, solve
-    from meancache_kernels.demo import SHIPPED_PROFILE, load_pipeline, psnr
+    from meancache_kernels.demo import SHIPPED_PROFILE, psnr
     from meancache_kernels.diffusers import MeanCacheConfig, apply_mean_cache, remove_mean_cache
+    from meancache_kernels.diffusers.loading import load_pipeline
 
     pipe, kw = load_pipeline(model)
     pipe.set_progress_bar_config(disable=True)

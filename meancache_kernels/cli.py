@@ -292,7 +292,8 @@ def _add_calibrate(sub) -> None:
 
 def _cmd_calibrate(args) -> int:
     try:
-        from .diffusers.calibration import calibrate_pipeline, load_pipeline
+        from .diffusers.calibration import calibrate_pipeline
+        from .diffusers.loading import load_pipeline
     except ImportError as e:
         raise SystemExit(f"meancache calibrate needs diffusers: pip install 'meancache_kernels[diffusers]' ({e})")
     if args.steps < 2:
@@ -305,11 +306,12 @@ def _cmd_calibrate(args) -> int:
     if not prompts:
         raise SystemExit(f"meancache calibrate: --prompts {args.prompts} holds no prompt")
     try:
-        pipe = load_pipeline(args.pipeline, dtype=args.dtype, device=args.device)
+        pipe, call = load_pipeline(args.pipeline, dtype=args.dtype, device=args.device)
     except (OSError, ValueError) as e:
         raise SystemExit(f"meancache calibrate: cannot load the pipeline {args.pipeline!r}: {e}")
-    call = {k: v for k, v in (("height", args.height), ("width", args.width), ("guidance_scale", args.guidance_scale),
-                              ("true_cfg_scale", args.true_cfg_scale)) if v is not None}
+    call.update({k: v for k, v in (("height", args.height), ("width", args.width),
+                                   ("guidance_scale", args.guidance_scale), ("true_cfg_scale", args.true_cfg_scale))
+                 if v is not None})
     if args.negative_prompt is not None:
         call["negative_prompt"] = args.negative_prompt
     t0 = time.perf_counter()

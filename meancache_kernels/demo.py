@@ -6,13 +6,12 @@ prompts it generates at N steps without caching and with MeanCache at budgets B 
 profile), then reports transformer calls, wall time, speedup and the image error (PSNR, SSIM, max abs difference)
 against the uncached output, and writes an image grid and a plot.
 
-Layering: this module imports diffusers only lazily, inside the functions that load a pipeline, and applies the cache
-through :mod:`meancache_kernels.diffusers`; ``import meancache_kernels`` never imports it.
+Layering: this module never imports diffusers itself; loading, calibration and the cache come from
+:mod:`meancache_kernels.diffusers`, imported lazily inside :func:`run_demo` (``import meancache_kernels`` stays cheap).
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
@@ -23,23 +22,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-__all__ = [
-    "SHIPPED_MODEL_DIR",
-    "SHIPPED_PROFILE",
-    "DEFAULT_PROMPTS",
-    "DemoRow",
-    "load_pipeline",
-    "record_trajectories",
-    "calibrate_pipeline",
-    "psnr",
-    "ssim",
-    "run_demo",
-]
+from ._assets import SHIPPED_MODEL_DIR, SHIPPED_PROFILE
 
-ASSETS = Path(__file__).resolve().parent / "assets"
-SHIPPED_MODEL_DIR = ASSETS / "tiny_flux"
-SHIPPED_PROFILE = ASSETS / "tiny_flux_profile.npz"
-_SHIPPED_META = "meancache_tiny_flux.json"
+__all__ = ["SHIPPED_MODEL_DIR", "SHIPPED_PROFILE", "DEFAULT_PROMPTS", "DemoRow", "psnr", "ssim", "run_demo"]
+
 DEFAULT_PROMPTS = (
     "a red circle at the top left",
     "a large blue square in the center",
@@ -47,76 +33,6 @@ DEFAULT_PROMPTS = (
     "a green circle at the top right",
 )
 DEFAULT_BUDGETS = (25, 17, 10)
-
-
-def _need(module: str, extra: str):
-    import importlib
-
-    try:
-        return importlib.import_module(module)
-    except ImportError as e:
-        raise ImportError(f"meancache demo needs {module}: pip install 'meancache_kernels[{extra}]'") from e
-
-
-# ---------------------------------------------------------------------------------------------------- loading
-def load_pipeline(model: str | os.PathLike | None = None, device: str = "cpu", dtype: torch.dtype | None = None):
-    """Load a flow-matching pipeline; returns ``(pipe, call_kwargs)``.
-
-    ``model=None`` loads the shipped tiny FluxPipeline offline (no hub access) and ``call_kwargs`` holds the call
-    arguments it was trained for (height, width, max_sequence_length); so does a directory written by
-    ``python/tools/train_tiny_flux.py``. Otherwise ``model`` is a local directory or a
-    hub id of a FluxPipeline / QwenImagePipeline (any ``DiffusionPipeline`` with a flow-matching Euler scheduler) and
-    ``call_kwargs`` is empty.
-    """
-    diffusers = _need("diffusers", "demo")
-    if model is None and not (SHIPPED_MODEL_DIR / "model_index.json").is_file():
-        raise FileNotFoundError(
-            f"the shipped pipeline is missing from {SHIPPED_MODEL_DIR} (a broken install?); reinstall "
-            "meancache_kernels or pass --model"
-        )
-    local = SHIPPED_MODEL_DIR if model is None else Path(model)
-    with _quiet_loading():
-        pipe, kwargs = _load(diffusers, model, local, device, dtype)
-    pipe.to(device)
-    return pipe, kwargs
-
-
-@contextlib.contextmanager
-def _quiet_loading():
-    """Silence diffusers' and transformers' load-time notices (no accelerate, no torchvision, progress bars)."""
-    import diffusers.utils.logging as dlog
-
-    try:
-        import transformers.utils.logging as tlog
-    except ImportError:  # pragma: no cover - diffusers pipelines with text encoders need transformers
-        tlog = None
-    saved = (dlog.get_verbosity(), tlog.get_verbosity() if tlog else None)
-    dlog.set_verbosity_error()
-    dlog.disable_progress_bar()
-    if tlog:
-        tlog.set_verbosity_error()
-        tlog.disable_progress_bar()
-    try:
-        yield
-    finally:
-        dlog.set_verbosity(saved[0])
-        dlog.enable_progress_bar()
-        if tlog:
-            tlog.set_verbosity(saved[1])
-            tlog.enable_progress_bar()
-
-
-def _load(diffusers, model, local: Path, device: str, dtype):
-    if (local / _SHIPPED_META).is_file():  # the shipped model, or another output of python/tools/train_tiny_flux.py
-        pipe = diffusers.FluxPipeline.from_pretrained(local, local_files_only=True)
-        meta = json.loads((local / _SHIPPED_META).read_text())
-        kwargs = {k: meta[k] for k in ("height", "width", "max_sequence_length")}
-    else:
-        if dtype is None:
-            dtype = torch.bfloat16 if str(device).startswith("cuda") else torch.float32
-        pipe = diffusers.DiffusionPipeline.from_pretrained(model, torch_dtype=dtype)
-        kwargs = {}
-    return pipe, kwargs
 
 
 def _generators(device: str, seed: int, n: int) -> list[torch.Generator]:
@@ -129,58 +45,6 @@ def _run(pipe, prompts, steps: int, call_kwargs: dict, seed: int, device: str, *
         output_type="np", **call_kwargs, **extra,
     ).images
     return np.asarray(out, dtype=np.float64)
-
-
-def record_trajectories(pipe, prompts, steps: int, call_kwargs: dict, seed: int = 0, device: str = "cpu"):
-    """Full-step trajectories of one batched pipeline call: ``(z [N+1, S, ...], v [N, S, ...], sigmas [N+1])``.
-
-    z_0 is the transformer input of step 0, z_{i+1} the latents after scheduler step i (``callback_on_step_end``);
-    the velocities actually used are recovered exactly from consecutive states, v_i = (z_{i+1} - z_i) / (s_{i+1} - s_i)
-    in float64 (the guided velocity, whatever the pipeline's CFG).
-    """
-    states: list[torch.Tensor] = []
-
-    def pre_hook(module, args, kwargs):
-        if not states:
-            hs = kwargs.get("hidden_states", args[0] if args else None)
-            states.append(hs.detach().to(torch.float64).cpu().clone())
-
-    def on_step_end(p, i, t, cb):
-        states.append(cb["latents"].detach().to(torch.float64).cpu().clone())
-        return {}
-
-    handle = pipe.transformer.register_forward_pre_hook(pre_hook, with_kwargs=True)
-    try:
-        _run(pipe, prompts, steps, call_kwargs, seed, device, callback_on_step_end=on_step_end)
-    finally:
-        handle.remove()
-    sig = torch.as_tensor(pipe.scheduler.sigmas, dtype=torch.float64).cpu()
-    if len(states) != steps + 1 or len(sig) != steps + 1:
-        raise RuntimeError(f"recorded {len(states)} states and {len(sig)} sigmas for {steps} steps")
-    z = torch.stack(states)
-    ds = (sig[1:] - sig[:-1]).view(-1, *([1] * (z.dim() - 1)))
-    v = (z[1:] - z[:-1]) / ds
-    return z, v, sig
-
-
-def calibrate_pipeline(pipe, prompts, steps: int, call_kwargs: dict, *, seeds=(0,), max_span: int = 6,
-                       max_skip: int | None = 12, device: str = "cpu", meta: dict | None = None):
-    """A MeanCache :class:`~meancache_kernels.calibrate.Profile` from full-step runs of ``pipe`` (one per seed)."""
-    from .calibrate import profile_from_trajectories
-
-    first = record_trajectories(pipe, prompts, steps, call_kwargs, seed=seeds[0], device=device)
-    sig = first[2]
-
-    def all_batches():
-        yield first[0], first[1]
-        for s in seeds[1:]:
-            z, v, _ = record_trajectories(pipe, prompts, steps, call_kwargs, seed=s, device=device)
-            yield z, v
-
-    full_meta = {"prompts": list(prompts), "seeds": list(seeds), "call_kwargs": call_kwargs}
-    full_meta.update(meta or {})
-    return profile_from_trajectories(all_batches(), sig, max_span=max_span,
-                                     max_skip=min(max_skip, steps - 1) if max_skip else None, meta=full_meta)
 
 
 # ---------------------------------------------------------------------------------------------------- metrics
@@ -349,7 +213,20 @@ def run_demo(
     from tqdm.auto import tqdm
 
     from .calibrate import Profile
-    from .diffusers import MeanCacheConfig, apply_mean_cache, get_mean_cache_stats, remove_mean_cache
+
+    try:
+        from .diffusers import (
+            MeanCacheConfig,
+            apply_mean_cache,
+            calibrate_pipeline,
+            get_mean_cache_stats,
+            remove_mean_cache,
+        )
+        from .diffusers.loading import load_pipeline
+    except ImportError as e:
+        raise ImportError(
+            f"meancache demo needs diffusers and transformers: pip install 'meancache_kernels[demo]' ({e})"
+        ) from e
 
     prompts = list(prompts)
     if not prompts or not all(isinstance(p, str) and p for p in prompts):
@@ -375,8 +252,9 @@ def run_demo(
     if profile is None or profile.num_steps != steps:
         why = "no profile given" if profile is None else f"the profile has N={profile.num_steps}, not {steps}"
         log(f"calibrating on full {steps}-step runs ({why}; seeds {seed + 1000}.., not the evaluated ones)")
-        profile = calibrate_pipeline(pipe, prompts, steps, call_kwargs, seeds=(seed + 1000,), device=device,
-                                     meta={"model": name})
+        profile = calibrate_pipeline(pipe, prompts, steps, max_span=6, max_skip=min(12, steps - 1),
+                                     batch_size=len(prompts), seed=seed + 1000, progress=progress,
+                                     meta={"model": name}, **call_kwargs)
 
     calls, handle = _count_calls(pipe.transformer)
     bar = tqdm(total=len(budgets) + 2, desc="meancache demo", unit="run", disable=not progress)

@@ -27,6 +27,7 @@ except ImportError as e:  # pragma: no cover - depends on the environment
 from .calibration import calibrate_pipeline
 from .config import MeanCacheConfig
 from .hooks import MeanCacheHook, apply_mean_cache, get_mean_cache_stats, remove_mean_cache
+from .loading import load_pipeline
 from .stats import MeanCacheStats
 
 __all__ = [
@@ -36,5 +37,6 @@ __all__ = [
     "apply_mean_cache",
     "calibrate_pipeline",
     "get_mean_cache_stats",
+    "load_pipeline",
     "remove_mean_cache",
 ]

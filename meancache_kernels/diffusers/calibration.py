@@ -14,7 +14,7 @@ import torch
 from ..calibrate import Profile, profile_from_trajectories
 from .scheduler import check_scheduler
 
-__all__ = ["record_trajectory", "calibrate_pipeline", "load_pipeline"]
+__all__ = ["record_trajectory", "calibrate_pipeline"]
 
 
 def record_trajectory(pipe, *, on_step: Callable[[], None] | None = None, **call_kwargs):
@@ -131,17 +131,3 @@ def calibrate_pipeline(
         return profile_from_trajectories(chained(), grid[0], max_span, max_skip, meta=full_meta)
     finally:
         bar.close()
-
-
-def load_pipeline(dir_or_id: str, *, dtype: str = "float32", device: str = "cpu"):
-    """``DiffusionPipeline.from_pretrained(dir_or_id)`` in ``dtype`` (float32, bfloat16, float16) on ``device``."""
-    import warnings
-
-    from diffusers import DiffusionPipeline
-
-    if dtype not in ("float32", "bfloat16", "float16"):
-        raise ValueError(f"dtype must be 'float32', 'bfloat16' or 'float16', got {dtype!r}")
-    with warnings.catch_warnings():  # diffusers 0.42 renamed torch_dtype; older ones lack dtype
-        warnings.simplefilter("ignore", FutureWarning)
-        pipe = DiffusionPipeline.from_pretrained(dir_or_id, torch_dtype=getattr(torch, dtype))
-    return pipe.to(device)

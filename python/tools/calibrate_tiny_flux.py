@@ -3,9 +3,8 @@
     python python/tools/calibrate_tiny_flux.py            # -> meancache_kernels/assets/tiny_flux_profile.npz
 
 Full 50-step runs of the shipped pipeline (FluxPipeline.from_pretrained, offline) on calibration prompts and seeds
-that differ from the ones `meancache demo` and bench/quality.py evaluate (seeds 100.. here, 0.. there); the
-trajectories are recorded through the pipeline itself (transformer input of step 0, latents after every scheduler
-step) and turned into edge costs by meancache_kernels.calibrate.profile_from_trajectories.
+that differ from the ones `meancache demo` and bench/quality.py evaluate (seeds 100.. here, 0.. there), recorded at
+scheduler.step and turned into edge costs by meancache_kernels.diffusers.calibrate_pipeline.
 """
 
 from __future__ import annotations
@@ -36,12 +35,14 @@ CALIBRATION_PROMPTS = [
 
 
 def main(argv=None) -> int:
-    from meancache_kernels.demo import SHIPPED_PROFILE, calibrate_pipeline, load_pipeline
+    from meancache_kernels._assets import SHIPPED_PROFILE
+    from meancache_kernels.diffusers import calibrate_pipeline
+    from meancache_kernels.diffusers.loading import load_pipeline
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", default=str(SHIPPED_PROFILE), help=f"profile file (default {SHIPPED_PROFILE})")
     ap.add_argument("--steps", type=int, default=50)
-    ap.add_argument("--seeds", type=int, default=4, help="seeds 100, 101, ... (one batched run of all prompts each)")
+    ap.add_argument("--seeds", type=int, default=4, help="runs per prompt (noise seeds 100, 101, ..., one per sample)")
     ap.add_argument("--max-span", type=int, default=6)
     ap.add_argument("--max-skip", type=int, default=12)
     ap.add_argument("--threads", type=int, default=2)
@@ -51,10 +52,11 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     pipe, kw = load_pipeline(args.model)
     pipe.set_progress_bar_config(disable=True)
+    # one batched pipeline call per repetition of the prompt list; sample k of the whole run gets noise seed 100 + k
     prof = calibrate_pipeline(
-        pipe, CALIBRATION_PROMPTS, args.steps, kw, seeds=tuple(range(100, 100 + args.seeds)),
-        max_span=args.max_span, max_skip=args.max_skip,
-        meta={"model": "meancache_kernels/assets/tiny_flux", "tool": "python/tools/calibrate_tiny_flux.py"},
+        pipe, CALIBRATION_PROMPTS * args.seeds, args.steps, max_span=args.max_span, max_skip=args.max_skip,
+        batch_size=len(CALIBRATION_PROMPTS), seed=100, progress=True,
+        meta={"model": "meancache_kernels/assets/tiny_flux", "tool": "python/tools/calibrate_tiny_flux.py"}, **kw,
     )
     prof.save(args.out)
     st = prof.meta.get("stability", {})
