@@ -302,7 +302,7 @@ def report(rows, meta, flow_rows, seconds) -> str:
         f"Measured on cpu-2c (2 shared cores, torch {torch.__version__}), {time.strftime('%Y-%m-%d', time.gmtime())}, "
         f"one run of `python bench/quality.py` ({seconds:.0f} s). Shipped tiny FluxPipeline, 32x32 "
         f"({meta['tokens']} image tokens), N = {N}, {len(meta['prompts'])} prompts batched in one call "
-        f"(seeds 0..{len(meta['prompts']) - 1}; the profile was calibrated on other prompts and seeds 100..103), "
+        f"(seeds 0..{len(meta['prompts']) - 1}; the profile was calibrated on other prompts and noise seeds 100..131, python/tools/calibrate_tiny_flux.py), "
         f"{meta['blocks_per_forward']} transformer blocks per forward. PSNR/SSIM against the uncached 50-step "
         "output, mean over prompts. `equiv` = Linear-layer MACs / MACs of one full forward; `blocks` = blocks "
         "evaluated; `forwards` = forwards not answered by a cache. Wall time: the batched call, minimum of "
