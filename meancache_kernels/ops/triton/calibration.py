@@ -58,7 +58,9 @@ def _calibration_kernel(
         m_c = tl.minimum(m, n_steps - 1)  # keeps every address in range once the roll has passed N
         a = m_c - tl.minimum(k, m_c)
         # anchor at or before i: true trajectory; after i: a rolled-out state held in registers
-        true_mask = emask & valid & (a <= i)
+        # Masks combine the scalar conditions into the bound (offs < bound), not with `&`: triton 3.9's interpreter
+        # turns (block mask & scalar) into int64 data that tl.load rejects as a mask.
+        true_mask = offs < tl.where(valid & (a <= i), numel, 0)
         z_a = tl.load(z_ptr + a * step_stride + base, mask=true_mask, other=0.0).to(tl.float32)
         v_a = tl.load(v_ptr + a * step_stride + base, mask=true_mask, other=0.0).to(tl.float32)
         rolled = a - i - 1
@@ -74,7 +76,8 @@ def _calibration_kernel(
         jvp = (v_a - avg) / span
         v_hat = v_last - jvp * ds
         z_next = z_cur + ds * v_hat
-        z_true = tl.load(z_ptr + (m_c + 1) * step_stride + base, mask=emask & valid, other=0.0).to(tl.float32)
+        valid_mask = offs < tl.where(valid, numel, 0)
+        z_true = tl.load(z_ptr + (m_c + 1) * step_stride + base, mask=valid_mask, other=0.0).to(tl.float32)
         err = tl.abs((z_next - z_true) / (s_next - s_i).to(tl.float32))
         err = tl.where(emask, err, 0.0)
         tl.atomic_add(acc_row + m + 1, tl.sum(err, axis=0), mask=valid)
