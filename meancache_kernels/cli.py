@@ -238,6 +238,8 @@ def _add_demo(sub) -> None:
     p.add_argument("--gamma", type=float, default=2.0, help="PSSP exponent (default 2)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="meancache_out", help="output folder (default ./meancache_out)")
+    p.add_argument("--repeats", type=int, default=3,
+                   help="timed runs per configuration; the table reports the fastest (default 3)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_demo)
 
@@ -255,7 +257,7 @@ def _cmd_demo(args) -> int:
         demo.run_demo(
             args.model, prompts=args.prompt or demo.DEFAULT_PROMPTS, budgets=budgets, steps=args.steps,
             device=args.device, out=args.out, seed=args.seed, gamma=args.gamma, profile_path=args.profile,
-            progress=not args.no_progress,
+            progress=not args.no_progress, repeats=args.repeats,
         )
     except (ValueError, TypeError, FileNotFoundError, ImportError) as e:
         raise SystemExit(f"meancache demo: {e}") from None

@@ -72,6 +72,7 @@ def test_demo_is_the_default_command(tmp_path):
 
 @pytest.mark.parametrize("kwargs, match", [
     (dict(steps=1), "steps"), (dict(budgets=(60,)), "budget"), (dict(prompts=[]), "prompts"),
+    (dict(repeats=0), "repeats must be an int >= 1"),
 ])
 def test_demo_rejects_bad_arguments(tmp_path, kwargs, match):
     with pytest.raises(ValueError, match=match):

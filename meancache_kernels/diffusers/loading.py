@@ -48,8 +48,6 @@ def load_pipeline(model: str | os.PathLike | None = None, *, device: str = "cpu"
     ``call_kwargs`` holds the call arguments a model written by ``python/tools/train_tiny_flux.py`` was trained for
     (height, width, max_sequence_length); it is empty for other pipelines.
     """
-    from diffusers import DiffusionPipeline, FluxPipeline
-
     if isinstance(dtype, str):
         if dtype not in _DTYPES:
             raise ValueError(f"dtype must be one of {sorted(_DTYPES)} or a torch.dtype, got {dtype!r}")
@@ -64,6 +62,8 @@ def load_pipeline(model: str | os.PathLike | None = None, *, device: str = "cpu"
     local = SHIPPED_MODEL_DIR if model is None else Path(model)
     with _quiet_loading(), warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
+        from diffusers import DiffusionPipeline, FluxPipeline  # inside: importing the pipelines logs notices
+
         if (local / SHIPPED_META).is_file():  # the shipped model, or another output of train_tiny_flux.py
             pipe = FluxPipeline.from_pretrained(local, local_files_only=True)
             meta = json.loads((local / SHIPPED_META).read_text())
