@@ -403,7 +403,7 @@ class Frontier(Mapping):
         self._steps = np.asarray(steps)
         self._spans = np.asarray(spans)
         self.num_steps = int(num_steps)
-        self._budgets = [b for b in range(1, self.num_steps + 1) if self.objective[b] < float("inf")]
+        self._budgets = (np.flatnonzero(self.objective[1:] < np.inf) + 1).tolist()
 
     def __getitem__(self, budget: int) -> SolverResult:
         if isinstance(budget, bool) or not isinstance(budget, int) or not 1 <= budget <= self.num_steps:
