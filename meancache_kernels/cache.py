@@ -47,7 +47,9 @@ class MeanCacheState:
         self.capacity = schedule.k_max
         self.history: deque[tuple[int, torch.Tensor, torch.Tensor]] = deque(maxlen=max(self.capacity, 1))
         self.next_step = 0
-        self._pending: tuple[int, torch.Tensor, torch.Tensor] | None = None
+        # (i, z, z._version, v_hat, v_hat._version, z_next) of the last estimate(): step() reuses its fused z_next
+        # only for that very z and v_hat, both unmodified
+        self._pending: tuple | None = None
 
     @property
     def num_steps(self) -> int:
@@ -61,6 +63,8 @@ class MeanCacheState:
 
     def should_compute(self, i: int) -> bool:
         """True when step ``i`` must run the model."""
+        if isinstance(i, bool) or not isinstance(i, int):
+            raise TypeError(f"step index i must be an int, got {i!r}")
         if not 0 <= i < self.num_steps:
             raise IndexError(f"step index i={i} is out of range for a schedule of {self.num_steps} steps")
         return self.schedule.compute[i]
@@ -70,11 +74,19 @@ class MeanCacheState:
         return min(self.schedule.spans[i], i)
 
     def _expect(self, i: int) -> None:
+        if isinstance(i, bool) or not isinstance(i, int):
+            raise TypeError(f"step index i must be an int, got {i!r}")
         if i != self.next_step:
             raise RuntimeError(
                 f"MeanCacheState expects step {self.next_step} next, got step {i}: steps must be taken in order "
                 "(call reset() to start a new generation)"
             )
+
+    @staticmethod
+    def _check(z, v=None) -> None:
+        ops._check_tensor("z", z)
+        if v is not None:
+            ops._check_tensor("v", v, z)
 
     def _record(self, i: int, z: torch.Tensor, v: torch.Tensor) -> None:
         if self.capacity > 0:
@@ -94,10 +106,11 @@ class MeanCacheState:
     def estimate(self, i: int, z: torch.Tensor) -> torch.Tensor:
         """The velocity estimate at skipped step ``i`` (feed it to :meth:`step` to advance)."""
         v_hat, z_next = self._estimate(i, z)
-        self._pending = (i, v_hat, z_next)
+        self._pending = (i, z, z._version, v_hat, v_hat._version, z_next)
         return v_hat
 
     def _estimate(self, i: int, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        self._check(z)
         self._expect(i)
         if self.should_compute(i):
             raise RuntimeError(f"step {i} is a computed step: run the model there, not estimate()")
@@ -113,10 +126,18 @@ class MeanCacheState:
 
     def step(self, i: int, z: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         """Record (z_i, v_i, s_i) and return the Euler step ``z + (s_{i+1} - s_i) * v``."""
+        self._check(z, v)
         self._expect(i)
         pending, self._pending = self._pending, None
-        if pending is not None and pending[0] == i and pending[1] is v:
-            z_next = pending[2]  # already computed by the fused estimate
+        if (
+            pending is not None
+            and pending[0] == i
+            and pending[1] is z
+            and pending[2] == z._version
+            and pending[3] is v
+            and pending[4] == v._version
+        ):
+            z_next = pending[5]  # already computed by the fused estimate, from these very (unmodified) z and v
         else:
             z_next = ops.euler_step(z, v, self.sigmas[i + 1] - self.sigmas[i], backend=self.backend)
         self._record(i, z, v)
@@ -124,6 +145,7 @@ class MeanCacheState:
 
     def record(self, i: int, z: torch.Tensor, v: torch.Tensor) -> None:
         """Record (z_i, v_i, s_i) of a step whose Euler update is done elsewhere (e.g. by a diffusers scheduler)."""
+        self._check(z, v)
         self._expect(i)
         self._pending = None
         self._record(i, z, v)
@@ -132,7 +154,7 @@ class MeanCacheState:
         """Latent-sized tensors referenced by the state (for memory checks)."""
         held = {id(t) for _, zj, vj in self.history for t in (zj, vj)}
         if self._pending is not None:
-            held |= {id(self._pending[1]), id(self._pending[2])}
+            held |= {id(self._pending[3]), id(self._pending[5])}
         return len(held)
 
 
@@ -162,6 +184,8 @@ def sample(
         raise TypeError(f"model_fn must be callable, got {type(model_fn).__name__}")
     if not isinstance(z, torch.Tensor):
         raise TypeError(f"z must be a torch.Tensor, got {type(z).__name__}")
+    if callback is not None and not callable(callback):
+        raise TypeError(f"callback must be callable or None, got {type(callback).__name__}")
     state = MeanCacheState(schedule, sigmas, backend=backend)
     for i in range(schedule.num_steps):
         if state.should_compute(i):

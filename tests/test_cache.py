@@ -162,3 +162,44 @@ def test_record_equals_step_bookkeeping():
         else:
             _, z = state.skip(i, z)
     torch.testing.assert_close(z, ref, rtol=0, atol=1e-15)
+
+
+def test_step_reuses_fused_result_only_for_the_same_unmodified_inputs():
+    schedule = mck.Schedule.from_official([0, 1], [0, 1], 3)
+    sigmas = [1.0, 0.5, 0.25, 0.0]
+    z0 = torch.ones(2, dtype=torch.float64)
+
+    def fresh():
+        state = mck.MeanCacheState(schedule, sigmas)
+        z1 = state.step(0, z0, torch.ones(2, dtype=torch.float64))  # z1 = 1 - 0.5 = 0.5
+        z2 = state.step(1, z1, torch.ones(2, dtype=torch.float64))  # z2 = 0.5 - 0.25 = 0.25
+        return state, z2
+
+    state, z2 = fresh()
+    v_hat = state.estimate(2, z2)
+    assert torch.equal(v_hat, torch.ones(2, dtype=torch.float64))  # K=1 on an Euler trajectory: plain reuse
+    torch.testing.assert_close(state.step(2, z2, v_hat), torch.zeros(2, dtype=torch.float64), rtol=0, atol=0)
+
+    state, z2 = fresh()
+    v_hat = state.estimate(2, z2)
+    v_hat.mul_(3)  # modified in place after the estimate: the fused z_next must not be reused
+    torch.testing.assert_close(state.step(2, z2, v_hat), torch.full((2,), -0.5, dtype=torch.float64), rtol=0, atol=0)
+
+    state, z2 = fresh()
+    v_hat = state.estimate(2, z2)
+    other = z2 + 1.0  # a different latent: Euler from it, not the pending result
+    torch.testing.assert_close(state.step(2, other, v_hat), torch.ones(2, dtype=torch.float64), rtol=0, atol=0)
+
+
+def test_state_bad_inputs():
+    state = mck.MeanCacheState(mck.Schedule.from_compute_steps([0, 2], 4), flow_sigmas(4))
+    with pytest.raises(TypeError, match="step index i must be an int"):
+        state.should_compute("a")
+    with pytest.raises(TypeError, match="step index i must be an int"):
+        state.should_compute(1.0)
+    with pytest.raises(TypeError, match="z must be a torch.Tensor"):
+        state.record(0, [1.0], torch.zeros(1))
+    with pytest.raises(ValueError, match="v must have the shape of z"):
+        state.step(0, torch.zeros(2), torch.zeros(3))
+    with pytest.raises(TypeError, match="callback must be callable"):
+        mck.sample(smooth_random_field(2), torch.zeros(1, 2), flow_sigmas(4), state.schedule, callback=3)
