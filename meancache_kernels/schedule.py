@@ -244,9 +244,11 @@ class Schedule:
         for key in ("num_steps", "compute", "spans"):
             if key not in d:
                 raise ValueError(f"schedule data is missing the key {key!r}")
-        if len(d["compute"]) != d["num_steps"]:
-            raise ValueError(f"schedule data: num_steps={d['num_steps']} but compute has {len(d['compute'])} entries")
-        return cls([bool(c) for c in d["compute"]], d["spans"], meta=d.get("meta"))
+        n = _as_int(d["num_steps"], "num_steps")
+        compute = _int_list(d["compute"], "compute")
+        if len(compute) != n:
+            raise ValueError(f"schedule data: num_steps={n} but compute has {len(compute)} entries")
+        return cls([bool(c) for c in compute], d["spans"], meta=d.get("meta"))
 
     def to_json(self, path: str | os.PathLike | None = None) -> str:
         """The schedule as JSON text; also written to ``path`` when given."""
@@ -259,9 +261,11 @@ class Schedule:
     @classmethod
     def from_json(cls, text_or_path: str | os.PathLike) -> "Schedule":
         """Parse JSON text, or read it from a file path."""
+        if not isinstance(text_or_path, (str, os.PathLike)):
+            raise TypeError(f"text_or_path must be JSON text or a file path, got {type(text_or_path).__name__}")
         text = str(text_or_path)
         if not text.lstrip().startswith("{"):
-            with open(text_or_path, encoding="utf-8") as f:
+            with open(text_or_path, encoding="utf-8") as f:  # not JSON text: a path (FileNotFoundError if missing)
                 text = f.read()
         try:
             d = json.loads(text)
@@ -478,7 +482,7 @@ def _check_solver_args(costs, gamma, always_compute, max_skip, k_range):
     if k_range is None:
         k_lo, k_hi = 1, kmax
     else:
-        if isinstance(k_range, (str, bytes)) or len(k_range) != 2:
+        if isinstance(k_range, (str, bytes)) or not isinstance(k_range, Sequence) or len(k_range) != 2:
             raise ValueError(f"k_range must be a pair (k_lo, k_hi), got {k_range!r}")
         k_lo, k_hi = _as_int(k_range[0], "k_range[0]"), _as_int(k_range[1], "k_range[1]")
         if not 1 <= k_lo <= k_hi <= kmax:

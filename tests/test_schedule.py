@@ -114,3 +114,13 @@ def test_immutable_and_hashable():
     with pytest.raises(AttributeError):
         s.compute = (True,)
     assert len({s, Schedule.full(3)}) == 1
+
+
+def test_from_json_and_dict_type_errors():
+    with pytest.raises(TypeError, match="text_or_path must be JSON text or a file path"):
+        Schedule.from_json(123)
+    base = {"format": "meancache-schedule", "version": 1, "spans": [0, 1]}
+    with pytest.raises(TypeError, match="num_steps must be an integer"):
+        Schedule.from_dict({**base, "num_steps": "2", "compute": [1, 0]})
+    with pytest.raises(TypeError, match="compute must be a sequence"):
+        Schedule.from_dict({**base, "num_steps": 2, "compute": 5})
