@@ -11,6 +11,7 @@ Subcommands:
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 
@@ -244,9 +245,21 @@ def _add_demo(sub) -> None:
     p.set_defaults(func=_cmd_demo)
 
 
+def _check_device(command: str, device: str) -> None:
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except RuntimeError as e:
+        raise SystemExit(f"meancache {command}: --device {device!r} is not a torch device ({e})") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit(f"meancache {command}: --device {device!r} but CUDA is not available on this machine")
+
+
 def _cmd_demo(args) -> int:
     from . import demo
 
+    _check_device("demo", args.device)
     budgets = list(demo.DEFAULT_BUDGETS)
     if args.budget:
         try:
@@ -298,6 +311,10 @@ def _cmd_calibrate(args) -> int:
         from .diffusers.loading import load_pipeline
     except ImportError as e:
         raise SystemExit(f"meancache calibrate needs diffusers: pip install 'meancache_kernels[diffusers]' ({e})")
+    _check_device("calibrate", args.device)
+    out_dir = os.path.dirname(os.path.abspath(args.out))
+    if not os.path.isdir(out_dir):  # checked before the (long) calibration, not after it
+        raise SystemExit(f"meancache calibrate: --out {args.out!r}: the folder {out_dir} does not exist")
     if args.steps < 2:
         raise SystemExit(f"meancache calibrate: --steps must be >= 2, got {args.steps}")
     try:
@@ -352,7 +369,10 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0].startswith("-") and argv[0] not in ("-h", "--help"):
         argv = [DEFAULT_COMMAND, *argv]
     args = parser.parse_args(argv)
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except (ValueError, TypeError, OSError) as e:  # bad input or unusable files: a message, not a traceback
+        raise SystemExit(f"meancache {args.command}: {e}") from None
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
 import re
+from pathlib import Path
 
 import pytest
 
@@ -20,5 +21,23 @@ def test_compare_runs_and_counts_calls(capsys):
 def test_compare_rejects_bad_args():
     with pytest.raises(SystemExit):
         main(["compare", "--dim", "0"])
-    with pytest.raises(ValueError, match="unknown preset model"):
+    with pytest.raises(SystemExit, match="meancache compare: unknown preset model"):
         main(["compare", "--preset", "nope"])
+    with pytest.raises(SystemExit, match="meancache compare: shift must be > 0"):
+        main(["compare", "--shift", "0"])
+
+
+def test_cli_reports_unusable_paths_and_devices(tmp_path):
+    with pytest.raises(SystemExit, match="meancache solve: profile file .* does not exist"):
+        main(["solve", str(tmp_path / "missing.npz"), "--budget", "3"])
+    with pytest.raises(SystemExit, match="meancache calibrate: --out .* does not exist"):
+        main(["calibrate", "--pipeline", "x", "--prompts", "p.txt", "--steps", "4", "--out",
+              str(tmp_path / "no" / "p.npz")])
+    with pytest.raises(SystemExit, match="meancache demo: --device 'nonsense' is not a torch device"):
+        main(["demo", "--device", "nonsense"])
+    from meancache_kernels import Profile
+
+    prof = tmp_path / "p.npz"
+    Profile.load(Path(__file__).resolve().parents[1] / "meancache_kernels/assets/tiny_flux_profile.npz").save(prof)
+    with pytest.raises(SystemExit, match="meancache solve: .*No such file or directory"):
+        main(["solve", str(prof), "--budget", "10", "--json", str(tmp_path / "no" / "s.json")])
