@@ -18,7 +18,8 @@ PROMPTS = ["a red circle at the top left", "a large blue square in the center"]
 @pytest.fixture(scope="module")
 def demo_rows(tmp_path_factory):
     out = tmp_path_factory.mktemp("demo")
-    rows = run_demo(None, prompts=PROMPTS, budgets=(10, 25), steps=50, out=out, progress=False, log=lambda *_: None)
+    rows = run_demo(None, prompts=PROMPTS, budgets=(10, 25), steps=50, out=out, progress=False, repeats=1,
+                    log=lambda *_: None)
     return rows, out
 
 
@@ -44,10 +45,13 @@ def test_demo_numbers_are_sane(demo_rows):
     assert (b25.budget, b25.transformer_calls) == (25, 25) and (b10.budget, b10.transformer_calls) == (10, 10)
     assert len(b25.schedule) == 25 and b25.schedule[0] == 0
     for r in (b25, b10):
-        assert math.isfinite(r.psnr) and r.psnr > 15.0  # close to the uncached image, not a copy of it
+        assert math.isfinite(r.psnr)  # close to the uncached image, not a copy of it
         assert 0.0 < r.max_abs_diff < 1.0 and 0.0 < r.ssim <= 1.0
         assert r.wall_s > 0 and r.speedup > 0
     assert b25.psnr > b10.psnr  # more computed steps, closer to the uncached output
+    # measured 58.9 / 47.7 dB on the shipped model and profile (plain reuse of the last velocity: 52.6 / 41.1 dB,
+    # bench/RESULTS.md); a broken estimator or schedule falls far below these floors
+    assert b25.psnr > 52.0 and b10.psnr > 42.0
 
 
 def test_cli_demo_runs_with_comma_budgets(tmp_path, capsys):
