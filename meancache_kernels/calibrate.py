@@ -61,7 +61,12 @@ class Profile:
     def __init__(self, costs, sigmas, meta: dict | None = None, cv=None):
         if isinstance(costs, torch.Tensor):
             costs = costs.detach().cpu().double().numpy()
-        costs = np.array(costs, dtype=np.float64, copy=True)
+        try:
+            costs = np.array(costs, dtype=np.float64, copy=True)
+        except (TypeError, ValueError) as e:
+            raise TypeError(
+                f"costs must be a float array [K_max+1, N+1, N+1], got {type(costs).__name__} ({e})"
+            ) from None
         sig = as_sigmas(sigmas)
         n = len(sig) - 1
         if costs.ndim != 3 or costs.shape[0] < 2 or costs.shape[1:] != (n + 1, n + 1):
@@ -169,6 +174,8 @@ class Profile:
     def load(cls, path: str | os.PathLike) -> "Profile":
         """Read a file written by :meth:`save`. A corrupt, truncated, foreign or inconsistent file raises ValueError
         naming the file."""
+        if not isinstance(path, (str, bytes, os.PathLike)):
+            raise TypeError(f"path must be a file path, got {type(path).__name__}")
         path = os.fspath(path)
         if not os.path.exists(path):
             raise FileNotFoundError(f"profile file {path!r} does not exist")
@@ -356,6 +363,8 @@ def profile_from_trajectories(
     max_skip = max(1, n - 1) if max_skip is None else _check_count("max_skip", max_skip, 1)
     if meta is not None and not isinstance(meta, dict):
         raise TypeError(f"meta must be a dict or None, got {type(meta).__name__}")
+    if not hasattr(trajectories, "__iter__"):
+        raise TypeError(f"trajectories must be an iterable of (z, v) batches, got {type(trajectories).__name__}")
     if isinstance(trajectories, tuple) and len(trajectories) == 2 and isinstance(trajectories[0], torch.Tensor):
         raise TypeError("trajectories must be an iterable of (z, v) batches; wrap a single batch as [(z, v)]")
     acc = _Accumulator()
@@ -425,6 +434,8 @@ def calibrate(
     """
     if not callable(model_fn):
         raise TypeError(f"model_fn must be callable, got {type(model_fn).__name__}")
+    if meta is not None and not isinstance(meta, dict):
+        raise TypeError(f"meta must be a dict or None, got {type(meta).__name__}")
     if not isinstance(latents, torch.Tensor):
         raise TypeError(f"latents must be a torch.Tensor [S, ...], got {type(latents).__name__}")
     if latents.dim() < 1 or latents.shape[0] < 1:

@@ -130,3 +130,20 @@ def test_constructor_validation():
         mck.Profile(np.ones((3, 9, 9)), s.flip(0))
     with pytest.raises(ValueError, match="JSON"):
         mck.Profile(np.ones((3, 9, 9)), s, meta={"bad": object()}).save("/tmp/never-written.npz")
+
+
+def test_bad_argument_types_are_named():
+    import torch
+
+    from meancache_kernels import Profile, calibrate
+    from meancache_kernels.calibrate import profile_from_trajectories
+    from meancache_kernels.testing import flow_sigmas
+
+    with pytest.raises(TypeError, match="path must be a file path"):
+        Profile.load(None)
+    with pytest.raises(TypeError, match="costs must be a float array"):
+        Profile("abc", flow_sigmas(3))
+    with pytest.raises(TypeError, match="trajectories must be an iterable"):
+        profile_from_trajectories(None, flow_sigmas(3))
+    with pytest.raises(TypeError, match="meta must be a dict"):
+        calibrate(lambda z, s: z, torch.zeros(2, 3), flow_sigmas(3), meta="x", progress=False)
