@@ -154,7 +154,7 @@ class MeanCacheState:
         """Latent-sized tensors referenced by the state (for memory checks)."""
         held = {id(t) for _, zj, vj in self.history for t in (zj, vj)}
         if self._pending is not None:
-            held |= {id(self._pending[3]), id(self._pending[5])}
+            held |= {id(self._pending[1]), id(self._pending[3]), id(self._pending[5])}
         return len(held)
 
 
