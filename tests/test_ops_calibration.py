@@ -2,26 +2,13 @@
 layout (chain edges, +inf outside), validation, and the Triton kernel (interpreter) against the reference."""
 
 import math
-import os
 
 import pytest
 import torch
+from _triton_env import DEVICE, HAS_TRITON, INTERPRET, triton_ok  # noqa: E402, F401
 
 from meancache_kernels import MeanCacheState, Schedule, ops
 from meancache_kernels.testing import flow_sigmas, smooth_random_field
-
-try:
-    import triton  # noqa: F401
-
-    HAS_TRITON = True
-except Exception:  # pragma: no cover - depends on the environment
-    HAS_TRITON = False
-
-INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
-DEVICE = "cuda" if torch.cuda.is_available() and not INTERPRET else "cpu"
-triton_ok = pytest.mark.skipif(
-    not HAS_TRITON or (DEVICE == "cpu" and not INTERPRET), reason="needs triton (and CUDA or TRITON_INTERPRET=1)"
-)
 
 
 def _trajectory(n, shape, seed=0, dtype=torch.float64):

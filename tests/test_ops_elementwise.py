@@ -7,28 +7,16 @@ tiny eps. For bfloat16 outputs under the interpreter the eps is half a bfloat16 
 interpreter's float32 -> bfloat16 store truncates where a GPU (and torch) rounds to nearest even.
 """
 
-import os
 import subprocess
 import sys
 
 import pytest
 import torch
+from _triton_env import DEVICE, HAS_TRITON, INTERPRET, triton_ok  # noqa: E402, F401
 
 from meancache_kernels import ops
 from meancache_kernels.ops import reference
 
-try:
-    import triton  # noqa: F401
-
-    HAS_TRITON = True
-except Exception:  # pragma: no cover - depends on the environment
-    HAS_TRITON = False
-
-INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
-DEVICE = "cuda" if torch.cuda.is_available() and not INTERPRET else "cpu"
-triton_ok = pytest.mark.skipif(
-    not HAS_TRITON or (DEVICE == "cpu" and not INTERPRET), reason="needs triton (and CUDA or TRITON_INTERPRET=1)"
-)
 BACKENDS = ["torch", pytest.param("triton", marks=triton_ok)]
 
 SHAPES = [(1,), (7,), (3, 5, 7), (2, 4, 16, 16), (1, 4, 3, 8, 8)]  # 1 element, odd, [B,C,H,W], [B,C,T,H,W]
