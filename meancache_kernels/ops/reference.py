@@ -10,15 +10,27 @@ Formulas (DESIGN.md section 2), at a skipped step with anchor a = i - K:
 Arithmetic runs in float32, or float64 when any tensor input is float64; results are stored in the inputs'
 native dtypes (v_hat like ``v_last``, z_next like ``z``).
 
+Every estimator as one linear combination (DESIGN.md section 2b): :func:`combine_step` evaluates
+v_hat = sum_k c_k x_k and z_next = z + ds * v_hat.
+
 Calibration (DESIGN.md section 2, edge cost): :func:`calibration_errors` rolls the estimator out from the true
 state z_i of a full-step trajectory and records, for every edge end j, mean |(zhat_j - z_j) / (s_j - s_i)|.
+:func:`edge_errors` gives, for polynomial estimators, mean |sum_m c_m x_m| of many coefficient rows at once.
 """
 
 from __future__ import annotations
 
 import torch
 
-__all__ = ["compute_dtype", "mean_velocity_step", "euler_step", "velocity_delta", "calibration_errors"]
+__all__ = [
+    "compute_dtype",
+    "mean_velocity_step",
+    "combine_step",
+    "euler_step",
+    "velocity_delta",
+    "calibration_errors",
+    "edge_errors",
+]
 
 
 def compute_dtype(*tensors: torch.Tensor) -> torch.dtype:
@@ -52,6 +64,42 @@ def mean_velocity_step(
     w.mul_(ds).neg_().add_(v_last)  # v_hat = v_last - jvp * ds
     z_next = torch.mul(w, ds).add_(zf)  # z + ds * v_hat
     v_res = w.to(v_last.dtype)
+    z_res = z_next.to(z.dtype)
+    if out_v is not None:
+        out_v.copy_(v_res)
+        v_res = out_v
+    if out_z is not None:
+        out_z.copy_(z_res)
+        z_res = out_z
+    return v_res, z_res
+
+
+def combine_step(
+    z: torch.Tensor,
+    tensors: list[torch.Tensor],
+    coeffs: list[float],
+    ds: float,
+    *,
+    v_dtype: torch.dtype,
+    out_v: torch.Tensor | None = None,
+    out_z: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Reference for :func:`meancache_kernels.ops.combine_step`; returns ``(v_hat, z_next)``.
+
+    ``acc = c_0 x_0``, then ``acc = acc + c_k x_k`` for k = 1..M-1 (a rounded product, then a rounded sum: no fused
+    multiply-add, as the kernel), ``z_next = z + ds * acc`` from the unrounded acc; v_hat = acc in ``v_dtype``.
+    """
+    cd = compute_dtype(z, *tensors)
+    # In place in one working buffer plus one scratch buffer (the product of each later term, then z_next). torch's
+    # ``add_(x, alpha=c)`` may fuse the multiply-add on CPU, so each product is rounded in the scratch buffer first;
+    # copy_ and the mixed-dtype in-place add upcast exactly.
+    acc = tensors[0].to(cd, copy=True).mul_(coeffs[0])
+    scratch = torch.empty_like(acc) if len(tensors) > 1 else None
+    for x, c in zip(tensors[1:], coeffs[1:]):
+        acc.add_(scratch.copy_(x).mul_(c))
+    z_next = torch.mul(acc, ds, out=scratch) if scratch is not None else torch.mul(acc, ds)
+    z_next.add_(z)  # z + ds * v_hat
+    v_res = acc.to(v_dtype)
     z_res = z_next.to(z.dtype)
     if out_v is not None:
         out_v.copy_(v_res)
@@ -121,4 +169,42 @@ def calibration_errors(
                 v_hat[m] = v_last - jvp * ds
                 z_hat[m + 1] = z_hat[m] + ds * v_hat[m]
                 err[:, k, i, m + 1] = ((z_hat[m + 1] - zf[m + 1]) / (s[m + 1] - s[i])).abs().mean(dim=1)
+    return err
+
+
+_EDGE_CHUNK_ELEMENTS = 1 << 22  # elements of one [edges, S, D] working tensor of edge_errors (16 MB in float32)
+
+
+def edge_errors(sources: torch.Tensor, index: torch.Tensor, coef: torch.Tensor) -> torch.Tensor:
+    """``err[e, s] = mean_d | sum_m coef[e, m] * sources[index[e, m], s, d] |`` (no validation here).
+
+    ``sources``: [T, S, ...]; ``index``: int64 [E, M] on sources' device, -1 = unused slot (its coefficient is
+    ignored, NaN included); ``coef``: float64 [E, M] on sources' device. Arithmetic in float32 (coefficients rounded
+    to float32), or float64 when sources is float64; the result is float64 [E, S]. Edges are processed in chunks so
+    that no working tensor exceeds about 4M elements (never [E, S, D] at once).
+    """
+    cd = compute_dtype(sources)
+    num_rows, num_samples = sources.shape[0], sources.shape[1]
+    src = sources.reshape(num_rows, num_samples, -1)
+    numel = src.shape[2]
+    num_edges, num_slots = index.shape
+    err = torch.empty((num_edges, num_samples), dtype=torch.float64, device=sources.device)
+    chunk = max(1, _EDGE_CHUNK_ELEMENTS // (num_samples * numel))
+    for e0 in range(0, num_edges, chunk):
+        idx = index[e0 : e0 + chunk]
+        used = idx >= 0
+        c = torch.where(used, coef[e0 : e0 + chunk], 0.0).to(cd)
+        acc = None
+        for m in range(num_slots):
+            if not bool(used[:, m].any()):
+                continue
+            term = src.index_select(0, idx[:, m].clamp(min=0)).to(cd)
+            term.mul_(c[:, m].view(-1, 1, 1))
+            if not bool(used[:, m].all()):
+                term.masked_fill_(~used[:, m].view(-1, 1, 1), 0.0)  # an unused slot reads nothing, not 0 * x
+            acc = term if acc is None else acc.add_(term)
+        if acc is None:
+            err[e0 : e0 + chunk] = 0.0
+        else:
+            err[e0 : e0 + chunk] = acc.abs_().sum(dim=2).double().div_(numel)
     return err
