@@ -1,8 +1,13 @@
-"""The MeanCache sampler: a bounded history of the trajectory and the average-velocity estimate of skipped steps.
+"""The MeanCache sampler: a bounded history of the trajectory and the velocity estimate of skipped steps.
 
-At a skipped step i with span K = min(K_i, i) the estimator (DESIGN.md section 2, "official") reads only the
-entries i-K..i-1 of the trajectory, so the history is a ring buffer of the last ``schedule.k_max`` entries
-(z_j, v_j, s_j): O(K_max) latent-sized tensors, never O(N).
+At a skipped step i the schedule's estimator (:mod:`meancache_kernels.estimators`) reads a bounded history:
+
+- ``jvp`` with span K = min(K_i, i) (DESIGN.md section 2, "official") reads the trajectory entries i-K..i-1, so
+  the trajectory history is a ring buffer of the last ``schedule.k_max`` entries (z_j, v_j);
+- ``taylor`` / ``mean`` of order p read the velocities of the last p + 1 computed steps: a ring buffer of
+  ``schedule.poly_depth`` computed velocities.
+
+A schedule that uses only one kind keeps only that buffer: O(K_max + p_max) latent-sized tensors, never O(N).
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import torch
 
 from . import ops
 from ._utils import as_sigmas
+from .estimators import JvpEstimator
 from .schedule import Schedule
 
 __all__ = ["MeanCacheState", "sample"]
@@ -46,6 +52,10 @@ class MeanCacheState:
         self.backend = backend
         self.capacity = schedule.k_max
         self.history: deque[tuple[int, torch.Tensor, torch.Tensor]] = deque(maxlen=max(self.capacity, 1))
+        # velocities of the last computed steps, for the polynomial estimators: (i, v_i)
+        self.poly_capacity = schedule.poly_depth
+        self.computed: deque[tuple[int, torch.Tensor]] = deque(maxlen=max(self.poly_capacity, 1))
+        self._estimators = [schedule.estimator_at(i) for i in range(schedule.num_steps)]
         self.next_step = 0
         # (i, z, z._version, v_hat, v_hat._version, z_next) of the last estimate(): step() reuses its fused z_next
         # only for that very z and v_hat, both unmodified
@@ -58,6 +68,7 @@ class MeanCacheState:
     def reset(self) -> None:
         """Forget the trajectory (start of a new generation)."""
         self.history.clear()
+        self.computed.clear()
         self.next_step = 0
         self._pending = None
 
@@ -70,7 +81,7 @@ class MeanCacheState:
         return self.schedule.compute[i]
 
     def span(self, i: int) -> int:
-        """The span actually used at skipped step ``i``: min(K_i, i)."""
+        """The span actually used at skipped step ``i`` by the ``jvp`` estimator: min(K_i, i)."""
         return min(self.schedule.spans[i], i)
 
     def _expect(self, i: int) -> None:
@@ -92,6 +103,8 @@ class MeanCacheState:
         if self.capacity > 0:
             # Clone: callers may update z in place on the next step.
             self.history.append((i, z.detach().clone(), v.detach()))
+        if self.poly_capacity > 0 and self.schedule.compute[i]:
+            self.computed.append((i, v.detach()))
         self.next_step = i + 1
 
     def skip(self, i: int, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -114,15 +127,24 @@ class MeanCacheState:
         self._expect(i)
         if self.should_compute(i):
             raise RuntimeError(f"step {i} is a computed step: run the model there, not estimate()")
-        k = self.span(i)
-        anchor = i - k
-        entries = {j: (zj, vj) for j, zj, vj in self.history}
-        if anchor not in entries or (i - 1) not in entries:
-            raise RuntimeError(f"history for step {i} (anchor step {anchor}) is missing: steps were not recorded")
-        z_a, v_a = entries[anchor]
-        v_last = entries[i - 1][1]
+        est = self._estimators[i]
         s = self.sigmas
-        return ops.mean_velocity_step(z, z_a, v_a, v_last, s[anchor], s[i], s[i + 1], backend=self.backend)
+        if isinstance(est, JvpEstimator):  # the paper's rule, evaluated as the release does (bit-compatible)
+            k = self.span(i)
+            anchor = i - k
+            entries = {j: (zj, vj) for j, zj, vj in self.history}
+            if anchor not in entries or (i - 1) not in entries:
+                raise RuntimeError(f"history for step {i} (anchor step {anchor}) is missing: steps were not recorded")
+            z_a, v_a = entries[anchor]
+            v_last = entries[i - 1][1]
+            return ops.mean_velocity_step(z, z_a, v_a, v_last, s[anchor], s[i], s[i + 1], backend=self.backend)
+        if not self.computed:
+            raise RuntimeError(f"history for step {i} is missing: no computed step was recorded before it")
+        used = list(self.computed)[-est.computed_depth:]
+        coeffs = est.weights([s[j] for j, _ in used], s[i], s[i + 1])
+        tensors = [v for _, v in used]
+        return ops.combine_step(z, tensors, coeffs, s[i + 1] - s[i], v_dtype=tensors[-1].dtype,
+                                backend=self.backend)
 
     def step(self, i: int, z: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         """Record (z_i, v_i, s_i) and return the Euler step ``z + (s_{i+1} - s_i) * v``."""
@@ -152,7 +174,7 @@ class MeanCacheState:
 
     def num_latents_held(self) -> int:
         """Latent-sized tensors referenced by the state (for memory checks)."""
-        held = {id(t) for _, zj, vj in self.history for t in (zj, vj)}
+        held = {id(t) for _, zj, vj in self.history for t in (zj, vj)} | {id(v) for _, v in self.computed}
         if self._pending is not None:
             held |= {id(self._pending[1]), id(self._pending[3]), id(self._pending[5])}
         return len(held)

@@ -31,7 +31,8 @@ from ._utils import as_sigmas
 __all__ = ["Profile", "calibrate", "profile_from_trajectories"]
 
 _FORMAT = "meancache-profile"
-_FORMAT_VERSION = 1
+_FORMAT_VERSION = 2  # 2 adds the polynomial estimators' costs; a profile without them is still written as 1
+_READ_VERSIONS = (1, 2)
 
 
 def _check_count(name: str, value, minimum: int) -> int:
@@ -54,11 +55,17 @@ class Profile:
             max_skip, stability statistics, ...).
         cv: optional float64 array of ``costs``' shape, the per-edge coefficient of variation across samples (NaN
             where not allowed).
+        poly_costs: optional float64 array [E, N, D+1, D+1, D+1] of the polynomial estimators' edge costs
+            (DESIGN.md 2b): ``poly_costs[e, i, a, b, d]`` = L_e(h, i, j) for the edge i -> j = i + d (d >= 2) when
+            the computed node before i is h = i - a and the one before h is h - b (a = 0: i = 0 has none; b = 0:
+            h = 0 has none); +inf where not allowed or not calibrated. D = the longest calibrated edge.
+        poly_estimators: the E estimator names of ``poly_costs`` (``"taylor1"``, ``"mean2"``, ...).
     """
 
-    __slots__ = ("costs", "sigmas", "meta", "cv")
+    __slots__ = ("costs", "sigmas", "meta", "cv", "poly_costs", "poly_estimators")
 
-    def __init__(self, costs, sigmas, meta: dict | None = None, cv=None):
+    def __init__(self, costs, sigmas, meta: dict | None = None, cv=None, *, poly_costs=None,
+                 poly_estimators=None):
         if isinstance(costs, torch.Tensor):
             costs = costs.detach().cpu().double().numpy()
         try:
@@ -86,6 +93,9 @@ class Profile:
             cv = np.array(cv, dtype=np.float64, copy=True)
             if cv.shape != costs.shape:
                 raise ValueError(f"cv must have the shape of costs {tuple(costs.shape)}, got {tuple(cv.shape)}")
+        poly_costs, poly_estimators = _check_poly(poly_costs, poly_estimators, n)
+        self.poly_costs = poly_costs
+        self.poly_estimators = poly_estimators
         self.costs = costs
         self.sigmas = np.asarray(sig, dtype=np.float64)
         self.meta = dict(meta) if meta else {}
@@ -99,6 +109,11 @@ class Profile:
     @property
     def k_max(self) -> int:
         return self.costs.shape[0] - 1
+
+    @property
+    def estimators(self) -> tuple[str, ...]:
+        """The estimator names this profile has costs for: ``"jvp"`` and the polynomial ones calibrated."""
+        return ("jvp", *self.poly_estimators)
 
     @property
     def max_skip(self) -> int:
@@ -151,14 +166,18 @@ class Profile:
         arrays = {"costs": self.costs, "sigmas": self.sigmas}
         if self.cv is not None:
             arrays["cv"] = self.cv
+        if self.poly_costs is not None:
+            arrays["poly_costs"] = self.poly_costs
         header = {
             "format": _FORMAT,
-            "version": _FORMAT_VERSION,
+            "version": 1 if self.poly_costs is None else _FORMAT_VERSION,
             "num_steps": self.num_steps,
             "k_max": self.k_max,
             "sha256": _digest(arrays),
             "meta": header_meta,
         }
+        if self.poly_costs is not None:
+            header["poly_estimators"] = list(self.poly_estimators)
         arrays["header"] = np.frombuffer(json.dumps(header).encode("utf-8"), dtype=np.uint8)
         path = os.fspath(path)
         tmp = f"{path}.tmp-{os.getpid()}"
@@ -189,8 +208,9 @@ class Profile:
                     raise ValueError(f"missing arrays {sorted(missing)} (found {sorted(names)})")
                 header = json.loads(bytes(data["header"].astype(np.uint8)).decode("utf-8"))
                 arrays = {"costs": data["costs"], "sigmas": data["sigmas"]}
-                if "cv" in names:
-                    arrays["cv"] = data["cv"]
+                for optional in ("cv", "poly_costs"):
+                    if optional in names:
+                        arrays[optional] = data[optional]
         except (OSError, EOFError, KeyError, ValueError, zipfile.BadZipFile, UnicodeDecodeError) as e:
             raise ValueError(f"{path!r} is not a readable MeanCache profile (corrupt or truncated?): {e}") from None
         except Exception as e:  # zlib.error and other decoder failures on damaged archives
@@ -198,10 +218,10 @@ class Profile:
         if not isinstance(header, dict) or header.get("format") != _FORMAT:
             fmt = header.get("format") if isinstance(header, dict) else None
             raise ValueError(f"{path!r} is not a MeanCache profile: format={fmt!r}, expected {_FORMAT!r}")
-        if header.get("version") != _FORMAT_VERSION:
+        if header.get("version") not in _READ_VERSIONS:
             raise ValueError(
                 f"{path!r}: unsupported profile format version {header.get('version')!r}; this build reads "
-                f"version {_FORMAT_VERSION}"
+                f"versions {list(_READ_VERSIONS)}"
             )
         if header.get("sha256") != _digest(arrays):
             raise ValueError(f"{path!r}: checksum mismatch, the profile arrays are corrupt")
@@ -214,9 +234,42 @@ class Profile:
                 f"sigmas {tuple(sigmas.shape)}"
             )
         try:
-            return cls(costs, sigmas, meta=header.get("meta") or {}, cv=arrays.get("cv"))
+            return cls(costs, sigmas, meta=header.get("meta") or {}, cv=arrays.get("cv"),
+                       poly_costs=arrays.get("poly_costs"), poly_estimators=header.get("poly_estimators"))
         except (TypeError, ValueError) as e:
             raise ValueError(f"{path!r}: invalid profile content: {e}") from None
+
+
+def _check_poly(poly_costs, poly_estimators, n: int):
+    from . import estimators as est
+
+    if poly_costs is None:
+        if poly_estimators:
+            raise ValueError(f"poly_estimators={poly_estimators!r} given without poly_costs")
+        return None, ()
+    if isinstance(poly_costs, torch.Tensor):
+        poly_costs = poly_costs.detach().cpu().double().numpy()
+    try:
+        arr = np.array(poly_costs, dtype=np.float64, copy=True)
+    except (TypeError, ValueError) as e:
+        raise TypeError(f"poly_costs must be a float array [E, N, D+1, D+1, D+1], got {type(poly_costs).__name__} "
+                        f"({e})") from None
+    if arr.ndim != 5 or arr.shape[1] != n or not arr.shape[2] == arr.shape[3] == arr.shape[4] >= 3:
+        raise ValueError(f"poly_costs must have shape [E, N={n}, D+1, D+1, D+1] with D >= 2, got {tuple(arr.shape)}")
+    if isinstance(poly_estimators, (str, bytes)) or not isinstance(poly_estimators, (list, tuple)):
+        raise TypeError(f"poly_estimators must be a list of estimator names, got {type(poly_estimators).__name__}")
+    names = tuple(poly_estimators)
+    if len(names) != arr.shape[0]:
+        raise ValueError(f"poly_estimators has {len(names)} names for {arr.shape[0]} cost tables in poly_costs")
+    for name in names:
+        fam, _ = est.parse(name)
+        if fam == "jvp":
+            raise ValueError("poly_estimators must name polynomial estimators (jvp's costs live in costs)")
+    if len(set(names)) != len(names):
+        raise ValueError(f"poly_estimators has duplicates: {list(names)}")
+    if np.isnan(arr).any() or (arr < 0).any():
+        raise ValueError("poly_costs must be >= 0 and not NaN (+inf where not allowed)")
+    return arr, names
 
 
 def _digest(arrays: dict[str, np.ndarray]) -> str:
@@ -330,6 +383,87 @@ class _Accumulator:
         return costs, cv, stats
 
 
+# ---------------------------------------------------------------------------------------------------- polynomial costs
+def _poly_states(i: int, d_max: int, order: int):
+    """The (a, b) states of computed node i that an estimator of this order can tell apart (DESIGN.md 2b):
+    a = i - h (0 at i = 0), b = h - h2 (0 when h = 0); b is 0 (broadcast later) for order 1."""
+    if i == 0:
+        return [(0, 0)]
+    out = []
+    for a in range(1, min(d_max, i) + 1):
+        h = i - a
+        if order < 2 or h == 0:
+            out.append((a, 0))
+        else:
+            out.extend((a, b) for b in range(1, min(d_max, h) + 1))
+    return out
+
+
+def poly_edge_rows(sigmas, d_max: int, names) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The linear combinations whose mean absolute value is each polynomial edge cost.
+
+    A polynomial estimator reads only computed velocities, so rolled out from the true z_i over the skipped steps
+    i+1..j-1 its state at j is ``zhat_j = z_i + ds_i v_i + sum_t ds_t sum_m w_m(t) v_{n_m}`` (n_m: the last p + 1
+    computed nodes h2, h, i). The cost ``L_e(h, i, j) = mean |(zhat_j - z_j) / (s_j - s_i)|`` is thus
+    ``mean |sum_m coef_m x_m|`` over rows of ``sources = cat(z [N+1], v [N])`` (z_t at row t, v_t at row N+1+t).
+
+    Returns:
+        ``(keys [R, 5] int64: (e, i, a, b, d), index [R, 5] int64 with -1 for unused slots, coef [R, 5] float64)``.
+    """
+    from . import estimators as est
+
+    sig = [float(x) for x in sigmas]
+    n = len(sig) - 1
+    keys, index, coef = [], [], []
+    for e, name in enumerate(names):
+        estimator = est.get(*est.parse(name))
+        for i in range(n):
+            for a, b in _poly_states(i, d_max, estimator.param):
+                nodes = [i] if a == 0 else [i - a, i] if b == 0 else [i - a - b, i - a, i]
+                nodes = nodes[-(estimator.param + 1):]
+                xs = [sig[t] for t in nodes]
+                acc = [0.0] * len(nodes)
+                acc[-1] = sig[i + 1] - sig[i]  # the computed step i itself
+                for d in range(2, min(d_max, n - i) + 1):
+                    t = i + d - 1  # the skipped step added to the edge i -> i + d - 1
+                    ds = sig[t + 1] - sig[t]
+                    for m, w in enumerate(estimator.weights(xs, sig[t], sig[t + 1])):
+                        acc[m] += ds * w
+                    j = i + d
+                    inv = 1.0 / (sig[j] - sig[i])
+                    row_i = [i, j] + [n + 1 + t for t in nodes]
+                    row_c = [inv, -inv] + [c * inv for c in acc]
+                    pad = 5 - len(row_i)
+                    keys.append((e, i, a, b, d))
+                    index.append(row_i + [-1] * pad)
+                    coef.append(row_c + [0.0] * pad)
+    if not keys:
+        return (np.zeros((0, 5), np.int64), np.zeros((0, 5), np.int64), np.zeros((0, 5), np.float64))
+    return np.array(keys, np.int64), np.array(index, np.int64), np.array(coef, np.float64)
+
+
+def _poly_table(keys: np.ndarray, values: np.ndarray, num_names: int, n: int, d_max: int) -> np.ndarray:
+    """Scatter row values into [E, N, D+1, D+1, D+1] (+inf elsewhere, 0 on chain edges of valid states); an order-1
+    row (b = 0 with a state that has b > 0 as well) is broadcast over b."""
+    out = np.full((num_names, n, d_max + 1, d_max + 1, d_max + 1), np.inf)
+    e, i, a, b, d = keys.T
+    out[e, i, a, b, d] = values
+    return out
+
+
+def _fill_poly_table(table: np.ndarray, names, n: int, d_max: int) -> np.ndarray:
+    from . import estimators as est
+
+    for e, name in enumerate(names):
+        order = est.get(*est.parse(name)).param
+        for i in range(n):
+            for a, b in _poly_states(i, d_max, 2):  # every state the solver may visit
+                if order < 2 and b > 0:
+                    table[e, i, a, b] = table[e, i, a, 0]
+                table[e, i, a, b, 1] = 0.0  # chain edge
+    return table
+
+
 # ---------------------------------------------------------------------------------------------------- calibration
 def profile_from_trajectories(
     trajectories: Iterable[tuple[torch.Tensor, torch.Tensor]],
@@ -339,6 +473,8 @@ def profile_from_trajectories(
     meta: dict | None = None,
     *,
     backend: str = "auto",
+    estimators=None,
+    poly_max_skip: int | None = None,
 ) -> Profile:
     """Build a :class:`Profile` from recorded full-step trajectories.
 
@@ -350,7 +486,12 @@ def profile_from_trajectories(
         max_span: largest JVP span K calibrated (>= 1).
         max_skip: longest run of skipped steps calibrated (>= 1); None: every edge (N - 1).
         meta: extra metadata (model name, resolution, ...) merged into the profile's.
-        backend: backend of ``ops.calibration_errors``.
+        backend: backend of ``ops.calibration_errors`` and ``ops.edge_errors``.
+        estimators: the estimators to calibrate: None = every one the library has
+            (:func:`meancache_kernels.estimators.available`); ``("jvp",)`` = the paper's costs only, as before
+            estimators existed. ``"jvp"`` is always calibrated (it is the profile's ``costs``).
+        poly_max_skip: longest run of skipped steps calibrated for the polynomial estimators; None:
+            ``min(max_skip, 12)`` (their cost table grows as the fourth power of it).
 
     Returns:
         The :class:`Profile`: costs averaged over every sample, per-edge CV across samples, and in ``meta``:
@@ -367,6 +508,16 @@ def profile_from_trajectories(
         raise TypeError(f"trajectories must be an iterable of (z, v) batches, got {type(trajectories).__name__}")
     if isinstance(trajectories, tuple) and len(trajectories) == 2 and isinstance(trajectories[0], torch.Tensor):
         raise TypeError("trajectories must be an iterable of (z, v) batches; wrap a single batch as [(z, v)]")
+    poly_names = _poly_names(estimators)
+    if poly_max_skip is None:
+        poly_max_skip = min(max_skip, 12)
+    else:
+        poly_max_skip = _check_count("poly_max_skip", poly_max_skip, 1)
+    d_max = min(poly_max_skip, max(n - 1, 1)) + 1
+    if poly_names:
+        keys, index, coef = poly_edge_rows(sig, d_max, poly_names)
+        index_t, coef_t = torch.from_numpy(index), torch.from_numpy(coef)
+        poly_sum = np.zeros(len(keys))
     acc = _Accumulator()
     dtype = None
     shape = None
@@ -384,6 +535,14 @@ def profile_from_trajectories(
         dtype = dtype or str(z.dtype).replace("torch.", "")
         err = ops.calibration_errors(z, v, sig, max_span, max_skip, backend=backend)
         acc.add(err)
+        if poly_names and len(keys):
+            sources = torch.cat([z, v.to(z.dtype)])
+            dev = sources.device
+            pe = ops.edge_errors(sources, index_t.to(dev), coef_t.to(dev), backend=backend)
+            if not bool(torch.isfinite(pe).all()):
+                raise ValueError("polynomial calibration errors are non-finite (overflow in the trajectories?)")
+            poly_sum += pe.double().sum(1).cpu().numpy()
+            del sources, pe
         del item, z, v, err  # release this batch before the iterable produces the next one
     if acc.count == 0:
         raise ValueError("trajectories is empty: at least one batch (z, v) is needed")
@@ -400,7 +559,26 @@ def profile_from_trajectories(
         "stability": stats,
     }
     full_meta.update(meta or {})
-    return Profile(costs, sig, meta=full_meta, cv=cv)
+    poly = None
+    if poly_names:
+        poly = _poly_table(keys, poly_sum / acc.count, len(poly_names), n, d_max)
+        poly = _fill_poly_table(poly, poly_names, n, d_max)
+        full_meta["estimators"] = ["jvp", *poly_names]
+    return Profile(costs, sig, meta=full_meta, cv=cv, poly_costs=poly, poly_estimators=poly_names or None)
+
+
+def _poly_names(estimators) -> tuple[str, ...]:
+    from . import estimators as est
+
+    if estimators is None:
+        names = est.available()
+    else:
+        if isinstance(estimators, (str, bytes)) or not isinstance(estimators, (list, tuple)):
+            raise TypeError(f"estimators must be a list/tuple of estimator names or None, got {estimators!r}")
+        names = list(estimators)
+        for name in names:
+            est.parse(name)  # ValueError naming the unknown estimator
+    return tuple(n for n in dict.fromkeys(names) if n != "jvp")
 
 
 def calibrate(
@@ -414,6 +592,7 @@ def calibrate(
     *,
     meta: dict | None = None,
     backend: str = "auto",
+    estimators=None,
 ) -> Profile:
     """Calibrate MeanCache edge costs on full-step trajectories of ``model_fn``.
 
@@ -428,6 +607,8 @@ def calibrate(
             and [N, batch_size, ...] velocities); None: 8.
         meta: extra metadata (e.g. ``{"model": "Qwen/Qwen-Image", "resolution": [1328, 1328]}``).
         backend: backend of the Euler steps and of ``ops.calibration_errors``.
+        estimators: estimators to calibrate (None: all; ``("jvp",)``: the paper's only), see
+            :func:`profile_from_trajectories`.
 
     Returns:
         The :class:`Profile` (see :func:`profile_from_trajectories`).
@@ -470,4 +651,5 @@ def calibrate(
     full_meta = {"model": getattr(model_fn, "__name__", type(model_fn).__name__),
                  "resolution": list(latents.shape[1:])}
     full_meta.update(meta or {})
-    return profile_from_trajectories(batches(), sig, max_span, max_skip, meta=full_meta, backend=backend)
+    return profile_from_trajectories(batches(), sig, max_span, max_skip, meta=full_meta, backend=backend,
+                                     estimators=estimators)

@@ -96,6 +96,9 @@ def _add_solve(sub) -> None:
     p.add_argument("--gamma", type=float, default=2.0, help="exponent of the edge costs (default 2)")
     p.add_argument("--max-skip", type=int, default=None, help="longest run of skipped steps (default: as calibrated)")
     p.add_argument("--k-range", type=int, nargs=2, default=None, metavar=("K_LO", "K_HI"), help="allowed spans K")
+    p.add_argument("--estimators", nargs="+", default=None, metavar="NAME",
+                   help="estimators allowed on skipped steps (default: every one the profile has; 'jvp' alone: the "
+                   "paper's PSSP, printed in the public release's format)")
     p.add_argument("--always-compute", type=int, nargs="*", default=[0], metavar="STEP", help="forced steps")
     p.add_argument("--backend", choices=["auto", "cpp", "python"], default="auto")
     p.add_argument("--json", default=None, metavar="OUT", help="also write the schedule as JSON to OUT")
@@ -120,9 +123,25 @@ def _cmd_solve(args) -> int:
         prof = Profile.load(args.profile)
         sched = solve(prof, args.budget, gamma=args.gamma, always_compute=args.always_compute,
                       max_skip=args.max_skip, k_range=tuple(args.k_range) if args.k_range else None,
-                      backend=args.backend)
+                      backend=args.backend, estimators=args.estimators)
     except (ValueError, TypeError, FileNotFoundError, ImportError) as e:
         raise SystemExit(f"meancache solve: {e}") from None
+    if not sched.is_official:
+        names = sched.estimator_names()
+        steps = sched.compute_steps
+        ends = steps[1:] + [sched.num_steps]
+        m = sched.meta
+        print(f"profile: {args.profile} (N={sched.num_steps}, estimators={list(prof.estimators)}, "
+              f"model={prof.meta.get('model', '?')})")
+        print(f"budget B={sched.budget}  nominal speedup {sched.speedup:.2f}x  objective {m['objective']:.6g}  "
+              f"(gamma={m['gamma']}, solver={m['solver']})")
+        print(f"compute steps: {steps}")
+        print(f"estimator per interval: {[names[a + 1] + ('' if names[a + 1] != 'jvp' else f'(K={sched.spans[a + 1]})') if b - a > 1 else '-' for a, b in zip(steps, ends)]}")  # noqa: E501
+        print("(not expressible in the public release's format: it holds jvp spans only; --estimators jvp for that)")
+        if args.json:
+            sched.to_json(args.json)
+            print(f"schedule written to {args.json}")
+        return 0
     steps, ks = sched.to_official()
     n = sched.num_steps
     full_ks = ks + ([0] if len(ks) < len(steps) else [])  # one K per edge, the last one to N included

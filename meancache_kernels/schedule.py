@@ -1,7 +1,9 @@
-"""MeanCache schedules: which steps run the transformer, and which JVP span K each skipped step uses.
+"""MeanCache schedules: which steps run the transformer, and which estimator (and parameter) each skipped step uses.
 
 A schedule over N steps is a boolean ``compute[i]`` (``compute[0]`` is always True) and, for every skipped
-step i, a span ``K_i >= 1`` (0 is stored for computed steps). The public MeanCache release writes a schedule as
+step i, an estimator family (``"jvp"``, the paper's, by default; ``"taylor"``, ``"mean"``: see
+:mod:`meancache_kernels.estimators`) with its parameter ``spans[i] >= 1``: the JVP span K for ``jvp``, the
+polynomial order p otherwise (0 and ``""`` are stored for computed steps). The public MeanCache release writes a schedule as
 the list of computed steps plus one K per interval between consecutive computed steps, 0 meaning "no skipped
 step" (a "chain" edge); :meth:`Schedule.from_official` and :meth:`Schedule.to_official` convert.
 """
@@ -27,7 +29,8 @@ __all__ = [
 ]
 
 _FORMAT = "meancache-schedule"
-_FORMAT_VERSION = 1
+_FORMAT_VERSION = 2  # version 1 (before estimators) is read as an all-"jvp" schedule, and still written for one
+_READ_VERSIONS = (1, 2)
 
 
 def _as_int(value: Any, name: str) -> int:
@@ -45,18 +48,22 @@ def _int_list(values: Any, name: str) -> list[int]:
 
 
 class Schedule:
-    """Which steps to compute and the JVP span of every skipped step.
+    """Which steps to compute, and the estimator and its parameter on every skipped step.
 
     Args:
         compute: N booleans, ``compute[i]`` True when step i runs the transformer. ``compute[0]`` must be True.
-        spans: N integers; ``spans[i] >= 1`` is the JVP span K of skipped step i and ``spans[i] == 0`` on
-            computed steps. ``None`` means K = 1 (plain reuse) on every skipped step.
+        spans: N integers, the estimator parameter of every skipped step (``spans[i] >= 1``: the JVP span K for
+            ``jvp``, the polynomial order p for ``taylor``/``mean``) and 0 on computed steps. ``None`` means 1 on
+            every skipped step (K = 1 for ``jvp``: plain reuse).
         meta: free-form metadata (source, model, solver objective, ...), kept through JSON round trips.
+        estimators: N strings, the estimator family of every skipped step (``"jvp"``, ``"taylor"``, ``"mean"``)
+            and ``""`` on computed steps; ``None`` means ``"jvp"`` on every skipped step (the paper's rule).
     """
 
-    __slots__ = ("compute", "spans", "meta")
+    __slots__ = ("compute", "spans", "meta", "estimators")
 
-    def __init__(self, compute: Sequence[bool], spans: Sequence[int] | None = None, meta: dict | None = None):
+    def __init__(self, compute: Sequence[bool], spans: Sequence[int] | None = None, meta: dict | None = None,
+                 estimators: Sequence[str] | None = None):
         if isinstance(compute, (str, bytes)) or not (isinstance(compute, Sequence) or hasattr(compute, "tolist")):
             raise TypeError(f"compute must be a sequence of booleans, got {type(compute).__name__}")
         if hasattr(compute, "tolist"):
@@ -85,9 +92,11 @@ class Schedule:
                 raise ValueError(f"spans[{i}]={k} but step {i} is skipped: skipped steps need a span K >= 1")
         if meta is not None and not isinstance(meta, dict):
             raise TypeError(f"meta must be a dict or None, got {type(meta).__name__}")
+        est = _check_estimators(estimators, comp, sp)
         object.__setattr__(self, "compute", tuple(comp))
         object.__setattr__(self, "spans", tuple(sp))
         object.__setattr__(self, "meta", dict(meta) if meta else None)
+        object.__setattr__(self, "estimators", est)
 
     def __setattr__(self, name, value):
         raise AttributeError("Schedule is immutable")
@@ -96,10 +105,10 @@ class Schedule:
         # meta (provenance) does not take part in equality: two schedules are equal when they run the same steps.
         if not isinstance(other, Schedule):
             return NotImplemented
-        return self.compute == other.compute and self.spans == other.spans
+        return self.compute == other.compute and self.spans == other.spans and self.estimators == other.estimators
 
     def __hash__(self) -> int:
-        return hash((self.compute, self.spans))
+        return hash((self.compute, self.spans, self.estimators))
 
     # ------------------------------------------------------------------ constructors
     @classmethod
@@ -122,6 +131,35 @@ class Schedule:
         for s in steps:
             mask[s] = True
         return cls(mask, [0 if c else k for c in mask])
+
+    @classmethod
+    def uniform(cls, num_steps: int, budget: int, estimator: str = "jvp", *, span: int = 1,
+                meta: dict | None = None) -> "Schedule":
+        """``budget`` computed steps evenly spaced over ``0..num_steps-1`` (both ends computed when budget >= 2) and
+        one estimator on every skipped step: ``"jvp"`` with span ``span``, or a polynomial one by name
+        (``"taylor1"``, ``"mean2"``, ...; see :func:`meancache_kernels.estimators.available`)."""
+        from . import estimators as est
+
+        n = _as_int(num_steps, "num_steps")
+        b = _as_int(budget, "budget")
+        if n < 1:
+            raise ValueError(f"num_steps must be >= 1, got {n}")
+        if not 1 <= b <= n:
+            raise ValueError(f"budget must be in 1..num_steps={n}, got {b}")
+        family, param = est.parse(estimator)
+        if family == "jvp":
+            param = _as_int(span, "span")
+            if param < 1:
+                raise ValueError(f"span must be >= 1, got {param}")
+        steps = [0] if b == 1 else [round(k * (n - 1) / (b - 1)) for k in range(b)]
+        mask = [False] * n
+        for t in steps:
+            mask[t] = True
+        meta = dict(meta or {})
+        meta.setdefault("source", "uniform")
+        meta.setdefault("estimator", estimator)
+        return cls(mask, [0 if c else param for c in mask], meta=meta,
+                   estimators=["" if c else family for c in mask])
 
     @classmethod
     def from_official(
@@ -197,8 +235,30 @@ class Schedule:
 
     @property
     def k_max(self) -> int:
-        """Largest span used: the history depth the sampler must keep (0 when nothing is skipped)."""
-        return max(self.spans)
+        """Largest JVP span used: the trajectory depth the sampler must keep (0 when no step uses ``jvp``)."""
+        return max((k for k, e in zip(self.spans, self.estimators) if e == "jvp"), default=0)
+
+    @property
+    def poly_depth(self) -> int:
+        """Velocities of computed steps the polynomial estimators read (max p + 1; 0 when none is used)."""
+        return max((k + 1 for k, e in zip(self.spans, self.estimators) if e in ("taylor", "mean")), default=0)
+
+    @property
+    def is_official(self) -> bool:
+        """True when every skipped step uses the paper's ``jvp`` estimator."""
+        return all(e in ("", "jvp") for e in self.estimators)
+
+    def estimator_at(self, i: int):
+        """The :class:`meancache_kernels.estimators.Estimator` of skipped step ``i`` (None on a computed step)."""
+        from . import estimators as est
+
+        if self.compute[i]:
+            return None
+        return est.get(self.estimators[i], self.spans[i])
+
+    def estimator_names(self) -> list[str]:
+        """Per step: the estimator name (``"jvp"``, ``"taylor1"``, ...) or ``""`` on computed steps."""
+        return [e if e in ("", "jvp") else f"{e}{k}" for e, k in zip(self.estimators, self.spans)]
 
     def should_compute(self, i: int) -> bool:
         return self.compute[i]
@@ -206,8 +266,15 @@ class Schedule:
     def to_official(self) -> tuple[list[int], list[int]]:
         """(compute_steps, spans per interval) in the public release's format.
 
-        Raises ValueError when the skipped steps of one interval use different spans (not expressible there).
+        Raises ValueError when a skipped step uses another estimator than the paper's ``jvp``, or when the skipped
+        steps of one interval use different spans (neither is expressible there).
         """
+        if not self.is_official:
+            used = sorted({n for n in self.estimator_names() if n and n != "jvp"})
+            raise ValueError(
+                f"to_official: this schedule uses estimators {used} besides the paper's 'jvp'; the public release's "
+                "format holds only jvp spans (solve with estimators=('jvp',) for a schedule it can express)"
+            )
         steps = self.compute_steps
         ends = steps[1:] + ([self.num_steps] if steps[-1] < self.num_steps - 1 else [])
         out = []
@@ -222,11 +289,13 @@ class Schedule:
     def to_dict(self) -> dict:
         d = {
             "format": _FORMAT,
-            "version": _FORMAT_VERSION,
+            "version": 1 if self.is_official else _FORMAT_VERSION,
             "num_steps": self.num_steps,
             "compute": [int(c) for c in self.compute],
             "spans": list(self.spans),
         }
+        if not self.is_official:
+            d["estimators"] = list(self.estimators)
         if self.meta:
             d["meta"] = self.meta
         return d
@@ -237,9 +306,9 @@ class Schedule:
             raise TypeError(f"schedule data must be a dict, got {type(d).__name__}")
         if d.get("format") != _FORMAT:
             raise ValueError(f"not a MeanCache schedule: format={d.get('format')!r}, expected {_FORMAT!r}")
-        if d.get("version") != _FORMAT_VERSION:
+        if d.get("version") not in _READ_VERSIONS:
             raise ValueError(
-                f"unsupported schedule format version {d.get('version')!r}; this build reads {_FORMAT_VERSION}"
+                f"unsupported schedule format version {d.get('version')!r}; this build reads {list(_READ_VERSIONS)}"
             )
         for key in ("num_steps", "compute", "spans"):
             if key not in d:
@@ -248,7 +317,8 @@ class Schedule:
         compute = _int_list(d["compute"], "compute")
         if len(compute) != n:
             raise ValueError(f"schedule data: num_steps={n} but compute has {len(compute)} entries")
-        return cls([bool(c) for c in compute], d["spans"], meta=d.get("meta"))
+        est = d.get("estimators") if d["version"] >= 2 else None
+        return cls([bool(c) for c in compute], d["spans"], meta=d.get("meta"), estimators=est)
 
     def to_json(self, path: str | os.PathLike | None = None) -> str:
         """The schedule as JSON text; also written to ``path`` when given."""
@@ -274,6 +344,12 @@ class Schedule:
         return cls.from_dict(d)
 
     def __repr__(self) -> str:
+        if not self.is_official:
+            names = self.estimator_names()
+            per = [names[a + 1] if b - a > 1 else "" for a, b in zip(self.compute_steps, self.compute_steps[1:] +
+                                                                         [self.num_steps])]
+            return (f"Schedule(N={self.num_steps}, B={self.budget}, compute_steps={self.compute_steps}, "
+                    f"estimators_per_interval={per}, spans={list(self.spans)})")
         steps, ks = self.to_official() if self._uniform_intervals() else (self.compute_steps, None)
         extra = f", spans_per_interval={ks}" if ks is not None else f", spans={list(self.spans)}"
         return f"Schedule(N={self.num_steps}, B={self.budget}, compute_steps={steps}{extra})"
@@ -284,6 +360,29 @@ class Schedule:
             return True
         except ValueError:
             return False
+
+
+def _check_estimators(estimators, comp: list[bool], sp: list[int]) -> tuple[str, ...]:
+    from .estimators import FAMILIES, POLY_FAMILIES, POLY_ORDERS
+
+    if estimators is None:
+        return tuple("" if c else "jvp" for c in comp)
+    if isinstance(estimators, (str, bytes)) or not isinstance(estimators, Sequence):
+        raise TypeError(f"estimators must be a sequence of estimator families or None, got {type(estimators).__name__}")
+    est = list(estimators)
+    if len(est) != len(comp):
+        raise ValueError(f"estimators must have one entry per step: len(estimators)={len(est)} != {len(comp)}")
+    for i, (e, c, k) in enumerate(zip(est, comp, sp)):
+        if not isinstance(e, str):
+            raise TypeError(f"estimators[{i}] must be a str, got {type(e).__name__}")
+        if c:
+            if e != "":
+                raise ValueError(f"estimators[{i}]={e!r} but step {i} is computed: computed steps take ''")
+        elif e not in FAMILIES:
+            raise ValueError(f"estimators[{i}]={e!r} is not an estimator family; allowed on skipped steps: {FAMILIES}")
+        elif e in POLY_FAMILIES and k not in POLY_ORDERS:
+            raise ValueError(f"spans[{i}]={k} is not an order of the {e!r} estimator; allowed: {POLY_ORDERS}")
+    return tuple(est)
 
 
 def _check_compute_steps(compute_steps: Sequence[int], num_steps: int) -> list[int]:
@@ -699,13 +798,65 @@ def _solver_meta(result: SolverResult, gamma, always_compute, max_skip, k_range,
     return meta
 
 
+def _estimator_names(profile, estimators) -> tuple[str, ...]:
+    have = profile.estimators
+    if estimators is None:
+        return have
+    if isinstance(estimators, str):
+        estimators = (estimators,)
+    if not isinstance(estimators, (list, tuple)) or not estimators:
+        raise ValueError(f"estimators must be None or a non-empty list/tuple of estimator names, got {estimators!r}")
+    from .estimators import parse
+
+    for name in estimators:
+        parse(name)
+        if name not in have:
+            raise ValueError(f"estimators: the profile has no costs for {name!r}; it has {list(have)} (calibrate "
+                             "with that estimator, e.g. mck.calibrate(..., estimators=None) for all)")
+    return tuple(dict.fromkeys(estimators))
+
+
+def _k_bounds(profile, k_range) -> tuple[int, int]:
+    if k_range is None:
+        return 1, profile.k_max
+    _check_solver_args(profile.costs, 2.0, (0,), None, k_range)  # the same validation as the paper's solver
+    return int(k_range[0]), int(k_range[1])
+
+
+def _states_setup(profile, gamma, always_compute, max_skip, k_range, estimators):
+    from . import solver
+
+    names = _estimator_names(profile, estimators)
+    if names == ("jvp",):
+        return None
+    _, gamma, forced, max_skip_checked, _, _ = _check_solver_args(profile.costs, gamma, always_compute,
+                                                                  profile.max_skip if max_skip is None else max_skip,
+                                                                  None)
+    k_lo, k_hi = _k_bounds(profile, k_range)
+    table = solver.edge_table(profile, gamma, names, k_lo, k_hi, max_skip_checked)
+    meta = {
+        "source": "pssp",
+        "gamma": float(gamma),
+        "always_compute": sorted({0, *forced}),
+        "max_skip": max_skip_checked,
+        "k_range": list(k_range) if k_range is not None else None,
+        "estimators": list(names),
+    }
+    for key in ("model", "resolution", "dtype", "num_samples"):
+        if key in (profile.meta or {}):
+            meta[f"profile_{key}"] = profile.meta[key]
+    return table, forced, meta
+
+
 def solve(profile, budget: int, gamma: float = 2.0, always_compute=(0,), max_skip: int | None = None,
-          k_range: tuple[int, int] | None = None, backend: str = "auto") -> Schedule:
+          k_range: tuple[int, int] | None = None, backend: str = "auto", estimators=None) -> Schedule:
     """The optimal MeanCache schedule with ``budget`` computed steps for a calibration :class:`Profile`.
 
-    Minimises ``sum over edges (min_K L_K(i, j)) ** gamma`` over paths 0 -> N with exactly ``budget`` computed steps
-    (DESIGN.md section 2, PSSP), exactly, with the C++ solver (or the Python reference when the extension is
-    missing or ``backend="python"``).
+    Minimises ``sum over edges (min over candidates of the edge cost) ** gamma`` over paths 0 -> N with exactly
+    ``budget`` computed steps (DESIGN.md sections 2 and 2b, PSSP), exactly, with the C++ solver (or the Python
+    reference when the extension is missing or ``backend="python"``). The candidates of an edge are the paper's
+    ``jvp`` with every allowed K and each selected polynomial estimator (:mod:`meancache_kernels.estimators`),
+    whose cost depends on the computed nodes before the edge (:mod:`meancache_kernels.solver`).
 
     Args:
         profile: the calibration profile (edge costs of N steps).
@@ -715,11 +866,20 @@ def solve(profile, budget: int, gamma: float = 2.0, always_compute=(0,), max_ski
         max_skip: longest run of consecutive skipped steps; None: as calibrated (``profile.max_skip``).
         k_range: ``(k_lo, k_hi)``, the allowed JVP spans; None: every calibrated span.
         backend: ``"auto"``, ``"cpp"`` or ``"python"``.
+        estimators: the estimator names allowed on skipped steps; None: every estimator the profile has
+            (``profile.estimators``); ``("jvp",)``: the paper's PSSP exactly (the schedule it has always given).
 
     Returns:
-        The :class:`Schedule`; its ``meta`` records objective, gamma, solver and the constraints.
+        The :class:`Schedule`; its ``meta`` records objective, gamma, solver, estimators and the constraints.
     """
     costs, pmeta = _profile_parts(profile)
+    setup = _states_setup(profile, gamma, always_compute, max_skip, k_range, estimators)
+    if setup is not None:
+        from .solver import solve_states
+
+        table, forced, meta = setup
+        _pick_backend(backend)
+        return solve_states(table, _check_budget(budget, profile.num_steps), forced, meta, backend=backend)
     if max_skip is None:
         max_skip = profile.max_skip  # as calibrated (longer edges are +inf anyway)
     ext = _pick_backend(backend)
@@ -730,19 +890,26 @@ def solve(profile, budget: int, gamma: float = 2.0, always_compute=(0,), max_ski
 
 
 def solve_frontier(profile, gamma: float = 2.0, always_compute=(0,), max_skip: int | None = None,
-                   k_range: tuple[int, int] | None = None, backend: str = "auto") -> dict[int, Schedule]:
-    """:func:`solve` for every feasible budget at once (one DP): ``{B: Schedule}``, objective in each ``meta``."""
+                   k_range: tuple[int, int] | None = None, backend: str = "auto", estimators=None):
+    """:func:`solve` for every feasible budget at once (one DP): a read-only mapping ``{B: Schedule}``, objective in
+    each ``meta``; each Schedule is built on first access."""
+    from .solver import LazyFrontier, frontier_states
+
     costs, pmeta = _profile_parts(profile)
+    setup = _states_setup(profile, gamma, always_compute, max_skip, k_range, estimators)
+    if setup is not None:
+        table, forced, meta = setup
+        _pick_backend(backend)
+        return frontier_states(table, forced, meta, backend=backend)
     if max_skip is None:
         max_skip = profile.max_skip  # as calibrated (longer edges are +inf anyway)
     ext = _pick_backend(backend)
     solver = "python" if ext is None else "cpp"
     res = frontier_costs(costs, gamma=gamma, always_compute=always_compute, max_skip=max_skip, k_range=k_range,
                          backend=solver)
-    return {
-        b: r.to_schedule(_solver_meta(r, gamma, always_compute, max_skip, k_range, solver, pmeta))
-        for b, r in res.items()
-    }
+    return LazyFrontier(
+        list(res), lambda b: (r := res[b]).to_schedule(_solver_meta(r, gamma, always_compute, max_skip, k_range,
+                                                                     solver, pmeta)))
 
 
 def fit_schedule(schedule: Schedule, sigmas_from, sigmas_to, *, warn: bool = True) -> Schedule:
@@ -787,11 +954,12 @@ def fit_schedule(schedule: Schedule, sigmas_from, sigmas_to, *, warn: bool = Tru
 
     src_steps = schedule.compute_steps
     steps = sorted({0, *[nearest(s_from[c]) for c in src_steps]})
-    # K of each source interval (a -> next computed or N)
+    # (estimator, K) of each source interval (a -> next computed or N); a chain interval gives ("jvp", 1)
     src_ends = src_steps[1:] + [schedule.num_steps]
-    src_k = [schedule.spans[a + 1] if b - a > 1 else 1 for a, b in zip(src_steps, src_ends)]
+    src_k = [(schedule.estimators[a + 1], schedule.spans[a + 1]) if b - a > 1 else ("jvp", 1)
+             for a, b in zip(src_steps, src_ends)]
 
-    def k_at(s: float) -> int:
+    def k_at(s: float) -> tuple[str, int]:
         # the source interval [s_from[b], s_from[a]] containing s: the last computed source step a with s_from[a] >= s
         k = src_k[0]
         for a, ka in zip(src_steps, src_k):
@@ -800,7 +968,13 @@ def fit_schedule(schedule: Schedule, sigmas_from, sigmas_to, *, warn: bool = Tru
         return k
 
     ends = steps[1:] + [n_to]
-    ks = [k_at(s_to[a + 1]) if b - a > 1 else 0 for a, b in zip(steps, ends)]
+    mask, est, ks = [False] * n_to, [""] * n_to, [0] * n_to
+    for a, b in zip(steps, ends):
+        mask[a] = True
+        if b - a > 1:
+            fam, k = k_at(s_to[a + 1])
+            est[a + 1 : b] = [fam] * (b - a - 1)
+            ks[a + 1 : b] = [k] * (b - a - 1)
     meta = dict(schedule.meta or {})
     meta["fitted_from_num_steps"] = schedule.num_steps
-    return Schedule.from_official(steps, ks, n_to, meta=meta)
+    return Schedule(mask, ks, meta=meta, estimators=est)

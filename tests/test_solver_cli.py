@@ -20,12 +20,23 @@ def profile_path(tmp_path_factory):
 
 def test_solve_prints_schedule_and_writes_json(profile_path, tmp_path, capsys):
     out_json = tmp_path / "s.json"
-    assert main(["solve", str(profile_path), "--budget", "5", "--gamma", "1.5", "--json", str(out_json)]) == 0
+    assert main(["solve", str(profile_path), "--budget", "5", "--gamma", "1.5", "--estimators", "jvp",
+                 "--json", str(out_json)]) == 0
     text = capsys.readouterr().out
-    expected = mck.solve(mck.Profile.load(profile_path), 5, gamma=1.5)
+    expected = mck.solve(mck.Profile.load(profile_path), 5, gamma=1.5, estimators=("jvp",))
     steps, ks = expected.to_official()
     assert f"compute steps: {steps}" in text and f"K per interval: {ks}" in text
     assert f"calc_dict = {steps}" in text and "edge_source = [" in text
+    assert mck.Schedule.from_json(out_json) == expected
+
+
+def test_solve_default_uses_every_estimator(profile_path, tmp_path, capsys):
+    out_json = tmp_path / "s.json"
+    assert main(["solve", str(profile_path), "--budget", "5", "--json", str(out_json)]) == 0
+    text = capsys.readouterr().out
+    expected = mck.solve(mck.Profile.load(profile_path), 5)
+    assert expected.meta["estimators"] == ["jvp", "taylor1", "taylor2", "mean1", "mean2"]
+    assert f"compute steps: {expected.compute_steps}" in text and "estimator per interval: [" in text
     assert mck.Schedule.from_json(out_json) == expected
 
 

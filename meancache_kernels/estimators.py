@@ -1,0 +1,172 @@
+"""Estimators of the velocity on a skipped step: host-side coefficients, one fused op applies them (DESIGN.md 2b).
+
+Every estimate is a linear combination ``v_hat = sum_k c_k x_k`` of cached tensors with scalar coefficients
+computed here from the sigmas:
+
+- ``jvp`` (param K, the paper): ``v_hat = v_{i-1} - (ds/d) v_{i-K} + (ds/d^2) (z_i - z_{i-K})`` with
+  ``d = s_i - s_{i-K}``, ``ds = s_{i+1} - s_i``; reads the last K trajectory entries (computed or estimated) and
+  is evaluated by ``ops.mean_velocity_step`` exactly as the public release does.
+- ``taylor`` (param p = 1, 2): the Lagrange polynomial in sigma through the velocities of the last p + 1 *computed*
+  steps, evaluated at s_i (fewer computed steps so far: lower order). Exact for a velocity that is a polynomial of
+  degree <= p in sigma along the trajectory; it is what an N-step Euler sampler would use.
+- ``mean`` (param p = 1, 2): the same polynomial averaged over [s_i, s_{i+1}] (the paper's average-velocity idea
+  applied to the polynomial): the exact step of such a field.
+
+An estimator is named by family and parameter, ``"jvp"`` (K from the schedule), ``"taylor1"``, ``"mean2"``, ...
+:func:`available` lists the names; :func:`get` returns the estimator object for a (family, param) pair. Estimators
+are stateless: the sampler keeps the history and passes what each estimator reads.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+__all__ = [
+    "FAMILIES",
+    "POLY_FAMILIES",
+    "POLY_ORDERS",
+    "Estimator",
+    "JvpEstimator",
+    "PolynomialEstimator",
+    "available",
+    "get",
+    "parse",
+    "lagrange_weights",
+    "lagrange_mean_weights",
+]
+
+FAMILIES = ("jvp", "taylor", "mean")
+POLY_FAMILIES = ("taylor", "mean")
+POLY_ORDERS = (1, 2)
+
+
+def lagrange_weights(nodes: Sequence[float], x: float) -> list[float]:
+    """Weights ``w`` with ``P(x) = sum_k w_k y_k`` for the Lagrange polynomial through ``(nodes[k], y_k)``."""
+    out = []
+    for a, xa in enumerate(nodes):
+        w = 1.0
+        for b, xb in enumerate(nodes):
+            if a != b:
+                w *= (x - xb) / (xa - xb)
+        out.append(w)
+    return out
+
+
+def lagrange_mean_weights(nodes: Sequence[float], x0: float, x1: float) -> list[float]:
+    """Weights of the average of the Lagrange polynomial over [x0, x1]: ``mean P = sum_k w_k y_k``.
+
+    Three-point Gauss-Legendre quadrature, exact for the basis polynomials of degree <= 5 (here <= 2); x0 == x1
+    gives the value at x0.
+    """
+    if x0 == x1:
+        return lagrange_weights(nodes, x0)
+    g = (-math.sqrt(0.6), 0.0, math.sqrt(0.6))
+    gw = (5.0 / 9.0, 8.0 / 9.0, 5.0 / 9.0)
+    out = [0.0] * len(nodes)
+    mid, half = 0.5 * (x0 + x1), 0.5 * (x1 - x0)
+    for t, wt in zip(g, gw):
+        for k, w in enumerate(lagrange_weights(nodes, mid + half * t)):
+            out[k] += 0.5 * wt * w
+    return out
+
+
+class Estimator:
+    """One skipped-step rule. ``family`` and ``param`` name it; subclasses say what history they read.
+
+    Attributes:
+        family: ``"jvp"``, ``"taylor"`` or ``"mean"``.
+        param: K for ``jvp`` (from the schedule), the polynomial order p otherwise.
+        trajectory_depth: trajectory entries (z_j, v_j) read before step i (jvp: K; polynomials: 0).
+        computed_depth: velocities of computed steps read (polynomials: p + 1; jvp: 0).
+    """
+
+    family: str = ""
+    param: int = 0
+    trajectory_depth: int = 0
+    computed_depth: int = 0
+
+    @property
+    def name(self) -> str:
+        return self.family if self.family == "jvp" else f"{self.family}{self.param}"
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.family!r}, {self.param})"
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, Estimator) and (self.family, self.param) == (other.family, other.param)
+
+    def __hash__(self) -> int:
+        return hash((self.family, self.param))
+
+
+class JvpEstimator(Estimator):
+    """The paper's finite-difference JVP estimate with span K (DESIGN.md section 2)."""
+
+    family = "jvp"
+
+    def __init__(self, k: int):
+        self.param = int(k)
+        self.trajectory_depth = self.param
+        self.computed_depth = 0
+
+    def coefficients(self, i: int, sigmas: Sequence[float]) -> tuple[int, float, float, float]:
+        """(anchor step i-K', c_vlast, c_vanchor, c_zdiff) with K' = min(K, i): v_hat = c_vlast v_{i-1} +
+        c_vanchor v_{i-K'} + c_zdiff (z_i - z_{i-K'}). For reference only: the sampler evaluates the rule with
+        ``ops.mean_velocity_step`` (the release's order of operations)."""
+        k = min(self.param, i)
+        a = i - k
+        d = sigmas[i] - sigmas[a]
+        ds = sigmas[i + 1] - sigmas[i]
+        return a, 1.0, -ds / d, ds / (d * d)
+
+
+class PolynomialEstimator(Estimator):
+    """Lagrange extrapolation in sigma through the last p + 1 computed velocities: at s_i (``taylor``) or averaged
+    over [s_i, s_{i+1}] (``mean``)."""
+
+    def __init__(self, family: str, p: int):
+        if family not in POLY_FAMILIES:
+            raise ValueError(f"polynomial estimator family must be one of {POLY_FAMILIES}, got {family!r}")
+        if p not in POLY_ORDERS:
+            raise ValueError(f"polynomial order p must be one of {POLY_ORDERS}, got {p!r}")
+        self.family = family
+        self.param = int(p)
+        self.trajectory_depth = 0
+        self.computed_depth = self.param + 1
+
+    def weights(self, nodes: Sequence[float], s_i: float, s_next: float) -> list[float]:
+        """Coefficients on the velocities at ``nodes`` (the sigmas of the last computed steps, oldest first; at
+        most p + 1 are used, the newest ones)."""
+        nodes = list(nodes)[-(self.param + 1):]
+        if self.family == "taylor":
+            return lagrange_weights(nodes, s_i)
+        return lagrange_mean_weights(nodes, s_i, s_next)
+
+
+def parse(name: str) -> tuple[str, int | None]:
+    """``"jvp"`` -> ("jvp", None); ``"taylor1"`` -> ("taylor", 1); ``"mean2"`` -> ("mean", 2). ValueError otherwise."""
+    if not isinstance(name, str):
+        raise TypeError(f"estimator name must be a str, got {type(name).__name__}")
+    if name == "jvp":
+        return "jvp", None
+    for fam in POLY_FAMILIES:
+        if name.startswith(fam) and name[len(fam):].isdigit() and int(name[len(fam):]) in POLY_ORDERS:
+            return fam, int(name[len(fam):])
+    raise ValueError(f"unknown estimator {name!r}; available: {available()}")
+
+
+def get(family: str, param: int) -> Estimator:
+    """The estimator for a (family, param) pair, as a :class:`Schedule` stores it per skipped step."""
+    if family == "jvp":
+        if isinstance(param, bool) or not isinstance(param, int) or param < 1:
+            raise ValueError(f"jvp needs a span K >= 1, got {param!r}")
+        return JvpEstimator(param)
+    if family in POLY_FAMILIES:
+        return PolynomialEstimator(family, param)
+    raise ValueError(f"unknown estimator family {family!r}; allowed: {FAMILIES}")
+
+
+def available() -> list[str]:
+    """Every estimator name the library offers (``"jvp"`` takes its span K from the profile or schedule)."""
+    return ["jvp"] + [f"{fam}{p}" for fam in POLY_FAMILIES for p in POLY_ORDERS]

@@ -1,0 +1,250 @@
+"""PSSP over (estimator, parameter) per edge: the exact DP with the previous computed nodes in its state.
+
+DESIGN.md section 2b. The polynomial estimators of an edge i -> j read the velocities of the computed nodes before
+i, so their edge cost ``L_e(h, i, j)`` depends on the path: the state of the dynamic programme at computed node i is
+``(a, b)`` with ``a = i - h`` (h: the computed node before i; 0 at i = 0) and ``b = h - h2`` (h2: the one before
+h; 0 when h = 0). Edge i -> i + d from state (a, b) costs
+
+    w(i, a, b, d) = 0                                                         (chain edge, d = 1)
+    w(i, a, b, d) = min( (min_K L_K(i, i+d)) ** gamma,  min_e L_e(i, a, b, d) ** gamma )     (d >= 2)
+
+over the allowed candidates (``jvp`` with K in the allowed range; each selected polynomial estimator), and leads to
+state (d, a) at node i + d. Per edge the first candidate attaining the minimum wins, in the order jvp K = k_lo..k_hi,
+then the polynomial estimators in the order of :attr:`Profile.poly_estimators`. Powers as in the paper's solver
+(c * c for gamma = 2, c for gamma = 1, ``numpy.power`` otherwise); the table is built once here with numpy and both
+DP backends read it, so their objectives are bit-identical.
+
+Backward DP over (computed count r, node i, a, b):
+
+    F[1][i][a][b] = w(i, a, b, N - i)                       (no forced step after i)
+    F[r][i][a][b] = min over j = i + d of  w(i, a, b, d) + F[r-1][j][d][a]
+
+scanning d upwards and replacing only on a strictly smaller value (the paper solver's tie rule: smallest objective,
+then the smallest next computed step). The answer is F[B][0][0][0]. Cost O(B N D^3) for the longest edge D.
+``estimators=("jvp",)`` never comes here: :func:`meancache_kernels.schedule.solve` then runs the paper's solver.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+__all__ = ["EdgeTable", "edge_table", "dp_reference", "solve_states", "frontier_states", "LazyFrontier"]
+
+
+class EdgeTable:
+    """Per-state edge weights and the candidate chosen on each edge.
+
+    Attributes:
+        w: float64 [N, D+1, D+1, D+1], ``w[i, a, b, d]`` (+inf where not allowed).
+        code: int32 of w's shape: 0 on chain edges / not allowed, else 1 + index into ``candidates``.
+        candidates: ``[(family, param), ...]`` the codes refer to.
+        num_steps: N.
+    """
+
+    __slots__ = ("w", "code", "candidates", "num_steps")
+
+    def __init__(self, w: np.ndarray, code: np.ndarray, candidates: list[tuple[str, int]], num_steps: int):
+        self.w, self.code, self.candidates, self.num_steps = w, code, candidates, num_steps
+
+    @property
+    def d_max(self) -> int:
+        return self.w.shape[3] - 1
+
+
+def _power(c: np.ndarray, gamma: float) -> np.ndarray:
+    if gamma == 2.0:
+        return c * c
+    if gamma == 1.0:
+        return c.copy()
+    return np.power(c, gamma)
+
+
+def edge_table(profile, gamma: float, estimators: Sequence[str], k_lo: int, k_hi: int, max_skip: int) -> EdgeTable:
+    """Build the :class:`EdgeTable` of a profile for the selected estimator names (``"jvp"`` and/or polynomial
+    ones the profile has), JVP spans ``k_lo..k_hi`` and runs of at most ``max_skip`` skipped steps."""
+    n = profile.num_steps
+    use_jvp = "jvp" in estimators
+    poly = [e for e in estimators if e != "jvp"]
+    pidx = [profile.poly_estimators.index(e) for e in poly]
+    d_poly = profile.poly_costs.shape[2] - 1 if poly else 1
+    d_lim = max(1, min(max_skip + 1, n))
+    d_max = d_lim if use_jvp else min(d_lim, d_poly)
+    shape = (n, d_max + 1, d_max + 1, d_max + 1)
+    w = np.full(shape, np.inf)
+    code = np.zeros(shape, dtype=np.int32)
+    candidates: list[tuple[str, int]] = []
+    ii = np.arange(n)
+    if use_jvp:
+        # jvp: min over K of L_K(i, i + d), smallest K on ties; independent of (a, b)
+        for k in range(k_lo, k_hi + 1):
+            candidates.append(("jvp", k))
+            ck = np.full((n, d_max + 1), np.inf)
+            for d in range(2, min(d_max, max_skip + 1) + 1):
+                ok = ii + d <= n
+                ck[ok, d] = profile.costs[k, ii[ok], ii[ok] + d]
+            term = _power(ck, gamma)[:, None, None, :]
+            better = term < w
+            w = np.where(better, term, w)
+            code = np.where(better, len(candidates), code).astype(np.int32)
+    for e, name in zip(pidx, poly):
+        candidates.append((name.rstrip("0123456789"), int(name[len(name.rstrip("0123456789")):])))
+        c = np.full(shape, np.inf)
+        dd = min(d_poly, d_max)
+        c[:, : dd + 1, : dd + 1, : dd + 1] = profile.poly_costs[e, :, : dd + 1, : dd + 1, : dd + 1]
+        c[..., :2] = np.inf  # chain edges are set below
+        term = _power(c, gamma)
+        better = term < w
+        w = np.where(better, term, w)
+        code = np.where(better, len(candidates), code).astype(np.int32)
+    w[..., 0] = np.inf
+    w[..., 1] = 0.0
+    code[..., :2] = 0
+    w[~np.isfinite(w)] = np.inf
+    return EdgeTable(np.ascontiguousarray(w), np.ascontiguousarray(code), candidates, n)
+
+
+def _next_forced(n: int, forced) -> np.ndarray:
+    fs = set(int(f) for f in forced)
+    nf = np.full(n, n, dtype=np.int64)
+    nxt = n
+    for i in range(n - 1, -1, -1):
+        nf[i] = nxt
+        if i in fs:
+            nxt = i
+    return nf
+
+
+def dp_reference(w: np.ndarray, forced, r_max: int) -> tuple[np.ndarray, np.ndarray]:
+    """The backward DP in numpy (the oracle of the C++ one): ``(F [r_max+1, N+1, D+1, D+1], choice d [r_max+1, N,
+    D+1, D+1] int32, 0 where none)``."""
+    n, d1 = w.shape[0], w.shape[1]
+    d_max = d1 - 1
+    nf = _next_forced(n, forced)
+    inf = math.inf
+    F = np.full((r_max + 1, n + 1, d1, d1), inf)
+    ch = np.zeros((r_max + 1, n, d1, d1), dtype=np.int32)
+    for i in range(n):
+        d = n - i
+        if d <= d_max and nf[i] == n:
+            F[1, i] = w[i, :, :, d]
+            ch[1, i] = d
+    for r in range(2, r_max + 1):
+        prev = F[r - 1]
+        for i in range(n - r + 1):
+            best = np.full((d1, d1), inf)
+            arg = np.zeros((d1, d1), dtype=np.int32)
+            hi = min(i + d_max, int(nf[i]), n - r + 1)
+            for j in range(i + 1, hi + 1):
+                d = j - i
+                c = w[i, :, :, d] + prev[j, d, :][:, None]
+                better = c < best
+                best = np.where(better, c, best)
+                arg[better] = d
+            F[r, i] = best
+            ch[r, i] = arg
+    return F, ch
+
+
+def _path(choice_of, code: np.ndarray, n: int, budget: int) -> tuple[list[int], list[int]]:
+    steps, codes = [0], []
+    i, a, b = 0, 0, 0
+    for r in range(budget, 0, -1):
+        d = int(choice_of(r, i, a, b))
+        codes.append(int(code[i, a, b, d]))
+        i, a, b = i + d, d, a
+        if r > 1:
+            steps.append(i)
+    assert i == n
+    return steps, codes
+
+
+def _load_ext():
+    from .schedule import _load_ext as load
+
+    return load()
+
+
+def _run_dp(table: EdgeTable, forced, r_max: int, backend: str):
+    """(objective per budget [r_max+1], choice accessor) from the C++ DP or the numpy reference."""
+    ext = None if backend == "python" else _load_ext()
+    if ext is not None and not hasattr(ext, "frontier_states"):
+        ext = None  # an extension built before the estimator-aware DP
+    if ext is None:
+        if backend == "cpp":
+            from .schedule import _INSTALL_HINT
+
+            raise ImportError(f"backend='cpp': {_INSTALL_HINT}")
+        F, ch = dp_reference(table.w, forced, r_max)
+        return F[:, 0, 0, 0].copy(), (lambda r, i, a, b: ch[r, i, a, b]), "python"
+    obj, ch = ext.frontier_states(table.w, sorted(set(int(f) for f in forced)), r_max)
+    return np.asarray(obj), (lambda r, i, a, b: ch[r, i, a, b]), "cpp"
+
+
+def _schedule(table: EdgeTable, steps: list[int], codes: list[int], meta: dict):
+    from .schedule import Schedule
+
+    n = table.num_steps
+    mask, est, params = [False] * n, [""] * n, [0] * n
+    ends = steps[1:] + [n]
+    for s, e, c in zip(steps, ends, codes):
+        mask[s] = True
+        if e - s > 1:
+            fam, p = table.candidates[c - 1]
+            est[s + 1 : e] = [fam] * (e - s - 1)
+            params[s + 1 : e] = [p] * (e - s - 1)
+    return Schedule(mask, params, meta=meta, estimators=est)
+
+
+def solve_states(table: EdgeTable, budget: int, forced, meta: dict, backend: str = "auto"):
+    """The optimal :class:`Schedule` with ``budget`` computed steps (ValueError when infeasible)."""
+    obj, choice, solver = _run_dp(table, forced, budget, backend)
+    if not obj[budget] < math.inf:
+        raise ValueError(
+            f"infeasible: no path 0 -> {table.num_steps} with exactly budget={budget} computed steps exists with "
+            f"always_compute={sorted(set(int(f) for f in forced))} and edges of at most {table.d_max} steps for the "
+            "selected estimators; try another budget or a larger max_skip"
+        )
+    steps, codes = _path(choice, table.code, table.num_steps, budget)
+    return _schedule(table, steps, codes, dict(meta, objective=float(obj[budget]), solver=solver))
+
+
+class LazyFrontier(Mapping):
+    """``{B: Schedule}`` for every feasible budget, each Schedule built on first access (the DP ran once)."""
+
+    def __init__(self, budgets: list[int], build):
+        self._budgets = budgets
+        self._build = build
+        self._cache: dict[int, object] = {}
+
+    def __getitem__(self, b: int):
+        if b not in self._budgets:
+            raise KeyError(b)
+        s = self._cache.get(b)
+        if s is None:
+            s = self._cache[b] = self._build(b)
+        return s
+
+    def __iter__(self):
+        return iter(self._budgets)
+
+    def __len__(self) -> int:
+        return len(self._budgets)
+
+    def __repr__(self) -> str:
+        return f"LazyFrontier(budgets={self._budgets})"
+
+
+def frontier_states(table: EdgeTable, forced, meta: dict, backend: str = "auto") -> LazyFrontier:
+    """:func:`solve_states` for every feasible budget, from one DP."""
+    n = table.num_steps
+    obj, choice, solver = _run_dp(table, forced, n, backend)
+    budgets = [b for b in range(1, n + 1) if obj[b] < math.inf]
+
+    def build(b: int):
+        steps, codes = _path(choice, table.code, n, b)
+        return _schedule(table, steps, codes, dict(meta, objective=float(obj[b]), solver=solver))
+
+    return LazyFrontier(budgets, build)
