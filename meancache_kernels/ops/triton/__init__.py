@@ -9,6 +9,7 @@ node each for torch.compile).
 from .calibration import calibration_errors
 from .combine import combine_step, combine_step_op
 from .delta import velocity_delta
+from .edges import edge_errors
 from .euler import euler_step
 from .mean_velocity import mean_velocity_step, mean_velocity_step_op
 
@@ -20,4 +21,5 @@ __all__ = [
     "euler_step",
     "velocity_delta",
     "calibration_errors",
+    "edge_errors",
 ]
