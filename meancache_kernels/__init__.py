@@ -15,10 +15,14 @@ except ImportError as e:  # torch is not a pip dependency on purpose: an unpinne
         "build of your choice from https://pytorch.org"
     ) from e
 
-from . import ops, presets  # noqa: E402
+from . import estimators, ops, presets  # noqa: E402
 from ._version import __version__  # noqa: E402
 from .cache import MeanCacheState, sample  # noqa: E402
 from .calibrate import Profile, calibrate  # noqa: E402
 from .schedule import Schedule, solve  # noqa: E402
+from .tune import tune  # noqa: E402
 
-__all__ = ["__version__", "Schedule", "presets", "ops", "MeanCacheState", "sample", "Profile", "calibrate", "solve"]
+__all__ = [
+    "__version__", "Schedule", "presets", "ops", "estimators", "MeanCacheState", "sample", "Profile", "calibrate",
+    "solve", "tune",
+]

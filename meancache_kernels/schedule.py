@@ -3,9 +3,9 @@
 A schedule over N steps is a boolean ``compute[i]`` (``compute[0]`` is always True) and, for every skipped
 step i, an estimator family (``"jvp"``, the paper's, by default; ``"taylor"``, ``"mean"``: see
 :mod:`meancache_kernels.estimators`) with its parameter ``spans[i] >= 1``: the JVP span K for ``jvp``, the
-polynomial order p otherwise (0 and ``""`` are stored for computed steps). The public MeanCache release writes a schedule as
-the list of computed steps plus one K per interval between consecutive computed steps, 0 meaning "no skipped
-step" (a "chain" edge); :meth:`Schedule.from_official` and :meth:`Schedule.to_official` convert.
+polynomial order p otherwise (0 and ``""`` are stored for computed steps). The public MeanCache release writes a
+schedule as the list of computed steps plus one K per interval between consecutive computed steps, 0 meaning "no
+skipped step" (a "chain" edge); :meth:`Schedule.from_official` and :meth:`Schedule.to_official` convert.
 """
 
 from __future__ import annotations

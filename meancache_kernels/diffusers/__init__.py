@@ -14,7 +14,8 @@ imports diffusers.
 Which steps run the transformer is decided in Python from host-side counters, outside the model: with
 ``torch.compile``, compile the transformer's blocks (``pipe.transformer.compile_repeated_blocks()``) rather than the
 whole hooked module. ``calibrate_pipeline`` (or ``meancache calibrate``) measures the edge costs of a pipeline for
-``MeanCacheConfig(profile=..., budget=B)``.
+``MeanCacheConfig(profile=..., budget=B)``; ``tune_pipeline`` (or ``meancache tune``) picks the best schedule end to
+end on a few tuning prompts.
 """
 
 try:
@@ -29,6 +30,7 @@ from .config import MeanCacheConfig
 from .hooks import MeanCacheHook, apply_mean_cache, get_mean_cache_stats, remove_mean_cache
 from .loading import load_pipeline
 from .stats import MeanCacheStats
+from .tuning import tune_pipeline
 
 __all__ = [
     "MeanCacheConfig",
@@ -39,4 +41,5 @@ __all__ = [
     "get_mean_cache_stats",
     "load_pipeline",
     "remove_mean_cache",
+    "tune_pipeline",
 ]

@@ -72,6 +72,7 @@ def calibrate_pipeline(
     seed: int = 0,
     progress: bool = True,
     meta: dict | None = None,
+    estimators=None,
     **call_kwargs,
 ) -> Profile:
     """Calibrate MeanCache edge costs of ``pipe`` on full-step generations of ``prompts``.
@@ -85,6 +86,7 @@ def calibrate_pipeline(
         seed: seed of the initial noise (prompt k of a batch starting at b uses a generator seeded ``seed + b + k``).
         progress: show a tqdm progress bar over the denoising steps.
         meta: extra profile metadata; ``call_kwargs``: further pipeline arguments (height, width, guidance, ...).
+        estimators: estimators to calibrate (None: every one; ``("jvp",)``: the paper's costs only).
     """
     if isinstance(prompts, str) or not isinstance(prompts, Sequence) or not prompts:
         raise ValueError(f"prompts must be a non-empty list of strings, got {prompts!r}")
@@ -128,6 +130,7 @@ def calibrate_pipeline(
         if name:
             full_meta["model"] = name
         full_meta.update(meta or {})
-        return profile_from_trajectories(chained(), grid[0], max_span, max_skip, meta=full_meta)
+        return profile_from_trajectories(chained(), grid[0], max_span, max_skip, meta=full_meta,
+                                         estimators=estimators)
     finally:
         bar.close()

@@ -37,6 +37,8 @@ class MeanCacheConfig:
         budget: B, the number of computed steps (with ``preset`` or ``profile`` only).
         gamma: peak-suppression exponent of PSSP (> 0; with ``profile``).
         backend: op backend of the fused estimate: ``"auto"``, ``"torch"`` or ``"triton"``.
+        estimators: with ``profile``: the estimators PSSP may use on skipped steps; None (default): every one the
+            profile has (:mod:`meancache_kernels.estimators`); ``("jvp",)``: the paper's method exactly.
     """
 
     schedule: Schedule | None = None
@@ -45,6 +47,7 @@ class MeanCacheConfig:
     budget: int | None = None
     gamma: float = 2.0
     backend: str = "auto"
+    estimators: tuple[str, ...] | None = None
     _solved: Schedule | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self):
@@ -84,6 +87,12 @@ class MeanCacheConfig:
             raise ValueError(f"gamma must be finite and > 0, got {self.gamma}")
         if self.backend not in _BACKENDS:
             raise ValueError(f"backend must be one of {_BACKENDS}, got {self.backend!r}")
+        if self.estimators is not None:
+            if self.profile is None:
+                raise ValueError("estimators= is only used with profile= (a schedule or preset fixes its estimators)")
+            if isinstance(self.estimators, str) or not isinstance(self.estimators, (list, tuple)):
+                raise TypeError(f"estimators must be a tuple of estimator names or None, got {self.estimators!r}")
+            object.__setattr__(self, "estimators", tuple(self.estimators))
         if self.profile is not None:
             if self.budget > self.profile.num_steps:
                 raise ValueError(
@@ -92,7 +101,8 @@ class MeanCacheConfig:
             from ..schedule import solve
 
             # Solved once here: an infeasible budget is reported at construction, not at the first generation.
-            object.__setattr__(self, "_solved", solve(self.profile, self.budget, gamma=float(self.gamma)))
+            object.__setattr__(self, "_solved", solve(self.profile, self.budget, gamma=float(self.gamma),
+                                                      estimators=self.estimators))
 
     @property
     def source(self) -> str:
@@ -101,7 +111,8 @@ class MeanCacheConfig:
             return f"schedule (N={self.schedule.num_steps}, B={self.schedule.budget})"
         if self.preset is not None:
             return f"preset {self.preset!r} B={self.budget}"
-        return f"profile B={self.budget} gamma={self.gamma}"
+        est = "" if self.estimators is None else f" estimators={list(self.estimators)}"
+        return f"profile B={self.budget} gamma={self.gamma}{est}"
 
 
 def _base_schedule(config: MeanCacheConfig) -> Schedule:

@@ -1,0 +1,96 @@
+"""End-to-end tuning on a diffusers pipeline: :func:`meancache_kernels.tune` with the pipeline as the model.
+
+The candidates (:func:`meancache_kernels.tune.candidate_schedules`) run through :func:`apply_mean_cache` on the
+tuning prompts; each is compared with the pipeline's own full-step output of the same prompt and seed (final
+latents, ``output_type="latent"``), and the best schedule is returned.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+
+from ..calibrate import Profile
+from ..schedule import Schedule
+from ..tune import DEFAULT_GAMMAS, _best, candidate_schedules, relative_error
+from .config import MeanCacheConfig
+from .hooks import apply_mean_cache, get_mean_cache_stats, remove_mean_cache
+
+__all__ = ["tune_pipeline"]
+
+
+def _latents(pipe, prompts: list[str], n: int, seed: int, call_kwargs: dict) -> torch.Tensor:
+    kwargs = dict(call_kwargs)
+    if isinstance(kwargs.get("negative_prompt"), str):
+        kwargs["negative_prompt"] = [kwargs["negative_prompt"]] * len(prompts)
+    generators = [torch.Generator().manual_seed(seed + k) for k in range(len(prompts))]
+    out = pipe(prompt=prompts, num_inference_steps=n, generator=generators, output_type="latent", **kwargs)
+    return out[0].detach().float().cpu()
+
+
+def tune_pipeline(
+    pipe,
+    prompts: Sequence[str],
+    *,
+    profile: Profile,
+    budget: int,
+    num_inference_steps: int,
+    seed: int = 10_000,
+    candidates: dict[str, Schedule] | None = None,
+    gammas: Sequence[float] = DEFAULT_GAMMAS,
+    progress: bool = True,
+    backend: str = "auto",
+    **call_kwargs,
+) -> Schedule:
+    """The schedule with the lowest relative RMSE of the final latents against ``pipe``'s full-step outputs.
+
+    Args:
+        pipe: a diffusers pipeline with a flow-matching Euler scheduler, MeanCache not applied.
+        prompts: the tuning prompts (keep them apart from any prompt you evaluate on); generated together.
+        profile: the pipeline's calibration profile (:func:`calibrate_pipeline`) at ``num_inference_steps``.
+        budget: B, computed steps.
+        num_inference_steps: N (the profile's).
+        seed: prompt k uses a generator seeded ``seed + k``.
+        candidates: ``{name: Schedule}`` instead of the default set.
+        gammas: gammas of the PSSP candidates.
+        progress: print the model-call cost and show a progress bar over the candidates.
+        call_kwargs: further pipeline arguments (height, width, guidance_scale, ...).
+
+    Returns:
+        The best :class:`Schedule`, every candidate's error in ``meta["tune"]`` (as :func:`meancache_kernels.tune`).
+    """
+    if not isinstance(profile, Profile):
+        raise TypeError(f"profile must be a meancache_kernels.Profile, got {type(profile).__name__}")
+    if isinstance(prompts, str) or not isinstance(prompts, Sequence) or not prompts:
+        raise ValueError(f"prompts must be a non-empty list of strings, got {prompts!r}")
+    if num_inference_steps != profile.num_steps:
+        raise ValueError(f"num_inference_steps={num_inference_steps} differs from the profile's N={profile.num_steps}")
+    if getattr(pipe, "_meancache_context", None) is not None:
+        raise ValueError("tune_pipeline needs the pipeline without MeanCache: remove_mean_cache(pipe) first")
+    if candidates is None:
+        candidates = candidate_schedules(profile, budget, gammas=gammas)
+    from tqdm.auto import tqdm
+
+    prompts = list(prompts)
+    n, num = num_inference_steps, len(prompts)
+    cost = n * num + sum(c.budget for c in candidates.values()) * num
+    if progress:
+        print(f"meancache tune: {len(candidates)} candidates x {num} prompts: about {cost} transformer-call steps "
+              f"({n * num} for the full-step references)")
+    if hasattr(pipe, "set_progress_bar_config"):
+        pipe.set_progress_bar_config(disable=True)
+    references = _latents(pipe, prompts, n, seed, call_kwargs)
+    calls = n * num
+    results = []
+    for name, s in tqdm(candidates.items(), desc="meancache tune", unit="candidate", disable=not progress):
+        apply_mean_cache(pipe, MeanCacheConfig(schedule=s, backend=backend))
+        try:
+            out = _latents(pipe, prompts, n, seed, call_kwargs)
+            calls += get_mean_cache_stats(pipe).steps_computed * num
+        finally:
+            remove_mean_cache(pipe)
+        err = relative_error(out, references)
+        results.append({"name": name, "error": err if math.isfinite(err) else None})
+    return _best(candidates, results, calls, budget)

@@ -1,0 +1,166 @@
+"""End-to-end tuning: pick the schedule whose samples come closest to the full-step outputs (DESIGN.md 2b).
+
+The PSSP objective is local (an edge's cost is measured from the true state), so the schedule it finds is not always
+the one with the smallest final error. :func:`tune` evaluates a set of candidate schedules (PSSP at several gamma and
+estimator sets, evenly spaced computed steps with each estimator) on a few tuning samples against their full-step
+outputs and returns the best one, with every candidate's measured error in ``schedule.meta["tune"]``.
+
+Cost: N model calls per tuning sample for the references, plus B per candidate per sample; printed before it starts.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+import torch
+
+from ._utils import as_sigmas
+from .schedule import Schedule, solve
+
+__all__ = ["DEFAULT_GAMMAS", "DEFAULT_ESTIMATOR_SETS", "candidate_schedules", "relative_error", "tune"]
+
+DEFAULT_GAMMAS = (1.0, 2.0, 3.0)
+# None: every estimator the profile has; then the paper's rule alone and each polynomial family alone / together
+DEFAULT_ESTIMATOR_SETS = (None, ("jvp",), ("taylor1",), ("taylor2",), ("mean1",), ("taylor1", "taylor2"))
+
+
+def candidate_schedules(profile, budget: int, *, gammas: Sequence[float] = DEFAULT_GAMMAS,
+                        estimator_sets: Sequence = DEFAULT_ESTIMATOR_SETS, uniform: bool = True,
+                        backend: str = "auto") -> dict[str, Schedule]:
+    """The candidates :func:`tune` evaluates, by name, duplicates removed (the first name of a schedule is kept).
+
+    ``pssp[<estimators>]@g<gamma>``: :func:`meancache_kernels.solve` with those estimators (``all`` = every one the
+    profile has) at that gamma, for every estimator set the profile has costs for; ``uniform[<estimator>]``:
+    :meth:`Schedule.uniform` with each estimator of the profile (jvp with K = 1..2).
+    """
+    from .calibrate import Profile
+
+    if not isinstance(profile, Profile):
+        raise TypeError(f"profile must be a meancache_kernels.Profile, got {type(profile).__name__}")
+    if not gammas and not uniform:
+        raise ValueError("no candidates: give at least one gamma or uniform=True")
+    have = set(profile.estimators)
+    out: dict[str, Schedule] = {}
+    seen: set[Schedule] = set()
+
+    def add(name: str, schedule: Schedule) -> None:
+        if schedule not in seen:
+            seen.add(schedule)
+            out[name] = schedule
+
+    for est in estimator_sets:
+        if est is not None and not set(est) <= have:
+            continue
+        label = "all" if est is None else "+".join(est)
+        for g in gammas:
+            try:
+                s = solve(profile, budget, gamma=float(g), estimators=est, backend=backend)
+            except ValueError:  # infeasible for this estimator set (e.g. edges longer than it was calibrated for)
+                continue
+            add(f"pssp[{label}]@g{g:g}", s)
+    if uniform:
+        n = profile.num_steps
+        for name in profile.estimators:
+            if name == "jvp":
+                for k in (1, 2):
+                    add(f"uniform[jvp K={k}]", Schedule.uniform(n, budget, "jvp", span=k))
+            else:
+                add(f"uniform[{name}]", Schedule.uniform(n, budget, name))
+    if not out:
+        raise ValueError(f"no feasible candidate schedule for budget={budget} with gammas={list(gammas)}")
+    return out
+
+
+def relative_error(x: torch.Tensor, ref: torch.Tensor) -> float:
+    """Relative RMSE ``||x - ref|| / ||ref||`` over every sample and element (float64)."""
+    x, ref = x.double(), ref.double()
+    den = ref.norm().item()
+    return (x - ref).norm().item() / den if den > 0 else (x - ref).norm().item()
+
+
+def tune(
+    model_fn: Callable[[torch.Tensor, float], torch.Tensor],
+    latents: torch.Tensor,
+    sigmas,
+    profile,
+    budget: int,
+    *,
+    candidates: dict[str, Schedule] | None = None,
+    references: torch.Tensor | None = None,
+    gammas: Sequence[float] = DEFAULT_GAMMAS,
+    progress: bool = True,
+    backend: str = "auto",
+) -> Schedule:
+    """The candidate schedule with the lowest relative RMSE of the final latent against the full-step outputs.
+
+    Args:
+        model_fn: ``model_fn(z, sigma) -> v``, as for :func:`meancache_kernels.sample`.
+        latents: [S, ...] tuning latents (keep them apart from any evaluation data).
+        sigmas: the N + 1 sigmas (the profile's N).
+        profile: the calibration :class:`Profile` the PSSP candidates are solved from.
+        budget: B.
+        candidates: ``{name: Schedule}`` to evaluate instead of :func:`candidate_schedules`' set.
+        references: [S, ...] full-step outputs of ``latents`` when already known (saves N calls per sample).
+        gammas: gammas of the PSSP candidates.
+        progress: a tqdm bar over the candidates, and the model-call cost printed first.
+        backend: op backend.
+
+    Returns:
+        The best :class:`Schedule`; ``meta["tune"]`` holds ``best``, ``metric``, ``model_calls`` and
+        ``candidates``: ``[{"name", "error"}]`` for every candidate, best first. Ties go to the earlier candidate.
+    """
+    if not callable(model_fn):
+        raise TypeError(f"model_fn must be callable, got {type(model_fn).__name__}")
+    if not isinstance(latents, torch.Tensor) or latents.dim() < 1 or latents.shape[0] < 1:
+        raise TypeError(f"latents must be a torch.Tensor [S, ...] with S >= 1, got {type(latents).__name__}")
+    sig = as_sigmas(sigmas, profile.num_steps)
+    if candidates is None:
+        candidates = candidate_schedules(profile, budget, gammas=gammas, backend=backend)
+    elif not isinstance(candidates, dict) or not candidates:
+        raise TypeError("candidates must be a non-empty dict {name: Schedule}")
+    for name, s in candidates.items():
+        if not isinstance(s, Schedule) or s.num_steps != profile.num_steps:
+            raise ValueError(f"candidates[{name!r}] must be a Schedule of N={profile.num_steps} steps")
+    from tqdm.auto import tqdm
+
+    from .cache import sample
+
+    n, num = profile.num_steps, latents.shape[0]
+    calls = [0]
+
+    def counted(z, s):
+        calls[0] += z.shape[0]  # model evaluations per sample, summed over the batch
+        return model_fn(z, s)
+
+    cost = (0 if references is not None else n * num) + sum(c.budget for c in candidates.values()) * num
+    if progress:
+        print(f"meancache tune: {len(candidates)} candidates x {num} samples: {cost} model calls "
+              f"({'references given' if references is not None else f'{n * num} for the full-step references'})")
+    if references is None:
+        references = sample(counted, latents, sig, Schedule.full(n), backend=backend)
+    elif not isinstance(references, torch.Tensor) or references.shape != latents.shape:
+        raise ValueError(f"references must be a tensor of latents' shape {tuple(latents.shape)}")
+    results = []
+    for name, s in tqdm(candidates.items(), desc="meancache tune", unit="candidate", disable=not progress):
+        out = sample(counted, latents, sig, s, backend=backend)
+        err = relative_error(out, references)
+        results.append({"name": name, "error": err if math.isfinite(err) else None})
+    return _best(candidates, results, calls[0], budget)
+
+
+def _best(candidates: dict[str, Schedule], results: list[dict], model_calls: int, budget: int) -> Schedule:
+    order = sorted(range(len(results)), key=lambda k: (results[k]["error"] is None, results[k]["error"] or 0.0, k))
+    best = results[order[0]]
+    if best["error"] is None:
+        raise ValueError("every candidate schedule diverged (non-finite error)")
+    s = candidates[best["name"]]
+    meta = dict(s.meta or {})
+    meta["tune"] = {
+        "best": best["name"],
+        "metric": "relative RMSE of the final latent vs the full-step output",
+        "budget": budget,
+        "model_calls": model_calls,
+        "candidates": [results[k] for k in order],
+    }
+    return Schedule(s.compute, s.spans, meta=meta, estimators=s.estimators)

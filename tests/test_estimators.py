@@ -1,0 +1,325 @@
+"""The estimator family (DESIGN.md 2b): exactness on polynomial fields, schedules, history, calibration, tune."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import meancache_kernels as mck
+from meancache_kernels import estimators as est
+from meancache_kernels.calibrate import poly_edge_rows
+from meancache_kernels.testing import GaussianMixtureFlow, flow_sigmas
+
+N = 12
+
+
+def _poly_field(coeffs, shape=(3, 5)):
+    """v(z, sigma) = sum_k c_k sigma^k (c_k random tensors, independent of z): polynomial in sigma along any path."""
+    g = torch.Generator().manual_seed(len(coeffs))
+    cs = [torch.randn(shape, dtype=torch.float64, generator=g) * c for c in coeffs]
+
+    def field(z, sigma):
+        return sum(c * sigma**k for k, c in enumerate(cs)).expand(z.shape).clone()
+
+    def integral(s0, s1):  # exact integral of v over [s0, s1] (ds signed)
+        return sum(c * (s1 ** (k + 1) - s0 ** (k + 1)) / (k + 1) for k, c in enumerate(cs))
+
+    return field, integral
+
+
+def _mixed_schedule(n: int, family: str, p: int) -> mck.Schedule:
+    # the first p + 1 steps computed (so every skipped step sees p + 1 computed velocities), then every third step
+    compute = [i <= p or i % 3 == 0 for i in range(n)]
+    return mck.Schedule(compute, [0 if c else p for c in compute], estimators=["" if c else family for c in compute])
+
+
+def test_names_and_parse():
+    assert est.available() == ["jvp", "taylor1", "taylor2", "mean1", "mean2"]
+    assert est.parse("jvp") == ("jvp", None) and est.parse("mean2") == ("mean", 2)
+    for bad in ("taylor3", "mean", "foo", "taylor0"):
+        with pytest.raises(ValueError, match="unknown estimator"):
+            est.parse(bad)
+    with pytest.raises(TypeError, match="str"):
+        est.parse(1)
+    with pytest.raises(ValueError, match="order p"):
+        est.get("taylor", 3)
+    with pytest.raises(ValueError, match="K >= 1"):
+        est.get("jvp", 0)
+
+
+@pytest.mark.parametrize("p, degree", [(1, 0), (1, 1), (2, 0), (2, 1), (2, 2)])
+def test_taylor_reproduces_polynomial_fields_exactly(p, degree):
+    field, _ = _poly_field([1.0] * (degree + 1))
+    sig = flow_sigmas(N, 3.0)
+    z = torch.randn(3, 5, dtype=torch.float64)
+    sched = _mixed_schedule(N, "taylor", p)
+    assert sched.budget < N
+    full = mck.sample(field, z, sig, mck.Schedule.full(N))
+    out = mck.sample(field, z, sig, sched)
+    torch.testing.assert_close(out, full, rtol=0, atol=1e-12)
+
+
+def test_taylor_is_not_exact_above_its_order():
+    # the exactness test above can fail: a quadratic field is not reproduced by taylor1
+    field, _ = _poly_field([1.0, 1.0, 1.0])
+    sig = flow_sigmas(N, 3.0)
+    z = torch.randn(3, 5, dtype=torch.float64)
+    full = mck.sample(field, z, sig, mck.Schedule.full(N))
+    out = mck.sample(field, z, sig, _mixed_schedule(N, "taylor", 1))
+    assert (out - full).abs().max() > 1e-6
+
+
+@pytest.mark.parametrize("p", [1, 2])
+def test_mean_reproduces_the_exact_step_of_polynomial_fields(p):
+    field, integral = _poly_field([1.0] * (p + 1))
+    sig = flow_sigmas(N, 3.0).tolist()
+    sched = _mixed_schedule(N, "mean", p)
+    state = mck.MeanCacheState(sched, sig)
+    z = torch.randn(3, 5, dtype=torch.float64)
+    checked = 0
+    for i in range(N):
+        if state.should_compute(i):
+            z = state.step(i, z, field(z, sig[i]))
+        else:
+            v_hat, z_next = state.skip(i, z)
+            torch.testing.assert_close(z_next - z, integral(sig[i], sig[i + 1]), rtol=0, atol=1e-12)
+            torch.testing.assert_close(v_hat * (sig[i + 1] - sig[i]), integral(sig[i], sig[i + 1]), rtol=0,
+                                       atol=1e-12)
+            z = z_next
+            checked += 1
+    assert checked == N - sched.budget
+
+
+def test_lagrange_weights():
+    nodes = [0.9, 0.5, 0.2]
+    for x in (0.7, 0.1, 0.0):
+        w = est.lagrange_weights(nodes, x)
+        for k in range(3):  # reproduces 1, x, x^2
+            assert math.isclose(sum(wi * n**k for wi, n in zip(w, nodes)), x**k, rel_tol=0, abs_tol=1e-14)
+    w = est.lagrange_mean_weights(nodes, 0.4, 0.1)
+    exact = (0.1**3 - 0.4**3) / 3 / (0.1 - 0.4)  # mean of x^2 over [0.1, 0.4]
+    assert math.isclose(sum(wi * n**2 for wi, n in zip(w, nodes)), exact, abs_tol=1e-14)
+
+
+def test_history_holds_only_what_the_estimators_read():
+    sig = flow_sigmas(N, 3.0)
+    field, _ = _poly_field([1.0, 1.0])
+    z = torch.randn(3, 5, dtype=torch.float64)
+    for family, p, traj, comp in [("taylor", 1, 0, 2), ("mean", 2, 0, 3)]:
+        s = _mixed_schedule(N, family, p)
+        assert (s.k_max, s.poly_depth) == (traj, comp)
+        state = mck.MeanCacheState(s, sig)
+        held = []
+        zz = z
+        for i in range(N):
+            if state.should_compute(i):
+                zz = state.step(i, zz, field(zz, float(sig[i])))
+            else:
+                _, zz = state.skip(i, zz)
+            held.append(state.num_latents_held())
+            assert len(state.history) == 0  # no trajectory entries: polynomial estimators read none
+        assert max(held) == comp
+    # the paper's schedule keeps no computed-velocity buffer
+    s = mck.Schedule.from_official([0, 1, 2, 4, 7], [0, 0, 1, 2], 8)
+    assert s.poly_depth == 0 and mck.MeanCacheState(s, flow_sigmas(8, 3.0)).poly_capacity == 0
+
+
+# ---------------------------------------------------------------------------------------------------- Schedule
+def test_schedule_estimators_json_and_official():
+    s = _mixed_schedule(N, "taylor", 2)
+    assert not s.is_official and s.estimator_names()[4] == "taylor2"
+    d = json.loads(s.to_json())
+    assert d["version"] == 2 and d["estimators"][4] == "taylor"
+    back = mck.Schedule.from_json(s.to_json())
+    assert back == s and back.estimators == s.estimators
+    with pytest.raises(ValueError, match="besides the paper's 'jvp'"):
+        s.to_official()
+    # a jvp-only schedule is still written as version 1, exactly as before estimators existed
+    p = mck.presets.get("qwen-image", 10)
+    d1 = json.loads(p.to_json())
+    assert d1["version"] == 1 and "estimators" not in d1 and set(d1) == {"format", "version", "num_steps", "compute",
+                                                                          "spans", "meta"}
+    old = {"format": "meancache-schedule", "version": 1, "num_steps": 4, "compute": [1, 0, 1, 0], "spans": [0, 1, 0, 2]}
+    assert mck.Schedule.from_dict(old).estimators == ("", "jvp", "", "jvp")
+    # different estimators: different schedules
+    assert s != mck.Schedule(s.compute, s.spans)
+
+
+def test_schedule_estimator_validation():
+    with pytest.raises(ValueError, match="estimators\\[1\\]='foo'"):
+        mck.Schedule([True, False], [0, 1], estimators=["", "foo"])
+    with pytest.raises(ValueError, match="computed"):
+        mck.Schedule([True, False], [0, 1], estimators=["jvp", "jvp"])
+    with pytest.raises(ValueError, match="order"):
+        mck.Schedule([True, False], [0, 3], estimators=["", "taylor"])
+    with pytest.raises(ValueError, match="one entry per step"):
+        mck.Schedule([True, False], [0, 1], estimators=[""])
+    with pytest.raises(TypeError, match="estimators must be a sequence"):
+        mck.Schedule([True, False], [0, 1], estimators="taylor")
+
+
+def test_uniform_schedule():
+    s = mck.Schedule.uniform(50, 10, "taylor1")
+    assert s.compute_steps == [0, 5, 11, 16, 22, 27, 33, 38, 44, 49] and s.budget == 10
+    assert set(s.estimator_names()) == {"", "taylor1"}
+    assert mck.Schedule.uniform(50, 50).compute_steps == list(range(50))
+    j = mck.Schedule.uniform(20, 5, "jvp", span=2)
+    assert j.is_official and set(j.spans) == {0, 2}
+    with pytest.raises(ValueError, match="budget"):
+        mck.Schedule.uniform(10, 11)
+    with pytest.raises(ValueError, match="unknown estimator"):
+        mck.Schedule.uniform(10, 5, "taylor9")
+
+
+def test_fit_schedule_keeps_estimators():
+    s = mck.Schedule.uniform(20, 6, "mean2")
+    fitted = mck.schedule.fit_schedule(s, flow_sigmas(20, 3.0), flow_sigmas(30, 3.0), warn=False)
+    assert fitted.num_steps == 30 and "mean2" in fitted.estimator_names()
+    # every target interval inside a source mean2 interval keeps mean2 (the final chain source interval gives K=1)
+    names = fitted.estimator_names()
+    assert all(names[t] == "mean2" for t in range(1, 28) if not fitted.compute[t])
+
+
+# ---------------------------------------------------------------------------------------------------- calibration
+def test_polynomial_edge_costs_vanish_on_fields_they_reproduce():
+    sig = flow_sigmas(N, 3.0)
+    field, _ = _poly_field([1.0, 1.0])  # degree 1: taylor1 and taylor2 reproduce the Euler steps exactly
+    z = torch.randn(4, 3, 5, dtype=torch.float64)
+    prof = mck.calibrate(field, z, sig, max_span=2, max_skip=4, progress=False)
+    assert prof.poly_estimators == ("taylor1", "taylor2", "mean1", "mean2")
+    pc = prof.poly_costs
+    fin = np.isfinite(pc)
+    assert pc.shape == (4, N, 6, 6, 6)
+    t = pc[:2, 1:][fin[:2, 1:]]  # from i = 1 on (at i = 0 only one computed velocity exists: order 0)
+    assert t.size > 100 and t.max() < 1e-12
+    assert pc[:2, 0][fin[:2, 0]].max() > 1e-4  # order 0 at i = 0 does not reproduce a degree-1 field
+    m = pc[2:][fin[2:]]
+    assert m.max() > 1e-4  # the mean estimators take the exact step, not Euler's: nonzero against Euler
+
+
+def test_polynomial_edge_costs_equal_an_explicit_rollout():
+    flow = GaussianMixtureFlow.random(5, components=3, seed=2)
+    sig = flow_sigmas(N, 3.0).tolist()
+    z0 = torch.randn(3, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    prof = mck.calibrate(flow, z0, sig, max_span=2, max_skip=5, progress=False)
+    # the true trajectory
+    zs, vs = [z0], []
+    for i in range(N):
+        vs.append(flow(zs[-1], sig[i]))
+        zs.append(zs[-1] + (sig[i + 1] - sig[i]) * vs[-1])
+    rng = np.random.default_rng(0)
+    checked = 0
+    for _ in range(40):
+        e = int(rng.integers(4))
+        i = int(rng.integers(0, N - 2))
+        name = prof.poly_estimators[e]
+        p = est.get(*est.parse(name)).param
+        d = int(rng.integers(2, min(6, N - i) + 1))
+        if i == 0:
+            a, b = 0, 0
+        else:
+            a = int(rng.integers(1, min(6, i) + 1))
+            h = i - a
+            b = 0 if h == 0 else int(rng.integers(1, min(6, h) + 1))
+        nodes = [i] if a == 0 else [i - a, i] if b == 0 else [i - a - b, i - a, i]
+        nodes = nodes[-(p + 1):]
+        e_obj = est.get(*est.parse(name))
+        z = zs[i] + (sig[i + 1] - sig[i]) * vs[i]
+        for t in range(i + 1, i + d):
+            w = e_obj.weights([sig[n] for n in nodes], sig[t], sig[t + 1])
+            z = z + (sig[t + 1] - sig[t]) * sum(wk * vs[n] for wk, n in zip(w, nodes))
+        expected = ((z - zs[i + d]) / (sig[i + d] - sig[i])).abs().mean(dim=1).mean().item()
+        if p == 1:
+            b = 0 if i == 0 else b
+        assert math.isclose(prof.poly_costs[e, i, a, b, d], expected, rel_tol=1e-10, abs_tol=1e-15), (name, i, a, b)
+        checked += 1
+    assert checked == 40
+
+
+def test_jvp_only_calibration_is_the_old_profile(tmp_path):
+    flow = GaussianMixtureFlow.random(5, components=3, seed=2)
+    z0 = torch.randn(3, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    sig = flow_sigmas(N, 3.0)
+    old = mck.calibrate(flow, z0, sig, max_span=2, max_skip=5, progress=False, estimators=("jvp",))
+    new = mck.calibrate(flow, z0, sig, max_span=2, max_skip=5, progress=False)
+    assert old.poly_costs is None and old.estimators == ("jvp",)
+    np.testing.assert_array_equal(old.costs, new.costs)
+    old.save(tmp_path / "old.npz")
+    assert mck.Profile.load(tmp_path / "old.npz").estimators == ("jvp",)
+    new.save(tmp_path / "new.npz")
+    back = mck.Profile.load(tmp_path / "new.npz")
+    np.testing.assert_array_equal(back.poly_costs, new.poly_costs)
+    assert back.poly_estimators == new.poly_estimators
+    # the paper's PSSP on either profile is the one it always was
+    for b in (4, 6, 9):
+        assert mck.solve(new, b, estimators=("jvp",)) == mck.solve(old, b) == mck.schedule.solve_costs(
+            old.costs, b, max_skip=old.max_skip).to_schedule({})
+    with pytest.raises(ValueError, match="no costs for 'taylor1'"):
+        mck.solve(old, 4, estimators=("taylor1",))
+    with pytest.raises(ValueError, match="unknown estimator"):
+        mck.calibrate(flow, z0, sig, progress=False, estimators=("nope",))
+
+
+def test_poly_edge_rows_shapes():
+    keys, index, coef = poly_edge_rows(flow_sigmas(6, 3.0).tolist(), 3, ["taylor1"])
+    assert keys.shape[1] == 5 and index.shape == coef.shape == (len(keys), 5)
+    assert (index[:, :2] >= 0).all() and (keys[:, 4] >= 2).all()
+
+
+# ---------------------------------------------------------------------------------------------------- solve, tune
+def test_solve_with_estimators_beats_the_paper_on_its_own_objective_and_on_the_flow():
+    flow = GaussianMixtureFlow.random(8, components=4, seed=0)
+    sig = flow_sigmas(24, 3.0)
+    prof = mck.calibrate(flow, torch.randn(8, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(3)),
+                         sig, max_span=3, max_skip=6, progress=False)
+    z = torch.randn(16, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
+    full = mck.sample(flow, z, sig, mck.Schedule.full(24))
+    for b in (12, 8):
+        paper = mck.solve(prof, b, estimators=("jvp",))
+        ours = mck.solve(prof, b)
+        assert ours.meta["objective"] <= paper.meta["objective"]  # a superset of candidates per edge
+        assert ours.budget == b and ours.meta["estimators"] == list(prof.estimators)
+        err = lambda s: ((mck.sample(flow, z, sig, s) - full).norm() / full.norm()).item()  # noqa: E731
+        assert err(ours) < err(paper)
+
+
+def test_solve_frontier_is_lazy_and_matches_solve():
+    flow = GaussianMixtureFlow.random(6, components=3, seed=1)
+    sig = flow_sigmas(16, 3.0)
+    prof = mck.calibrate(flow, torch.randn(4, 6, dtype=torch.float64), sig, max_span=2, max_skip=5, progress=False)
+    for estimators in (None, ("jvp",), ("taylor2", "mean1")):
+        fr = mck.schedule.solve_frontier(prof, estimators=estimators)
+        budgets = list(fr)
+        assert budgets and budgets[-1] == 16
+        for b in budgets[::3]:
+            assert fr[b] == mck.solve(prof, b, estimators=estimators)
+            assert fr[b].meta["objective"] == mck.solve(prof, b, estimators=estimators).meta["objective"]
+
+
+def test_tune_returns_the_lowest_error_candidate_where_the_answer_is_known():
+    # degree-1 field: taylor1 / taylor2 on any schedule whose first interval is a chain reproduce the full run exactly
+    field, _ = _poly_field([1.0, 1.0], shape=(5,))
+    sig = flow_sigmas(N, 3.0)
+    prof = mck.calibrate(field, torch.randn(4, 5, dtype=torch.float64), sig, max_span=2, max_skip=4,
+                         progress=False)
+    lat = torch.randn(3, 5, dtype=torch.float64)
+    exact = mck.Schedule([i in (0, 1, 5, 9) for i in range(N)], [0 if i in (0, 1, 5, 9) else 1 for i in range(N)],
+                         estimators=["" if i in (0, 1, 5, 9) else "taylor" for i in range(N)])
+    cands = {"reuse": mck.Schedule.uniform(N, 4, "jvp"), "exact": exact, "jvp2": mck.Schedule.uniform(N, 4, "jvp",
+                                                                                                       span=2)}
+    best = mck.tune(field, lat, sig, prof, 4, candidates=cands, progress=False)
+    assert best == exact and best.meta["tune"]["best"] == "exact"
+    errs = {c["name"]: c["error"] for c in best.meta["tune"]["candidates"]}
+    assert errs["exact"] < 1e-12 < errs["reuse"] and errs["jvp2"] > 1e-12
+    assert [c["name"] for c in best.meta["tune"]["candidates"]][0] == "exact"
+    assert best.meta["tune"]["model_calls"] == 3 * (N + 3 * 4)
+    # the default candidate set on a flow: the returned schedule has the smallest measured error of all
+    flow = GaussianMixtureFlow.random(6, components=3, seed=0)
+    prof = mck.calibrate(flow, torch.randn(6, 6, dtype=torch.float64), sig, max_span=2, max_skip=5, progress=False)
+    got = mck.tune(flow, torch.randn(4, 6, dtype=torch.float64), sig, prof, 5, progress=False)
+    cs = got.meta["tune"]["candidates"]
+    assert len(cs) >= 5 and cs[0]["error"] == min(c["error"] for c in cs) and got.budget == 5
+    with pytest.raises(ValueError, match="candidates"):
+        mck.tune(flow, lat[:, :1].repeat(1, 6), sig, prof, 5, candidates={"x": mck.Schedule.full(3)}, progress=False)
