@@ -93,6 +93,29 @@ def test_mean_velocity_step(benchmark, impl, dtype, size):
 @pytest.mark.parametrize("impl", _impls())
 @pytest.mark.parametrize("dtype", list(DTYPES), ids=str)
 @pytest.mark.parametrize("size", list(SIZES), ids=str)
+@pytest.mark.parametrize("terms", [2, 4])
+def test_combine_step(benchmark, impl, dtype, size, terms):
+    # any estimator: v_hat = sum of `terms` cached tensors (distinct here), z_next = z + ds * v_hat
+    benchmark.group = f"combine_step M={terms} {size} {dtype}"
+    n, dt = SIZES[size], DTYPES[dtype]
+    z, *ts = _tensors(1 + terms, n, dt)
+    coeffs = [1.5, -0.5, 0.25, -0.125][:terms]
+    out_v, out_z = torch.empty_like(z), torch.empty_like(z)
+    nbytes = (terms + 3) * n * z.element_size()  # reads z and every term; writes v_hat, z_next
+    if impl == "copy":
+        half = (terms + 3) * n // 2
+        src, dst = torch.empty(half, device=DEVICE, dtype=dt), torch.empty(half, device=DEVICE, dtype=dt)
+        fn = lambda: dst.copy_(src)  # noqa: E731
+    elif impl == "eager":
+        fn = lambda: reference.combine_step(z, ts, coeffs, -0.02, v_dtype=dt, out_v=out_v, out_z=out_z)  # noqa: E731
+    else:
+        fn = lambda: ops.combine_step(z, ts, coeffs, -0.02, out_v=out_v, out_z=out_z, backend="triton")  # noqa: E731
+    _run(benchmark, fn, nbytes)
+
+
+@pytest.mark.parametrize("impl", _impls())
+@pytest.mark.parametrize("dtype", list(DTYPES), ids=str)
+@pytest.mark.parametrize("size", list(SIZES), ids=str)
 def test_euler_step(benchmark, impl, dtype, size):
     benchmark.group = f"euler_step {size} {dtype}"
     n, dt = SIZES[size], DTYPES[dtype]
@@ -151,3 +174,27 @@ def test_calibration_errors(benchmark, impl):
     nbytes = pairs * (CAL["max_skip"] + 3) * s * d * 4
     _run(benchmark, fn, nbytes, reps=1)
     benchmark.extra_info.update(CAL)
+
+
+# Polynomial calibration: E coefficient rows of M slots over T = 2N + 1 trajectory tensors (N + 1 states, N velocities).
+EDGE = (
+    dict(n=20, samples=2, numel=4096, edges=600, slots=5)
+    if not CUDA
+    else dict(n=50, samples=2, numel=4096 * 64, edges=4000, slots=6)
+)
+
+
+@pytest.mark.parametrize("impl", ["eager", "triton"] if "triton" in _impls() else ["eager"])
+def test_edge_errors(benchmark, impl):
+    benchmark.group = "edge_errors"
+    n, s, d, e, m = EDGE["n"], EDGE["samples"], EDGE["numel"], EDGE["edges"], EDGE["slots"]
+    g = torch.Generator().manual_seed(0)
+    sources = torch.randn(2 * n + 1, s, d, device=DEVICE)
+    index = torch.randint(0, 2 * n + 1, (e, m), generator=g).to(DEVICE)
+    coef = torch.randn(e, m, generator=g, dtype=torch.float64).to(DEVICE)
+    backend = "torch" if impl == "eager" else "triton"
+    fn = lambda: ops.edge_errors(sources, index, coef, backend=backend)  # noqa: E731
+    # every edge gathers M rows of S * D elements (from L2 on a GPU once the element block is resident)
+    nbytes = e * m * s * d * 4
+    _run(benchmark, fn, nbytes, reps=1)
+    benchmark.extra_info.update(EDGE)

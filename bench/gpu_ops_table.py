@@ -7,7 +7,9 @@ Sizes run from a FLUX.1 1024x1024 latent (4096 tokens x 64 channels = 262,144 el
 129-frame latent (33 x 90 x 160 x 16 = 7,603,200 elements), in float32 and bfloat16. For every op and size: the copy
 bandwidth (a ``copy_`` moving the same number of bytes), the eager torch reference and the fused kernel in GB/s
 (bytes read + written once / median time), the kernel's fraction of the copy bandwidth, its speedup over eager,
-and max|fused - eager| / max|eager| as a sanity check. Then the calibration kernel against the eager roll-out.
+and max|fused - eager| / max|eager| as a sanity check (combine_step: the estimate of any estimator, M = 4 distinct
+terms). Then the calibration kernels against their eager references: the official roll-out (calibration_errors) and
+the polynomial estimators' coefficient rows (edge_errors).
 Issue 3's targets (H100/H200): >= 80% of copy bandwidth from 4M elements up and >= 2x over eager for the fused
 step; >= 10x over the eager roll-out for calibration. Small sizes fit in L2 (50 MB on H100), copy included.
 """
@@ -67,9 +69,10 @@ def _timer(device: torch.device):
 
 def _ops(n: int, dtype: torch.dtype, device: torch.device):
     """Per op: (name, bytes moved, eager fn, fused fn, outputs-to-compare fn)."""
-    z, za, va, vl = (torch.randn(n, device=device).to(dtype) for _ in range(4))
+    z, za, va, vl, w = (torch.randn(n, device=device).to(dtype) for _ in range(5))
     ov_e, oz_e, ov_f, oz_f = (torch.empty_like(z) for _ in range(4))
     args = (z, za, va, vl, 0.9, 0.7, 0.55)
+    terms, coeffs = [za, va, vl, w], [1.5, -0.5, 0.25, -0.125]
     el = z.element_size()
     out_e, out_f = torch.empty_like(z), torch.empty_like(z)
     res = {}
@@ -89,6 +92,13 @@ def _ops(n: int, dtype: torch.dtype, device: torch.device):
             6 * n * el,
             lambda: reference.mean_velocity_step(*args, out_v=ov_e, out_z=oz_e),
             lambda: ops.mean_velocity_step(*args, out_v=ov_f, out_z=oz_f, backend="triton"),
+            lambda: max(rel(ov_f, ov_e), rel(oz_f, oz_e)),
+        ),
+        (
+            "combine_step",
+            7 * n * el,  # reads z and 4 terms, writes v_hat and z_next
+            lambda: reference.combine_step(z, terms, coeffs, -0.02, v_dtype=dtype, out_v=ov_e, out_z=oz_e),
+            lambda: ops.combine_step(z, terms, coeffs, -0.02, out_v=ov_f, out_z=oz_f, backend="triton"),
             lambda: max(rel(ov_f, ov_e), rel(oz_f, oz_e)),
         ),
         (
@@ -121,7 +131,7 @@ def elementwise_table(device, sizes, dtypes, reps, repeats):
     print(header)
     print("-" * len(header))
     rows = []
-    for op_index in range(3):
+    for op_index in range(len(_ops(1, torch.float32, device))):
         for dname in dtypes:
             for label, n in sizes:
                 name, nbytes, eager, fused, diff = _ops(n, DTYPES[dname], device)[op_index]
@@ -158,6 +168,26 @@ def calibration_row(device, n, samples, numel, max_span, max_skip, repeats):
     return t_eager, t_fused, rel
 
 
+def edge_errors_row(device, n, samples, numel, edges, slots, repeats):
+    """Polynomial calibration: ``edges`` coefficient rows of ``slots`` terms over 2N + 1 trajectory tensors."""
+    time_fn = _timer(device)
+    g = torch.Generator().manual_seed(0)
+    sources = torch.randn(2 * n + 1, samples, numel, device=device)
+    index = torch.randint(-1, 2 * n + 1, (edges, slots), generator=g).to(device)
+    coef = torch.randn(edges, slots, generator=g, dtype=torch.float64).to(device)
+    eager = lambda: ops.edge_errors(sources, index, coef, backend="torch")  # noqa: E731
+    fused = lambda: ops.edge_errors(sources, index, coef, backend="triton")  # noqa: E731
+    t_eager = time_fn(eager, 1, repeats)
+    t_fused = time_fn(fused, 1, repeats)
+    e, f = eager(), fused()
+    rel = ((f - e).abs().max() / e.abs().max().clamp_min(1e-30)).item()
+    gathered = edges * slots * samples * numel * 4 / t_fused / 1e9
+    print(f"edge_errors  T={2 * n + 1} S={samples} elements/sample={numel} E={edges} M={slots}: "
+          f"eager {t_eager * 1e3:.2f} ms, kernel {t_fused * 1e3:.2f} ms ({gathered:.0f} GB/s of gathered fp32 rows), "
+          f"speedup {t_eager / t_fused:.1f}x, max rel diff {rel:.1e}")  # fmt: skip
+    return t_eager, t_fused, rel
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--smoke", action="store_true", help="tiny sizes; runs on CPU under TRITON_INTERPRET=1")
@@ -183,14 +213,19 @@ def main(argv=None) -> int:
     if args.smoke:
         sizes, reps, repeats = SMOKE_SIZES, args.reps or 1, args.repeats or 1
         cal = dict(n=6, samples=2, numel=64, max_span=2, max_skip=3)
+        edge = dict(n=6, samples=2, numel=100, edges=37, slots=5)
     else:
         sizes, reps, repeats = SIZES, args.reps or 50, args.repeats or 7
         cal = dict(n=50, samples=2, numel=4096 * 64, max_span=4, max_skip=10)
+        edge = dict(n=50, samples=2, numel=4096 * 64, edges=4000, slots=6)
     rows = elementwise_table(device, sizes, args.dtypes, reps, repeats)
     _, _, rel = calibration_row(device, repeats=max(repeats // 2, 1), **cal)
+    _, _, rel_edge = edge_errors_row(device, repeats=max(repeats // 2, 1), **edge)
     bad = [r for r in rows if not r[10] < (1e-2 if r[1] == "bf16" else 1e-5)]
-    if bad or not rel < 1e-3:
-        print(f"MISMATCH between fused and eager: {bad} calibration rel {rel}", file=sys.stderr)
+    if bad or not rel < 1e-3 or not rel_edge < 1e-5:
+        print(
+            f"MISMATCH between fused and eager: {bad} calibration rel {rel} edge_errors rel {rel_edge}", file=sys.stderr
+        )
         return 1
     return 0
 

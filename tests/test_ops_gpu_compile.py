@@ -22,7 +22,7 @@ try:
     from triton.backends.nvidia.compiler import CUDABackend  # noqa: F401
 except Exception as exc:
     print(json.dumps({"skip": f"no NVIDIA backend in this triton: {exc}"})); sys.exit(0)
-from meancache_kernels.ops.triton import calibration, delta, euler, mean_velocity
+from meancache_kernels.ops.triton import calibration, combine, delta, edges, euler, mean_velocity
 
 P = lambda dt: "*" + dt
 jobs = []
@@ -39,6 +39,16 @@ for zdt, vdt in (("fp32", "bf16"), ("fp16", "fp16")):
             z_ptr=P(zdt), v_ptr=P(vdt), sig_ptr="*fp64", acc_ptr="*fp32", n_steps="i32", step_stride="i64",
             numel="i32", MAX_SPAN="constexpr", MAX_SKIP="constexpr", BLOCK="constexpr"),
             dict(MAX_SPAN=span, MAX_SKIP=skip, BLOCK=512)))
+    # every estimator's step, M = 1 and M = 4 terms of mixed dtypes; fp fusion off as the launcher has it (no fma)
+    for m in (1, 4):
+        jobs.append((combine._combine_step_kernel, dict(
+            z_ptr=P(zdt), x0_ptr=P(vdt), x1_ptr=P(vdt), x2_ptr=P(zdt), x3_ptr=P(zdt), out_v_ptr=P(vdt),
+            out_z_ptr=P(zdt), c0="fp32", c1="fp32", c2="fp32", c3="fp32", ds="fp32", numel="i64", M="constexpr",
+            BLOCK="constexpr"), dict(M=m, BLOCK=1024), dict(enable_fp_fusion=False)))
+    jobs.append((edges._edge_errors_kernel, dict(
+        src_ptr=P(zdt), index_ptr="*i64", coef_ptr="*fp64", acc_ptr="*fp32", num_edges="i32",
+        num_edge_blocks="i32", num_samples="i32", row_stride="i64", numel="i32", sample0="i32", M="constexpr",
+        EDGE_BLOCK="constexpr", BLOCK="constexpr"), dict(M=8, EDGE_BLOCK=8, BLOCK=256)))
 # Triton specialises integer arguments equal to 1 into constexprs (one sample of one element, a 1-element tensor)
 jobs.append((calibration._calibration_kernel, dict(
     z_ptr="*fp32", v_ptr="*fp32", sig_ptr="*fp64", acc_ptr="*fp32", n_steps="i32", step_stride="constexpr",
@@ -49,13 +59,20 @@ jobs.append((mean_velocity._mean_velocity_step_kernel, dict(
     span="fp32", ds="fp32", numel="constexpr", BLOCK="constexpr"), dict(numel=1, BLOCK=1)))
 jobs.append((delta._velocity_delta_kernel, dict(a_ptr="*fp32", b_ptr="*fp32", partial_ptr="*fp32",
     numel="constexpr", num_blocks="constexpr", BLOCK="constexpr"), dict(numel=1, num_blocks=1, BLOCK=1)))
+jobs.append((edges._edge_errors_kernel, dict(
+    src_ptr="*fp32", index_ptr="*i64", coef_ptr="*fp64", acc_ptr="*fp32", num_edges="constexpr",
+    num_edge_blocks="constexpr", num_samples="constexpr", row_stride="constexpr", numel="constexpr", sample0="i32",
+    M="constexpr", EDGE_BLOCK="constexpr", BLOCK="constexpr"),
+    dict(num_edges=1, num_edge_blocks=1, num_samples=1, row_stride=1, numel=1, M=1, EDGE_BLOCK=1, BLOCK=1)))
+jobs = [job if len(job) == 4 else job + ({},) for job in jobs]
 target = GPUTarget("cuda", 90, 32)
 bindir = __import__("os").path.join(__import__("os").path.dirname(triton.__file__), "backends", "nvidia", "bin")
 cuobjdump = shutil.which("cuobjdump", path=bindir)
 results = []
-for fn, sig, consts in jobs:
+for fn, sig, consts, options in jobs:
     try:
-        kernel = triton.compile(triton.compiler.ASTSource(fn=fn, signature=sig, constexprs=consts), target=target)
+        kernel = triton.compile(triton.compiler.ASTSource(fn=fn, signature=sig, constexprs=consts), target=target,
+                                options=options)
     except Exception as exc:
         if "ptxas" in str(exc) and not results:
             print(json.dumps({"skip": f"cannot assemble for sm_90 here: {exc}"})); sys.exit(0)
@@ -65,7 +82,8 @@ for fn, sig, consts in jobs:
         path = sys.argv[1]
         open(path, "wb").write(kernel.asm["cubin"])
         usage = subprocess.run([cuobjdump, "--dump-resource-usage", path], capture_output=True, text=True).stdout
-    results.append({"name": fn.__name__, "sig": sig, "consts": consts, "ptx": kernel.asm["ptx"], "usage": usage})
+    results.append({"name": fn.__name__, "sig": sig, "consts": consts, "options": options, "ptx": kernel.asm["ptx"],
+                    "usage": usage})
 print(json.dumps({"results": results}))
 """
 
@@ -79,7 +97,7 @@ def test_kernels_compile_for_sm90(tmp_path):
     if "skip" in out:
         pytest.skip(out["skip"])
     results = out["results"]
-    assert len(results) == 2 * 5 + 3
+    assert len(results) == 2 * 8 + 4
     for r in results:
         ptx = r["ptx"]
         assert ".entry " + r["name"] in ptx, r["name"]
@@ -87,5 +105,11 @@ def test_kernels_compile_for_sm90(tmp_path):
         if r["name"] == "_calibration_kernel":
             # per-j sums are accumulated atomically; the rolled history lives in registers
             assert "atom.global" in ptx or "red.global" in ptx
+        if r["name"] == "_edge_errors_kernel":
+            assert "atom.global" in ptx or "red.global" in ptx  # per-(edge, sample) partial sums
+        if r["name"] == "_combine_step_kernel":
+            # no fused multiply-add: the float32 result rounds as the torch reference (product, then sum)
+            assert r["options"] == {"enable_fp_fusion": False} and "fma.rn.f32" not in ptx, r["consts"]
+            assert "mul.rn.f32" in ptx or "mul.f32" in ptx
         if r["usage"] is not None:
             assert "LOCAL:0" in r["usage"], f"{r['name']} {r['consts']} spills to local memory: {r['usage']}"

@@ -36,6 +36,7 @@ def _edge_errors_kernel(
     num_edges,
     num_edge_blocks,
     num_samples,  # S
+    row_stride,  # S * D, elements per row of src (from the host: an int64 product, and S == 1 may be a constexpr)
     numel,  # D, elements per sample
     sample0,  # first sample of this launch (grids of more than 65535 samples are split)
     M: tl.constexpr,
@@ -51,7 +52,6 @@ def _edge_errors_kernel(
     offs = dblk * BLOCK + tl.arange(0, BLOCK)
     dmask = offs < numel
     base = sample * numel + offs
-    row_stride = num_samples.to(tl.int64) * numel
     acc = tl.zeros((EDGE_BLOCK, BLOCK), dtype=tl.float32)
     for m in tl.static_range(M):
         idx = tl.load(index_ptr + edges * M + m, mask=emask, other=-1)
@@ -94,7 +94,7 @@ def edge_errors(sources: torch.Tensor, index: torch.Tensor, coef: torch.Tensor) 
             )
         for s0 in range(0, num_samples, _MAX_GRID_Y):
             _edge_errors_kernel[(programs, min(_MAX_GRID_Y, num_samples - s0))](
-                src, index, coef, acc, num_edges, num_edge_blocks, num_samples, numel, s0,
+                src, index, coef, acc, num_edges, num_edge_blocks, num_samples, num_samples * numel, numel, s0,
                 M=num_slots, EDGE_BLOCK=edge_block, BLOCK=block, num_warps=warps,
             )  # fmt: skip
     return acc.double().div_(numel)
