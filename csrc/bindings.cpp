@@ -39,6 +39,16 @@ meancache::Problem make_problem(const CostArray& costs, double gamma, const std:
   return p;
 }
 
+using EdgeArray = py::array_t<double, py::array::c_style | py::array::forcecast>;
+
+std::string shape_str(const py::array& a) {
+  std::ostringstream msg;
+  msg << "(";
+  for (py::ssize_t d = 0; d < a.ndim(); ++d) msg << (d ? ", " : "") << a.shape(d);
+  msg << (a.ndim() == 1 ? ",)" : ")");
+  return msg.str();
+}
+
 py::dict to_dict(const meancache::Solution& s) {
   py::dict d;
   d["steps"] = s.steps;
@@ -108,4 +118,36 @@ PYBIND11_MODULE(_C, m) {
       "Exact PSSP optimum for every budget in one DP. Returns (objective float64 [N+1], steps int32 [N+1, N], "
       "ks int32 [N+1, N]): row B holds the B computed steps and the K of each edge, padded with -1; objective is "
       "+inf (and the row all -1) for B = 0 and infeasible budgets.");
+
+  m.def(
+      "frontier_states",
+      [](const EdgeArray& w, const std::vector<int>& forced, int r_max) {
+        if (w.ndim() != 4 || w.shape(1) != w.shape(2) || w.shape(1) != w.shape(3) || w.shape(0) < 1 ||
+            w.shape(1) < 2) {
+          throw std::invalid_argument("w must have shape [N, D+1, D+1, D+1] with N >= 1 and D >= 1, got " +
+                                      shape_str(w));
+        }
+        meancache::StatesProblem p;
+        p.w = w.data();
+        p.n = static_cast<int>(w.shape(0));
+        p.dmax = static_cast<int>(w.shape(1)) - 1;
+        p.forced = forced;
+        p.r_max = r_max;
+        meancache::validate_states(p);  // before allocating r_max-sized outputs
+        const py::ssize_t d1 = w.shape(1);
+        py::array_t<double> objective(static_cast<py::ssize_t>(r_max) + 1);
+        py::array_t<int32_t> choice({static_cast<py::ssize_t>(r_max) + 1, w.shape(0), d1, d1});
+        double* o = objective.mutable_data();
+        int32_t* c = choice.mutable_data();
+        {
+          py::gil_scoped_release release;
+          meancache::frontier_states(p, o, c);
+        }
+        return py::make_tuple(objective, choice);
+      },
+      py::arg("w"), py::arg("forced"), py::arg("r_max"),
+      "Estimator-aware PSSP DP (DESIGN.md 2b) on an edge table w: float64 [N, D+1, D+1, D+1], w[i, a, b, d]. "
+      "Returns (objective float64 [r_max+1], choice int32 [r_max+1, N, D+1, D+1]): objective[r] = F[r][0][0][0] "
+      "(+inf where infeasible and at r = 0), choice[r, i, a, b] = the chosen edge length d (0 where none); "
+      "bit-identical to meancache_kernels.solver.dp_reference. Raises ValueError on invalid input.");
 }

@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <stdexcept>
 #include <string>
@@ -149,6 +150,36 @@ Solution path(const Problem& p, const Edges& e, const std::vector<int32_t>& choi
   return s;
 }
 
+// One row of the DP's relaxation: best[b] = w[b] + pa and arg[b] = d where that sum is strictly smaller than
+// best[b] (so the smallest d wins ties). Branch-free: the comparisons are data-dependent. GCC/Clang vector extensions
+// process two lanes at once (the same IEEE add and compare as the scalar tail, so the result is identical).
+inline void relax_row(const double* w, double pa, double d, double* best, double* arg, size_t len) {
+  size_t b = 0;
+#if defined(__GNUC__) || defined(__clang__)
+  typedef double v2d __attribute__((vector_size(16)));
+  const v2d pv = {pa, pa};
+  const v2d dv = {d, d};
+  for (; b + 2 <= len; b += 2) {
+    v2d c, o, g;
+    std::memcpy(&c, w + b, sizeof c);
+    std::memcpy(&o, best + b, sizeof o);
+    std::memcpy(&g, arg + b, sizeof g);
+    c += pv;
+    const auto m = c < o;
+    o = m ? c : o;
+    g = m ? dv : g;
+    std::memcpy(best + b, &o, sizeof o);
+    std::memcpy(arg + b, &g, sizeof g);
+  }
+#endif
+  for (; b < len; ++b) {
+    const double c = w[b] + pa;
+    const bool m = c < best[b];
+    best[b] = m ? c : best[b];
+    arg[b] = m ? d : arg[b];
+  }
+}
+
 }  // namespace
 
 void validate(const Problem& p) {
@@ -193,6 +224,100 @@ std::vector<Solution> frontier(const Problem& p) {
     if (at0[b] < kInf) out[b] = path(p, e, choice, at0[b], b);
   }
   return out;
+}
+
+void validate_states(const StatesProblem& p) {
+  if (p.w == nullptr) throw std::invalid_argument("w must not be null");
+  if (p.n < 1) throw std::invalid_argument("w must have N >= 1 steps (shape[0] >= 1), got " + std::to_string(p.n));
+  if (p.dmax < 1) {
+    throw std::invalid_argument("w must have D >= 1 (shape [N, D+1, D+1, D+1] with D+1 >= 2), got D=" +
+                                std::to_string(p.dmax));
+  }
+  if (p.r_max < 1 || p.r_max > p.n) {
+    throw std::invalid_argument("r_max must be in 1..N=" + std::to_string(p.n) + ", got " + std::to_string(p.r_max));
+  }
+  for (int f : p.forced) {
+    if (f < 0 || f >= p.n) {
+      throw std::invalid_argument("forced step " + std::to_string(f) + " is out of range for N=" +
+                                  std::to_string(p.n) + " (valid: 0.." + std::to_string(p.n - 1) + ")");
+    }
+  }
+  const size_t d1 = static_cast<size_t>(p.dmax) + 1;
+  const size_t total = static_cast<size_t>(p.n) * d1 * d1 * d1;
+  bool bad = false;
+  for (size_t k = 0; k < total; ++k) bad |= !(p.w[k] >= 0.0);  // branch-free; NaN fails the comparison
+  if (!bad) return;
+  for (size_t k = 0; k < total; ++k) {
+    if (!(p.w[k] >= 0.0)) {
+      const size_t d = k % d1, b = k / d1 % d1, a = k / (d1 * d1) % d1, i = k / (d1 * d1 * d1);
+      throw std::invalid_argument("w must be >= 0 or +inf (no NaN); bad value " + std::to_string(p.w[k]) +
+                                  " at [i, a, b, d] = [" + std::to_string(i) + ", " + std::to_string(a) + ", " +
+                                  std::to_string(b) + ", " + std::to_string(d) + "]");
+    }
+  }
+}
+
+void frontier_states(const StatesProblem& p, double* objective, int32_t* choice) {
+  validate_states(p);
+  const int n = p.n;
+  const int dmax = p.dmax;
+  const size_t d1 = static_cast<size_t>(dmax) + 1;
+  const size_t s2 = d1 * d1;  // one (a, b) plane
+  // wt[i][d][a][b] = w[i][a][b][d]: each candidate edge (i, d) then reads one contiguous (a, b) plane.
+  std::vector<double> wt(static_cast<size_t>(n) * d1 * s2);
+  for (size_t i = 0; i < static_cast<size_t>(n); ++i) {
+    for (size_t a = 0; a < d1; ++a) {
+      for (size_t b = 0; b < d1; ++b) {
+        const double* src = p.w + ((i * d1 + a) * d1 + b) * d1;
+        for (size_t d = 0; d < d1; ++d) wt[(i * d1 + d) * s2 + a * d1 + b] = src[d];
+      }
+    }
+  }
+  std::vector<char> is_forced(n, 0);
+  for (int f : p.forced) is_forced[f] = 1;
+  std::vector<int> next_forced(n, n);  // smallest forced step > i, or n
+  for (int i = n - 1, nxt = n; i >= 0; --i) {
+    next_forced[i] = nxt;
+    if (is_forced[i]) nxt = i;
+  }
+
+  // F[r - 1] and F[r] over (i, a, b); node N is never a source (j <= N - r + 1 < N for r >= 2).
+  std::vector<double> prev(static_cast<size_t>(n) * s2, kInf), cur(static_cast<size_t>(n) * s2, kInf);
+  std::vector<double> arg(s2);  // the chosen d of one node as doubles: the blend below runs in double lanes
+  const size_t row = static_cast<size_t>(n) * s2;  // one r of the choice table
+  std::fill(choice, choice + static_cast<size_t>(p.r_max + 1) * row, 0);
+  std::fill(objective, objective + p.r_max + 1, kInf);
+  for (int i = 0; i < n; ++i) {
+    const int d = n - i;
+    if (d <= dmax && next_forced[i] == n) {
+      std::copy_n(&wt[(static_cast<size_t>(i) * d1 + d) * s2], s2, &prev[static_cast<size_t>(i) * s2]);
+      std::fill_n(choice + row + static_cast<size_t>(i) * s2, s2, d);
+    }
+  }
+  objective[1] = prev[0];
+  for (int r = 2; r <= p.r_max; ++r) {
+    std::fill(cur.begin(), cur.end(), kInf);
+    for (int i = 0; i <= n - r; ++i) {
+      double* best = &cur[static_cast<size_t>(i) * s2];
+      std::fill(arg.begin(), arg.end(), 0.0);
+      // j <= N - r + 1: the rest of the path needs r - 1 computed nodes in j..N-1
+      const int hi = std::min(std::min(i + dmax, next_forced[i]), n - r + 1);
+      for (int j = i + 1; j <= hi; ++j) {
+        const int d = j - i;
+        const double* wd = &wt[(static_cast<size_t>(i) * d1 + d) * s2];
+        const double* pj = &prev[(static_cast<size_t>(j) * d1 + d) * d1];  // F[r-1][j][d][a] over a
+        for (size_t a = 0; a < d1; ++a) {
+          const double pa = pj[a];
+          if (!(pa < kInf)) continue;  // w + inf = inf never beats best (w has no NaN or -inf)
+          relax_row(wd + a * d1, pa, static_cast<double>(d), best + a * d1, arg.data() + a * d1, d1);
+        }
+      }
+      int32_t* out = choice + static_cast<size_t>(r) * row + static_cast<size_t>(i) * s2;
+      for (size_t k = 0; k < s2; ++k) out[k] = static_cast<int32_t>(arg[k]);
+    }
+    objective[r] = cur[0];
+    std::swap(prev, cur);
+  }
 }
 
 }  // namespace meancache
