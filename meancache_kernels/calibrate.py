@@ -201,6 +201,14 @@ class Profile:
         try:
             with open(path, "rb") as f:
                 raw = f.read()
+        except OSError as e:
+            raise ValueError(f"{path!r} is not a readable MeanCache profile: {e}") from None
+        if not raw.startswith(b"PK\x03\x04"):  # every .npz is a zip archive; np.load would try pickle on the rest
+            what = ("the file is empty" if not raw else "it is a single numpy array (.npy), not a profile archive"
+                    if raw.startswith(b"\x93NUMPY") else f"it is not an .npz archive (it starts with {raw[:16]!r})")
+            raise ValueError(f"{path!r} is not a readable MeanCache profile: {what}; profiles are the .npz files "
+                             "written by Profile.save or `meancache calibrate`")
+        try:
             with np.load(io.BytesIO(raw), allow_pickle=False) as data:
                 names = set(data.files)
                 missing = {"header", "costs", "sigmas"} - names

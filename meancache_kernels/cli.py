@@ -115,15 +115,34 @@ def _official_edge_names(ks: list[int], steps: list[int], n: int) -> list[str]:
     return names
 
 
+def _feasible_text(budgets: list[int]) -> str:
+    """The feasible budgets, named the same way by `solve` and `show`: a range when contiguous."""
+    if not budgets:
+        return "no budget is feasible"
+    lo, hi = budgets[0], budgets[-1]
+    if budgets == list(range(lo, hi + 1)):
+        return f"feasible budgets: {lo}..{hi}"
+    return f"feasible budgets: {', '.join(map(str, budgets))}"
+
+
+def _limits_text(prof, max_skip) -> str:
+    return f"N={prof.num_steps}, max_skip={prof.max_skip if max_skip is None else max_skip}"
+
+
 def _cmd_solve(args) -> int:
     from .calibrate import Profile
-    from .schedule import solve
+    from .schedule import solve, solve_frontier
 
     try:
         prof = Profile.load(args.profile)
-        sched = solve(prof, args.budget, gamma=args.gamma, always_compute=args.always_compute,
-                      max_skip=args.max_skip, k_range=tuple(args.k_range) if args.k_range else None,
-                      backend=args.backend, estimators=args.estimators)
+        constraints = dict(gamma=args.gamma, always_compute=args.always_compute, max_skip=args.max_skip,
+                           k_range=tuple(args.k_range) if args.k_range else None, backend=args.backend,
+                           estimators=args.estimators)
+        feasible = list(solve_frontier(prof, **constraints))  # the same DP as `show`: both name the same range
+        if args.budget not in feasible:
+            raise SystemExit(f"meancache solve: budget={args.budget} is infeasible for this profile "
+                             f"({_limits_text(prof, args.max_skip)}); {_feasible_text(feasible)}")
+        sched = solve(prof, args.budget, **constraints)
     except (ValueError, TypeError, FileNotFoundError, ImportError) as e:
         raise SystemExit(f"meancache solve: {e}") from None
     if not sched.is_official:
@@ -195,8 +214,10 @@ def _cmd_show(args) -> int:
         raise SystemExit(f"meancache show: {e}") from None
     n = prof.num_steps
     if args.budget is not None and args.budget not in front:
-        raise SystemExit(f"meancache show: budget={args.budget} is infeasible; feasible budgets: "
-                         f"{min(front)}..{max(front)}" if front else "meancache show: no feasible budget")
+        raise SystemExit(f"meancache show: budget={args.budget} is infeasible for this profile "
+                         f"({_limits_text(prof, args.max_skip)}); {_feasible_text(list(front))}")
+    if not front:
+        raise SystemExit(f"meancache show: {_feasible_text([])} ({_limits_text(prof, args.max_skip)})")
     cost = prof.min_cost()
     with np.errstate(divide="ignore"):
         img = np.where(np.isfinite(cost) & (cost > 0), np.log10(np.where(cost > 0, cost, 1.0)), np.nan)
@@ -232,7 +253,7 @@ def _cmd_show(args) -> int:
     print(f"profile: {args.profile} (N={n}, K_max={prof.k_max}, samples={prof.meta.get('num_samples', '?')}, "
           f"rank correlation={st.get('rank_correlation', float('nan')):.3f}, "
           f"median CV={st.get('cv_median', float('nan')):.3f})")
-    print(f"feasible budgets {bs[0]}..{bs[-1]}; plot written to {args.output}")
+    print(f"{_feasible_text(bs)}; plot written to {args.output}")
     return 0
 
 

@@ -1,10 +1,12 @@
 """`meancache solve` and `meancache show` on a small calibrated profile."""
 
+import numpy as np
 import pytest
 import torch
 
 import meancache_kernels as mck
 from meancache_kernels.cli import main
+from meancache_kernels.schedule import solve_frontier
 from meancache_kernels.testing import GaussianMixtureFlow, flow_sigmas
 
 
@@ -49,10 +51,43 @@ def test_solve_errors_are_clean(profile_path, tmp_path):
         main(["solve", str(bad), "--budget", "3"])
 
 
+def test_a_file_that_is_not_a_profile_says_so(tmp_path):
+    text = tmp_path / "notes.txt"
+    text.write_text("hello\n")
+    for cmd in (["solve", str(text), "--budget", "3"], ["show", str(text), "-o", str(tmp_path / "p.png")]):
+        with pytest.raises(SystemExit) as e:
+            main(cmd)
+        msg = str(e.value)
+        assert "not a readable MeanCache profile" in msg and "not an .npz archive" in msg and "notes.txt" in msg
+        assert "pickle" not in msg  # numpy's advice to load it unsafely must not reach the user
+    np.save(tmp_path / "plain.npy", np.zeros(3))
+    with pytest.raises(ValueError, match=r"single numpy array \(\.npy\)"):
+        mck.Profile.load(tmp_path / "plain.npy")
+    (tmp_path / "empty.npz").write_bytes(b"")
+    with pytest.raises(ValueError, match="empty"):
+        mck.Profile.load(tmp_path / "empty.npz")
+
+
+@pytest.mark.parametrize("budget", ["1", "13"])
+def test_solve_and_show_name_the_same_feasible_range(profile_path, tmp_path, budget):
+    # N = 12, max_skip = 5: B = 1 needs a 12-step edge; B = 13 > N. Both commands name the range the frontier has.
+    front = solve_frontier(mck.Profile.load(profile_path))
+    expected = f"feasible budgets: {min(front)}..{max(front)}"
+    assert list(front) == list(range(min(front), max(front) + 1)) and min(front) == 2
+    msgs = []
+    for cmd in (["solve", str(profile_path), "--budget", budget],
+                ["show", str(profile_path), "--budget", budget, "-o", str(tmp_path / "p.png")]):
+        with pytest.raises(SystemExit) as e:
+            main(cmd)
+        msgs.append(str(e.value))
+    for msg in msgs:
+        assert f"budget={budget} is infeasible for this profile (N=12, max_skip=5); {expected}" in msg, msg
+
+
 def test_show_writes_png(profile_path, tmp_path, capsys):
     out = tmp_path / "plot.png"
     assert main(["show", str(profile_path), "--budget", "4", "-o", str(out)]) == 0
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_size > 10_000
-    assert "feasible budgets 2..12" in capsys.readouterr().out
+    assert "feasible budgets: 2..12" in capsys.readouterr().out
     with pytest.raises(SystemExit, match="infeasible"):
         main(["show", str(profile_path), "--budget", "1", "-o", str(out)])
