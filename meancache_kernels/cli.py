@@ -326,59 +326,77 @@ def _add_calibrate(sub) -> None:
         "of --prompts with all --steps steps computed, records the state and the guided velocity at every "
         "scheduler step, and writes the MeanCache edge-cost profile (solve it with `meancache solve`).",
     )
+    _pipeline_args(p)
+    p.add_argument("--out", required=True, metavar="PROFILE", help="output profile file")
+    p.add_argument("--max-span", type=int, default=6, help="largest JVP span K calibrated (default 6)")
+    p.add_argument("--max-skip", type=int, default=None, help="longest run of skipped steps calibrated (default all)")
+    p.add_argument("--estimators", nargs="+", default=None, metavar="NAME",
+                   help="estimators calibrated (default: every one; 'jvp' alone: the paper's costs only)")
+    p.add_argument("--batch-size", type=int, default=1, help="prompts generated per pipeline call (default 1)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_cmd_calibrate)
+
+
+def _pipeline_args(p) -> None:
+    """Arguments shared by the commands that run a diffusers pipeline (calibrate, tune)."""
     p.add_argument("--pipeline", required=True, metavar="DIR_OR_ID", help="local pipeline directory or hub id")
     p.add_argument("--prompts", required=True, metavar="FILE", help="text file, one prompt per line ('#' comments)")
     p.add_argument("--steps", type=int, required=True, metavar="N", help="number of inference steps N")
-    p.add_argument("--out", required=True, metavar="PROFILE", help="output profile file")
     p.add_argument("--height", type=int, default=None, help="image height (default: the pipeline's)")
     p.add_argument("--width", type=int, default=None, help="image width (default: the pipeline's)")
     p.add_argument("--guidance-scale", type=float, default=None, help="guidance_scale passed to the pipeline")
     p.add_argument("--true-cfg-scale", type=float, default=None, help="true_cfg_scale (Qwen-Image, FLUX.1 true CFG)")
     p.add_argument("--negative-prompt", default=None, help="negative prompt (for CFG pipelines)")
-    p.add_argument("--max-span", type=int, default=6, help="largest JVP span K calibrated (default 6)")
-    p.add_argument("--max-skip", type=int, default=None, help="longest run of skipped steps calibrated (default all)")
-    p.add_argument("--batch-size", type=int, default=1, help="prompts generated per pipeline call (default 1)")
     p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"), help="torch dtype")
     p.add_argument("--device", default="cpu", help="torch device (default cpu)")
-    p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.set_defaults(func=_cmd_calibrate)
 
 
-def _cmd_calibrate(args) -> int:
+def _load_for(cmd: str, args):
+    """(pipeline, call kwargs, prompts) for ``meancache CMD``: messages instead of tracebacks."""
     try:
-        from .diffusers.calibration import calibrate_pipeline
         from .diffusers.loading import load_pipeline
     except ImportError as e:
-        raise SystemExit(f"meancache calibrate needs diffusers: pip install 'meancache_kernels[diffusers]' ({e})")
-    _check_device("calibrate", args.device)
-    out_dir = os.path.dirname(os.path.abspath(args.out))
-    if not os.path.isdir(out_dir):  # checked before the (long) calibration, not after it
-        raise SystemExit(f"meancache calibrate: --out {args.out!r}: the folder {out_dir} does not exist")
+        raise SystemExit(f"meancache {cmd} needs diffusers: pip install 'meancache_kernels[diffusers]' ({e})")
+    _check_device(cmd, args.device)
     if args.steps < 2:
-        raise SystemExit(f"meancache calibrate: --steps must be >= 2, got {args.steps}")
+        raise SystemExit(f"meancache {cmd}: --steps must be >= 2, got {args.steps}")
     try:
         with open(args.prompts, encoding="utf-8") as f:
             prompts = [line.strip() for line in f if line.strip() and not line.lstrip().startswith("#")]
     except OSError as e:
-        raise SystemExit(f"meancache calibrate: cannot read --prompts: {e}")
+        raise SystemExit(f"meancache {cmd}: cannot read --prompts: {e}")
     if not prompts:
-        raise SystemExit(f"meancache calibrate: --prompts {args.prompts} holds no prompt")
+        raise SystemExit(f"meancache {cmd}: --prompts {args.prompts} holds no prompt")
     try:
         pipe, call = load_pipeline(args.pipeline, dtype=args.dtype, device=args.device)
     except (OSError, ValueError) as e:
-        raise SystemExit(f"meancache calibrate: cannot load the pipeline {args.pipeline!r}: {e}")
+        raise SystemExit(f"meancache {cmd}: cannot load the pipeline {args.pipeline!r}: {e}")
     call.update({k: v for k, v in (("height", args.height), ("width", args.width),
                                    ("guidance_scale", args.guidance_scale), ("true_cfg_scale", args.true_cfg_scale))
                  if v is not None})
     if args.negative_prompt is not None:
         call["negative_prompt"] = args.negative_prompt
+    return pipe, call, prompts
+
+
+def _check_out_dir(cmd: str, path: str) -> None:
+    out_dir = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(out_dir):  # checked before the (long) run, not after it
+        raise SystemExit(f"meancache {cmd}: --out {path!r}: the folder {out_dir} does not exist")
+
+
+def _cmd_calibrate(args) -> int:
+    _check_out_dir("calibrate", args.out)
+    pipe, call, prompts = _load_for("calibrate", args)
+    from .diffusers.calibration import calibrate_pipeline
+
     t0 = time.perf_counter()
     try:
         profile = calibrate_pipeline(
             pipe, prompts, args.steps, max_span=args.max_span, max_skip=args.max_skip, batch_size=args.batch_size,
             seed=args.seed, progress=not args.no_progress, meta={"model": args.pipeline, "pipeline_dtype": args.dtype},
-            **call,
+            estimators=args.estimators, **call,
         )
     except (ValueError, TypeError) as e:
         raise SystemExit(f"meancache calibrate: {e}")
@@ -388,12 +406,61 @@ def _cmd_calibrate(args) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------------------------------------- tune
+def _add_tune(sub) -> None:
+    p = sub.add_parser(
+        "tune",
+        help="pick the best schedule for a budget end to end on a few tuning prompts (after calibrate)",
+        description="Evaluates candidate schedules (PSSP at several gamma and estimator sets, evenly spaced computed "
+        "steps with each estimator) on the --prompts against the pipeline's own full-step outputs and writes the "
+        "best one as JSON (use it with MeanCacheConfig(schedule=Schedule.from_json(...))). Costs N model calls per "
+        "prompt for the references plus B per candidate per prompt; the count is printed first. Use tuning prompts "
+        "that differ from the ones you evaluate on.",
+    )
+    _pipeline_args(p)
+    p.add_argument("--profile", required=True, help="the pipeline's profile (meancache calibrate) at --steps")
+    p.add_argument("--budget", "-b", type=int, required=True, help="number of computed steps B")
+    p.add_argument("--out", required=True, metavar="SCHEDULE", help="output schedule file (JSON)")
+    p.add_argument("--gammas", type=float, nargs="+", default=[1.0, 2.0, 3.0], help="PSSP gammas tried")
+    p.add_argument("--seed", type=int, default=10_000, help="noise seed of the first tuning prompt")
+    p.set_defaults(func=_cmd_tune)
+
+
+def _cmd_tune(args) -> int:
+    _check_out_dir("tune", args.out)
+    from .calibrate import Profile
+
+    try:
+        prof = Profile.load(args.profile)
+    except (ValueError, TypeError, FileNotFoundError) as e:
+        raise SystemExit(f"meancache tune: {e}")
+    pipe, call, prompts = _load_for("tune", args)
+    from .diffusers.tuning import tune_pipeline
+
+    t0 = time.perf_counter()
+    try:
+        best = tune_pipeline(pipe, prompts, profile=prof, budget=args.budget, num_inference_steps=args.steps,
+                             seed=args.seed, gammas=tuple(args.gammas), progress=not args.no_progress, **call)
+    except (ValueError, TypeError) as e:
+        raise SystemExit(f"meancache tune: {e}")
+    best.to_json(args.out)
+    t = best.meta["tune"]
+    print(f"tuned B={args.budget} on {len(prompts)} prompts in {time.perf_counter() - t0:.1f} s "
+          f"({t['model_calls']} model calls): best {t['best']} "
+          f"(relative latent RMSE {t['candidates'][0]['error']:.3g})")
+    for c in t["candidates"]:
+        print(f"  {c['name']:<32} {c['error'] if c['error'] is not None else float('nan'):.4g}")
+    print(f"schedule written to {args.out}")
+    return 0
+
+
 # ---------------------------------------------------------------------------------------------------- main
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="meancache", description="MeanCache for flow-matching generation")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     _add_compare(sub)
     _add_calibrate(sub)
+    _add_tune(sub)
     _add_solve(sub)
     _add_show(sub)
     _add_demo(sub)

@@ -181,30 +181,27 @@ def edge_errors(sources: torch.Tensor, index: torch.Tensor, coef: torch.Tensor) 
     ``sources``: [T, S, ...]; ``index``: int64 [E, M] on sources' device, -1 = unused slot (its coefficient is
     ignored, NaN included); ``coef``: float64 [E, M] on sources' device. Arithmetic in float32 (coefficients rounded
     to float32), or float64 when sources is float64; the result is float64 [E, S]. Edges are processed in chunks so
-    that no working tensor exceeds about 4M elements (never [E, S, D] at once).
+    that no working tensor exceeds about 4M elements (never [E, S, D] at once). Each chunk is one matrix product of
+    its coefficients (summed per distinct source, a few dozen for consecutive edges) with the sources it reads.
     """
     cd = compute_dtype(sources)
     num_rows, num_samples = sources.shape[0], sources.shape[1]
-    src = sources.reshape(num_rows, num_samples, -1)
-    numel = src.shape[2]
-    num_edges, num_slots = index.shape
+    flat = sources.reshape(num_rows, -1)
+    numel = flat.shape[1] // num_samples if num_samples else 0
+    num_edges = index.shape[0]
     err = torch.empty((num_edges, num_samples), dtype=torch.float64, device=sources.device)
-    chunk = max(1, _EDGE_CHUNK_ELEMENTS // (num_samples * numel))
+    chunk = max(1, _EDGE_CHUNK_ELEMENTS // max(1, num_samples * numel))
     for e0 in range(0, num_edges, chunk):
         idx = index[e0 : e0 + chunk]
         used = idx >= 0
-        c = torch.where(used, coef[e0 : e0 + chunk], 0.0).to(cd)
-        acc = None
-        for m in range(num_slots):
-            if not bool(used[:, m].any()):
-                continue
-            term = src.index_select(0, idx[:, m].clamp(min=0)).to(cd)
-            term.mul_(c[:, m].view(-1, 1, 1))
-            if not bool(used[:, m].all()):
-                term.masked_fill_(~used[:, m].view(-1, 1, 1), 0.0)  # an unused slot reads nothing, not 0 * x
-            acc = term if acc is None else acc.add_(term)
-        if acc is None:
+        rows = idx.shape[0]
+        if not bool(used.any()):
             err[e0 : e0 + chunk] = 0.0
-        else:
-            err[e0 : e0 + chunk] = acc.abs_().sum(dim=2).double().div_(numel)
+            continue
+        uniq = torch.unique(idx[used])  # only the sources used slots read (an unused slot reads nothing, not 0 * x)
+        inv = torch.searchsorted(uniq, idx.clamp(min=0)).clamp_(max=uniq.numel() - 1)
+        c = torch.where(used, coef[e0 : e0 + chunk], 0.0).to(cd)  # unused slots add 0 to some column
+        mat = torch.zeros((rows, uniq.numel()), dtype=cd, device=sources.device).scatter_add_(1, inv, c)
+        prod = torch.mm(mat, flat.index_select(0, uniq).to(cd))
+        err[e0 : e0 + chunk] = prod.abs_().view(rows, num_samples, numel).sum(dim=2).double().div_(numel)
     return err

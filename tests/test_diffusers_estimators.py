@@ -1,0 +1,141 @@
+"""Every estimator through the diffusers adapter: same result as the core sampler; profile configs; tune_pipeline."""
+
+import warnings
+
+import pytest
+import torch
+
+import meancache_kernels as mck
+
+pytest.importorskip("diffusers")
+from meancache_kernels.diffusers import (  # noqa: E402
+    MeanCacheConfig,
+    apply_mean_cache,
+    calibrate_pipeline,
+    get_mean_cache_stats,
+    remove_mean_cache,
+    tune_pipeline,
+)
+from meancache_kernels.diffusers.testing import tiny_call_kwargs, tiny_pipeline  # noqa: E402
+
+N = 8
+# computed [0, 1, 2, 4, 7]; skipped 3 (taylor2), 5 (mean1), 6 (jvp K=2)
+MIXED = mck.Schedule(
+    [True, True, True, False, True, False, False, True],
+    [0, 0, 0, 2, 0, 1, 2, 0],
+    estimators=["", "", "", "taylor", "", "mean", "jvp", ""],
+)
+
+
+@pytest.fixture(scope="module")
+def flux():
+    torch.set_num_threads(1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return tiny_pipeline("flux")
+
+
+def _record_steps(scheduler):
+    seen = []
+    original = scheduler.step
+
+    def step(model_output, timestep, sample, *args, **kwargs):
+        seen.append((sample.clone(), model_output.clone()))
+        return original(model_output, timestep, sample, *args, **kwargs)
+
+    scheduler.step = step
+    return seen, lambda: scheduler.__dict__.pop("step", None)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_mixed_estimators_through_the_pipeline_equal_the_core_sampler(flux, dtype):
+    pipe = flux.to(dtype)
+    try:
+        reference = pipe(**tiny_call_kwargs("flux", num_inference_steps=N))[0]
+        seen, unrecord = _record_steps(pipe.scheduler)
+        apply_mean_cache(pipe, MeanCacheConfig(schedule=MIXED))
+        try:
+            out = pipe(**tiny_call_kwargs("flux", num_inference_steps=N))[0]
+            stats = get_mean_cache_stats(pipe)
+        finally:
+            remove_mean_cache(pipe)
+            unrecord()
+        assert stats.transformer_calls == MIXED.budget and len(seen) == MIXED.budget
+        sigmas = pipe.scheduler.sigmas.double().tolist()
+        computed = iter(zip(MIXED.compute_steps, seen))
+
+        def model_fn(z, sigma):
+            i, (z_pipe, v_pipe) = next(computed)
+            assert sigma == sigmas[i]
+            torch.testing.assert_close(z, z_pipe, rtol=1e-5, atol=1e-5)
+            return v_pipe
+
+        expected = mck.sample(model_fn, seen[0][0], sigmas, MIXED)
+        assert out.dtype == expected.dtype == dtype
+        torch.testing.assert_close(out.reshape(expected.shape), expected, rtol=1e-5, atol=1e-5)
+        assert (out - reference).abs().max() > 1e-3
+    finally:
+        flux.to(torch.float32)
+
+
+def test_profile_config_uses_every_estimator_by_default_and_tune_pipeline(flux):
+    kw = tiny_call_kwargs("flux")
+    for key in ("prompt", "num_inference_steps", "generator", "output_type"):
+        kw.pop(key)
+    profile = calibrate_pipeline(flux, ["a red cube", "a green tree", "two cats"], N, max_span=2, max_skip=4,
+                                 batch_size=3, progress=False, **kw)
+    assert profile.estimators == ("jvp", "taylor1", "taylor2", "mean1", "mean2")
+    cfg = MeanCacheConfig(profile=profile, budget=4)
+    assert cfg._solved == mck.solve(profile, 4)
+    paper = MeanCacheConfig(profile=profile, budget=4, estimators=("jvp",))
+    assert paper._solved == mck.solve(profile, 4, estimators=("jvp",)) and paper._solved.is_official
+    with pytest.raises(ValueError, match="only used with profile"):
+        MeanCacheConfig(schedule=MIXED, estimators=("jvp",))
+    with pytest.raises(ValueError, match="no costs for 'taylor3'|unknown estimator"):
+        MeanCacheConfig(profile=profile, budget=4, estimators=("taylor3",))
+
+    best = tune_pipeline(flux, ["a blue ball", "a yellow star"], profile=profile, budget=4, num_inference_steps=N,
+                         progress=False, **kw)
+    t = best.meta["tune"]
+    errors = [c["error"] for c in t["candidates"]]
+    assert best.budget == 4 and len(errors) >= 5 and errors == sorted(errors)
+    assert t["model_calls"] == 2 * N + 2 * 4 * len(errors)
+    # the returned schedule's error is reproducible by running it
+    gens = lambda: [torch.Generator().manual_seed(10_000 + k) for k in range(2)]  # noqa: E731
+    ref = flux(prompt=["a blue ball", "a yellow star"], num_inference_steps=N, generator=gens(), output_type="latent",
+               **kw)[0]
+    apply_mean_cache(flux, MeanCacheConfig(schedule=best))
+    try:
+        got = flux(prompt=["a blue ball", "a yellow star"], num_inference_steps=N, generator=gens(),
+                   output_type="latent", **kw)[0]
+    finally:
+        remove_mean_cache(flux)
+    err = ((got.double() - ref.double()).norm() / ref.double().norm()).item()
+    assert abs(err - errors[0]) <= 1e-6 * max(err, 1e-12) + 1e-12
+    with pytest.raises(ValueError, match="num_inference_steps"):
+        tune_pipeline(flux, ["x"], profile=profile, budget=4, num_inference_steps=N + 1, progress=False, **kw)
+
+
+def test_cli_calibrate_then_tune_writes_the_best_schedule(flux, tmp_path, capsys):
+    from meancache_kernels.cli import main
+
+    pipe_dir = tmp_path / "tiny-flux"
+    flux.save_pretrained(pipe_dir)
+    cal = tmp_path / "cal.txt"
+    cal.write_text("a red cube\ntwo blue spheres\n", encoding="utf-8")
+    tun = tmp_path / "tune.txt"
+    tun.write_text("# tuning prompts\na green tree\n", encoding="utf-8")
+    prof = tmp_path / "p.npz"
+    common = ["--pipeline", str(pipe_dir), "--steps", "6", "--height", "16", "--width", "16", "--no-progress"]
+    assert main(["calibrate", *common, "--prompts", str(cal), "--out", str(prof), "--max-span", "2",
+                 "--max-skip", "3"]) == 0
+    assert mck.Profile.load(prof).estimators == ("jvp", "taylor1", "taylor2", "mean1", "mean2")
+    out = tmp_path / "best.json"
+    capsys.readouterr()
+    assert main(["tune", *common, "--prompts", str(tun), "--profile", str(prof), "--budget", "3",
+                 "--out", str(out), "--gammas", "2"]) == 0
+    text = capsys.readouterr().out
+    best = mck.Schedule.from_json(out)
+    assert best.budget == 3 and best.meta["tune"]["best"] in text and "model calls" in text
+    with pytest.raises(SystemExit, match="meancache tune: .*profile"):
+        main(["tune", *common, "--prompts", str(tun), "--profile", str(cal), "--budget", "3", "--out", str(out)])
