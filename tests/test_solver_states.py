@@ -1,0 +1,328 @@
+"""Estimator-aware PSSP (DESIGN.md 2b, meancache_kernels/solver.py): the C++ DP (_C.frontier_states) equals the numpy
+oracle bit for bit, both equal a brute force over every path and every (estimator, parameter) per edge, the jvp-only
+solve is still the paper's solver, and bad input to the C++ entry point raises ValueError naming the argument."""
+
+import itertools
+
+import numpy as np
+import pytest
+
+import meancache_kernels as mck
+from meancache_kernels import schedule as sch
+from meancache_kernels import solver as slv
+
+try:
+    import meancache_kernels._C as _C
+except ImportError:  # pragma: no cover - the extension is built in CI
+    _C = None
+
+HAVE_STATES = _C is not None and hasattr(_C, "frontier_states")
+needs_states = pytest.mark.skipif(not HAVE_STATES, reason="meancache_kernels._C without frontier_states (not built)")
+BACKENDS = ["python", pytest.param("cpp", marks=needs_states)]
+POLY_NAMES = ["taylor1", "taylor2", "mean1", "mean2"]
+
+
+def _random_profile(rng, n: int, integer: bool):
+    """A Profile with random jvp costs [K+1, N+1, N+1] and polynomial costs [E, N, D+1, D+1, D+1] (+inf sprinkled;
+    integer-valued costs make exact ties)."""
+    kmax = int(rng.integers(1, 4))
+    e = int(rng.integers(1, 4))
+    d_poly = int(rng.integers(2, 6))
+    shape_c, shape_p = (kmax + 1, n + 1, n + 1), (e, n, d_poly + 1, d_poly + 1, d_poly + 1)
+    if integer:
+        costs = rng.integers(0, 4, size=shape_c).astype(np.float64)
+        poly = rng.integers(0, 4, size=shape_p).astype(np.float64)
+    else:
+        costs = rng.random(shape_c) ** 3
+        poly = rng.random(shape_p) ** 3
+    costs[rng.random(shape_c) < 0.15] = np.inf
+    poly[rng.random(shape_p) < 0.15] = np.inf
+    names = [str(x) for x in rng.permutation(POLY_NAMES)[:e]]
+    return mck.Profile(costs, np.linspace(1.0, 0.0, n + 1), poly_costs=poly, poly_estimators=names)
+
+
+def _random_args(rng, profile):
+    n = profile.num_steps
+    forced = sorted(set(rng.integers(0, n, size=int(rng.integers(0, 3))).tolist()))
+    k_lo = int(rng.integers(1, profile.k_max + 1))
+    k_hi = int(rng.integers(k_lo, profile.k_max + 1))
+    names = list(profile.estimators)
+    pick = [x for x in names if rng.random() < 0.6] or names[1:2]
+    return dict(
+        gamma=float(rng.choice([1.0, 2.0, 1.5])),
+        always_compute=forced,
+        max_skip=int(rng.integers(0, n + 1)),
+        k_range=(k_lo, k_hi),
+        estimators=tuple(pick) if rng.random() < 0.8 else None,
+    )
+
+
+def _power(x, gamma):
+    x = np.asarray(x, dtype=np.float64)
+    return x * x if gamma == 2.0 else x.copy() if gamma == 1.0 else np.power(x, gamma)
+
+
+def _brute_force(profile, budget, gamma, always_compute, max_skip, k_range, estimators):
+    """Every path 0 = p_0 < ... < p_{B-1} < N and, per edge, every candidate (jvp with each K in k_range, then each
+    selected polynomial estimator in profile order at the state a = i - h, b = h - h2). Returns the best path under
+    the key (T_0, p_1, T_1, ...) (T_k: the rest of the path summed from its last edge back) as
+    (steps, [(family, param) or None per edge], objective), or None when no path exists."""
+    n = profile.num_steps
+    names = profile.estimators if estimators is None else estimators
+    k_lo, k_hi = k_range
+    jvp = _power(profile.costs, gamma)
+    poly = _power(profile.poly_costs, gamma)
+    d_poly = profile.poly_costs.shape[2] - 1
+    polys = [(e, name) for e, name in enumerate(profile.poly_estimators) if name in names]
+    forced = {0, *always_compute}
+    best_key, best = None, None
+    for inner in itertools.combinations(range(1, n), budget - 1):
+        steps = (0, *inner)
+        if not forced <= set(steps):
+            continue
+        nodes = steps + (n,)
+        terms, picks = [], []
+        for k in range(budget):
+            i, j = nodes[k], nodes[k + 1]
+            d = j - i
+            if d == 1:
+                terms.append(0.0)
+                picks.append(None)
+                continue
+            a = i - nodes[k - 1] if k >= 1 else 0
+            b = nodes[k - 1] - nodes[k - 2] if k >= 2 else 0
+            term, pick = np.inf, None
+            if d - 1 <= max_skip:
+                if "jvp" in names:
+                    for kk in range(k_lo, k_hi + 1):
+                        if jvp[kk, i, j] < term:
+                            term, pick = float(jvp[kk, i, j]), ("jvp", kk)
+                if max(a, b, d) <= d_poly:
+                    for e, name in polys:
+                        if poly[e, i, a, b, d] < term:
+                            term, pick = float(poly[e, i, a, b, d]), (name[:-1], int(name[-1]))
+            if pick is None:
+                break
+            terms.append(term)
+            picks.append(pick)
+        else:
+            tails = [0.0] * budget
+            tails[-1] = terms[-1]
+            for k in range(budget - 2, -1, -1):  # last edge first
+                tails[k] = terms[k] + tails[k + 1]
+            key = tuple(x for k in range(budget) for x in (tails[k], nodes[k + 1]))
+            if best_key is None or key < best_key:
+                best_key, best = key, (list(steps), picks, tails[0])
+    return best
+
+
+def _expected_schedule(n, steps, picks):
+    mask, est, params = [False] * n, [""] * n, [0] * n
+    for s, e, pick in zip(steps, steps[1:] + [n], picks):
+        mask[s] = True
+        for t in range(s + 1, e):
+            est[t], params[t] = pick
+    return mck.Schedule(mask, params, estimators=est)
+
+
+def _objective_of(schedule, profile, gamma):
+    """The objective of a schedule recomputed from its own per-step estimators (right-to-left sum)."""
+    n = profile.num_steps
+    steps = schedule.compute_steps
+    nodes = steps + [n]
+    terms = []
+    for k in range(len(steps)):
+        i, j = nodes[k], nodes[k + 1]
+        if j == i + 1:
+            terms.append(0.0)
+            continue
+        fam, p = schedule.estimators[i + 1], schedule.spans[i + 1]
+        if fam == "jvp":
+            terms.append(float(_power(profile.costs[p, i, j], gamma)))
+        else:
+            a = i - nodes[k - 1] if k >= 1 else 0
+            b = nodes[k - 1] - nodes[k - 2] if k >= 2 else 0
+            e = profile.poly_estimators.index(f"{fam}{p}")
+            terms.append(float(_power(profile.poly_costs[e, i, a, b, j - i], gamma)))
+    total = terms[-1]
+    for t in reversed(terms[:-1]):
+        total = t + total
+    return total
+
+
+@pytest.mark.parametrize("integer", [False, True])
+@pytest.mark.parametrize("seed", range(6))
+def test_solver_equals_brute_force(seed, integer):
+    rng = np.random.default_rng(100 * integer + seed)
+    checked = infeasible = 0
+    for _ in range(4):
+        profile = _random_profile(rng, int(rng.integers(1, 13)), integer)
+        kw = _random_args(rng, profile)
+        if kw["estimators"] == ("jvp",):
+            kw["estimators"] = None
+        n = profile.num_steps
+        for budget in range(1, n + 1):
+            expected = _brute_force(profile, budget, **kw)
+            for backend in ["python"] + (["cpp"] if HAVE_STATES else []):
+                if expected is None:
+                    with pytest.raises(ValueError, match="infeasible"):
+                        mck.solve(profile, budget, backend=backend, **kw)
+                    infeasible += 1
+                    continue
+                got = mck.solve(profile, budget, backend=backend, **kw)
+                assert got.meta["objective"] == expected[2], (backend, budget)  # exactly: same float operations
+                assert _objective_of(got, profile, kw["gamma"]) == expected[2]  # the schedule attains it
+                assert got == _expected_schedule(n, *expected[:2]), (backend, budget)  # and the tie rule
+                assert got.meta["solver"] == backend
+                checked += 1
+    assert checked > 0
+
+
+def _random_table(rng, n, d, integer):
+    w = (
+        rng.integers(0, 4, size=(n, d + 1, d + 1, d + 1)).astype(np.float64)
+        if integer
+        else rng.random((n, d + 1, d + 1, d + 1))
+    )
+    w[rng.random(w.shape) < 0.2] = np.inf
+    return w
+
+
+@needs_states
+@pytest.mark.parametrize("integer", [False, True])
+@pytest.mark.parametrize("seed", range(4))
+def test_cpp_dp_equals_reference_on_raw_tables(seed, integer):
+    rng = np.random.default_rng(10 + seed)
+    for n, d in [(1, 1), (1, 3), (2, 1), (5, 2), (7, 7), (12, 4), (9, 11), (int(rng.integers(1, 13)), 3)]:
+        w = _random_table(rng, n, d, integer)
+        forced = sorted(set(rng.integers(0, n, size=int(rng.integers(0, 3))).tolist()))
+        for r_max in {1, n, int(rng.integers(1, n + 1))}:
+            F, ch = slv.dp_reference(w, forced, r_max)
+            obj, choice = _C.frontier_states(w, forced, r_max)
+            assert obj.dtype == np.float64 and obj.shape == (r_max + 1,)
+            assert choice.dtype == np.int32 and choice.shape == (r_max + 1, n, d + 1, d + 1)
+            assert np.array_equal(obj, F[:, 0, 0, 0]), (n, d, r_max)  # +inf included
+            assert np.array_equal(choice, ch), (n, d, r_max)
+            assert np.isinf(obj[0])
+
+
+@needs_states
+def test_cpp_dp_forced_order_and_duplicates_and_strided_input():
+    rng = np.random.default_rng(5)
+    w = _random_table(rng, 10, 4, integer=False)
+    F, ch = slv.dp_reference(w, [3, 7], 10)
+    for forced in ([7, 3], [3, 7, 3, 0]):
+        obj, choice = _C.frontier_states(w, forced, 10)
+        assert np.array_equal(obj, F[:, 0, 0, 0]) and np.array_equal(choice, ch)
+    big = np.zeros((10, 5, 5, 10))
+    big[..., ::2] = w  # a non-contiguous view is copied, not misread
+    obj, choice = _C.frontier_states(big[..., ::2], [3, 7], 10)
+    assert np.array_equal(obj, F[:, 0, 0, 0]) and np.array_equal(choice, ch)
+
+
+@needs_states
+@pytest.mark.parametrize("integer", [False, True])
+@pytest.mark.parametrize("seed", range(4))
+def test_cpp_equals_python_on_profiles(seed, integer):
+    rng = np.random.default_rng(200 + seed)
+    for n in (1, int(rng.integers(2, 13)), 12):
+        profile = _random_profile(rng, n, integer)
+        kw = _random_args(rng, profile)
+        if kw["estimators"] == ("jvp",):
+            kw["estimators"] = None
+        table, forced, _ = sch._states_setup(
+            profile, kw["gamma"], kw["always_compute"], kw["max_skip"], kw["k_range"], kw["estimators"]
+        )
+        F, ch = slv.dp_reference(table.w, forced, n)
+        obj, choice = _C.frontier_states(table.w, sorted(set(forced)), n)
+        assert np.array_equal(obj, F[:, 0, 0, 0]) and np.array_equal(choice, ch)
+        fc = sch.solve_frontier(profile, backend="cpp", **kw)
+        fp = sch.solve_frontier(profile, backend="python", **kw)
+        assert list(fc) == list(fp) == [b for b in range(1, n + 1) if obj[b] < np.inf]
+        for b in fp:
+            sc, sp = mck.solve(profile, b, backend="cpp", **kw), mck.solve(profile, b, backend="python", **kw)
+            assert sc == sp == fc[b] == fp[b]
+            assert sc.meta["objective"] == sp.meta["objective"] == fc[b].meta["objective"] == obj[b]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("seed", range(4))
+def test_jvp_only_is_the_papers_solver(seed, backend):
+    rng = np.random.default_rng(300 + seed)
+    profile = _random_profile(rng, int(rng.integers(2, 12)), integer=bool(seed % 2))
+    kw = _random_args(rng, profile)
+    kw.pop("estimators")
+    n = profile.num_steps
+    table = slv.edge_table(profile, kw["gamma"], ("jvp",), *kw["k_range"], kw["max_skip"])
+    no_poly = mck.Profile(
+        profile.costs,
+        profile.sigmas,
+        poly_costs=np.full_like(profile.poly_costs, np.inf),
+        poly_estimators=list(profile.poly_estimators),
+    )
+    for budget in range(1, n + 1):
+        try:
+            paper = sch.solve_costs(profile.costs, budget, backend=backend, **kw)
+        except ValueError as e:
+            assert "infeasible" in str(e)
+            with pytest.raises(ValueError, match="infeasible"):
+                mck.solve(profile, budget, backend=backend, estimators=("jvp",), **kw)
+            continue
+        got = mck.solve(profile, budget, backend=backend, estimators=("jvp",), **kw)
+        assert got == paper.to_schedule() and got.is_official
+        assert got.meta["objective"] == paper.objective
+        # the estimator-aware DP on a jvp-only table is the paper's DP: same path, ties and objective bits
+        states = slv.solve_states(table, budget, kw["always_compute"], {}, backend=backend)
+        assert states == got and states.meta["objective"] == paper.objective
+        # polynomial estimators that are never finite change nothing
+        allowed = mck.solve(no_poly, budget, backend=backend, **kw)
+        assert allowed == got and allowed.meta["objective"] == paper.objective
+
+
+def test_missing_states_extension_falls_back_to_python(monkeypatch):
+    rng = np.random.default_rng(9)
+    profile = _random_profile(rng, 8, integer=False)
+    ref = mck.solve(profile, 4, backend="python", max_skip=7)
+
+    class OldExt:  # an extension built before the estimator-aware DP
+        pass
+
+    monkeypatch.setattr(slv, "_load_ext", lambda: OldExt())
+    got = mck.solve(profile, 4, backend="auto", max_skip=7)
+    assert got == ref and got.meta["solver"] == "python" and got.meta["objective"] == ref.meta["objective"]
+    with pytest.raises(ImportError, match="backend='cpp'"):
+        slv.solve_states(
+            slv.edge_table(profile, 2.0, profile.estimators, 1, profile.k_max, 7), 4, [0], {}, backend="cpp"
+        )
+
+
+@needs_states
+@pytest.mark.parametrize(
+    "w, forced, r_max, match",
+    [
+        (np.ones((4, 3, 3)), [], 2, "w must have shape"),
+        (np.ones((4, 3, 3, 2)), [], 2, "w must have shape"),
+        (np.ones((4, 3, 2, 3)), [], 2, "w must have shape"),
+        (np.ones((4, 1, 1, 1)), [], 2, "w must have shape.*D >= 1"),
+        (np.ones((0, 3, 3, 3)), [], 1, "w must have shape.*N >= 1"),
+        (np.ones((4, 3, 3, 3)), [], 0, "r_max must be in 1..N=4, got 0"),
+        (np.ones((4, 3, 3, 3)), [], 5, "r_max must be in 1..N=4, got 5"),
+        (np.ones((4, 3, 3, 3)), [4], 2, "forced step 4 is out of range"),
+        (np.ones((4, 3, 3, 3)), [1, -1], 2, "forced step -1 is out of range"),
+    ],
+)
+def test_cpp_bad_arguments(w, forced, r_max, match):
+    with pytest.raises(ValueError, match=match):
+        _C.frontier_states(w, forced, r_max)
+
+
+@needs_states
+@pytest.mark.parametrize("bad", [np.nan, -1.0, -np.inf, -0.5e-300])
+def test_cpp_bad_edge_values(bad):
+    w = np.ones((4, 3, 3, 3))
+    w[2, 1, 0, 2] = bad
+    with pytest.raises(ValueError, match=r"w must be >= 0 or \+inf \(no NaN\).*\[i, a, b, d\] = \[2, 1, 0, 2\]"):
+        _C.frontier_states(w, [], 2)
+    w[2, 1, 0, 2] = np.inf  # +inf and -0.0 are fine
+    w[0, 0, 0, 1] = -0.0
+    _C.frontier_states(w, [], 2)
