@@ -791,6 +791,7 @@ def _solver_meta(result: SolverResult, gamma, always_compute, max_skip, k_range,
         "always_compute": sorted({0, *[int(x) for x in (always_compute or ())]}),
         "max_skip": max_skip,
         "k_range": list(k_range) if k_range is not None else None,
+        "estimators": ["jvp"],
     }
     for key in ("model", "resolution", "dtype", "estimator", "num_samples"):
         if key in pmeta:
