@@ -73,36 +73,42 @@ def edge_table(profile, gamma: float, estimators: Sequence[str], k_lo: int, k_hi
     d_lim = max(1, min(max_skip + 1, n))
     d_max = d_lim if use_jvp else min(d_lim, d_poly)
     shape = (n, d_max + 1, d_max + 1, d_max + 1)
-    w = np.full(shape, np.inf)
-    code = np.zeros(shape, dtype=np.int32)
     candidates: list[tuple[str, int]] = []
-    ii = np.arange(n)
+    w2 = np.full((n, d_max + 1), np.inf)  # the jvp part, independent of (a, b)
+    code2 = np.zeros((n, d_max + 1), dtype=np.int32)
     if use_jvp:
-        # jvp: min over K of L_K(i, i + d), smallest K on ties; independent of (a, b)
-        for k in range(k_lo, k_hi + 1):
-            candidates.append(("jvp", k))
-            ck = np.full((n, d_max + 1), np.inf)
-            for d in range(2, min(d_max, max_skip + 1) + 1):
-                ok = ii + d <= n
-                ck[ok, d] = profile.costs[k, ii[ok], ii[ok] + d]
-            term = _power(ck, gamma)[:, None, None, :]
-            better = term < w
-            w = np.where(better, term, w)
-            code = np.where(better, len(candidates), code).astype(np.int32)
-    for e, name in zip(pidx, poly):
-        candidates.append((name.rstrip("0123456789"), int(name[len(name.rstrip("0123456789")):])))
-        c = np.full(shape, np.inf)
+        # min over K of L_K(i, i + d), the smallest K on ties (argmin returns the first minimum)
+        candidates.extend(("jvp", k) for k in range(k_lo, k_hi + 1))
+        ck = np.full((k_hi - k_lo + 1, n, d_max + 1), np.inf)
+        ii = np.arange(n)
+        for d in range(2, min(d_max, max_skip + 1) + 1):
+            ok = ii + d <= n
+            ck[:, ok, d] = profile.costs[k_lo : k_hi + 1, ii[ok], ii[ok] + d]
+        terms = _power(ck, gamma)
+        arg = np.argmin(terms, axis=0)
+        w2 = np.take_along_axis(terms, arg[None], axis=0)[0]
+        code2 = np.where(np.isfinite(w2), arg + 1, 0).astype(np.int32)
+    w = np.broadcast_to(w2[:, None, None, :], shape).copy()
+    code = np.broadcast_to(code2[:, None, None, :], shape).copy()
+    if poly:
+        # the polynomial estimators, first in profile order on ties; they replace jvp only when strictly better
+        first = len(candidates)
+        for name in poly:
+            fam = name.rstrip("0123456789")
+            candidates.append((fam, int(name[len(fam):])))
         dd = min(d_poly, d_max)
-        c[:, : dd + 1, : dd + 1, : dd + 1] = profile.poly_costs[e, :, : dd + 1, : dd + 1, : dd + 1]
-        c[..., :2] = np.inf  # chain edges are set below
-        term = _power(c, gamma)
-        better = term < w
-        w = np.where(better, term, w)
-        code = np.where(better, len(candidates), code).astype(np.int32)
+        terms = _power(profile.poly_costs[pidx][:, :, : dd + 1, : dd + 1, : dd + 1], gamma)
+        arg = np.argmin(terms, axis=0)
+        pw = np.take_along_axis(terms, arg[None], axis=0)[0]
+        pw[..., :2] = np.inf  # chain edges are set below
+        sub_w = w[:, : dd + 1, : dd + 1, : dd + 1]
+        sub_c = code[:, : dd + 1, : dd + 1, : dd + 1]
+        better = pw < sub_w
+        sub_w[better] = pw[better]
+        sub_c[better] = (arg[better] + first + 1).astype(np.int32)
     w[..., 0] = np.inf
     w[..., 1] = 0.0
     code[..., :2] = 0
-    w[~np.isfinite(w)] = np.inf
     return EdgeTable(np.ascontiguousarray(w), np.ascontiguousarray(code), candidates, n)
 
 
