@@ -148,6 +148,9 @@ class MeanCacheContext:
             gen.outputs.clear()  # the cached outputs are not needed any more
 
     # ------------------------------------------------------------------ per transformer call
+    # The decision is host-side bookkeeping and is never traced: under pipe.transformer.compile() dynamo would guard
+    # on these counters and recompile at every step. recursive=False: the model's forward called from here compiles.
+    @torch.compiler.disable(recursive=False)
     def transformer_call(self, original_forward, args, kwargs):
         pipe = self._pipe()
         if pipe is not None and getattr(pipe, "scheduler", self.scheduler) is not self.scheduler:
