@@ -216,8 +216,10 @@ def meancache_methods(profile, budget: int, num_steps: int, tune: Callable | Non
 def describe(schedule) -> str:
     """Computed steps of a schedule, and its estimators when the schedule records them."""
     txt = "steps " + ",".join(str(s) for s in schedule.compute_steps)
-    est = (schedule.meta or {}).get("estimators")
-    return txt + (f"; estimators {est}" if est else "")
+    meta = schedule.meta or {}
+    est = meta.get("estimators")
+    tuned = meta.get("tune", {}).get("best") if isinstance(meta.get("tune"), dict) else None
+    return txt + (f"; estimators {est}" if est else "") + (f"; tuned: {tuned}" if tuned else "")
 
 
 # ---------------------------------------------------------------------------------------------------- pipeline
@@ -312,15 +314,24 @@ class PipelineBench:
 
     # ---------------------------------------------------------------- profile
     def load_profile(self):
+        """The shipped profile for the shipped model at N = 50 (or ``--profile``) when it holds costs for every
+        estimator the library offers; otherwise a profile calibrated in the run on the calibration prompts."""
+        import meancache_kernels as mck
         from meancache_kernels import Profile
         from meancache_kernels._assets import SHIPPED_PROFILE
         from meancache_kernels.diffusers import calibrate_pipeline
 
+        wanted = set(mck.estimators.available()) if hasattr(mck, "estimators") else {"jvp"}
+        note = ""
         if self.profile_path is not None or (self.model is None and self.num_steps == N):
             path = self.profile_path or SHIPPED_PROFILE
-            self.profile = Profile.load(path)
-            self.meta["profile"] = f"loaded {Path(path).name}"
-            return
+            prof = Profile.load(path)
+            have = set(getattr(prof, "estimators", ("jvp",)))
+            if self.profile_path is not None or wanted <= have:
+                self.profile = prof
+                self.meta["profile"] = f"loaded {Path(path).name} (estimators {sorted(have)})"
+                return
+            note = f"{Path(path).name} holds costs for {sorted(have)} only; "
         t0 = time.perf_counter()
         seeds = 1 if self.smoke else 4
         self.profile = calibrate_pipeline(
@@ -328,8 +339,9 @@ class PipelineBench:
             batch_size=len(self.cal_prompts), seed=CAL_SEED, progress=False, **self.kw,
         )
         secs = time.perf_counter() - t0
-        self.meta["profile"] = (f"calibrated in the run on {len(self.cal_prompts) * seeds} generations of the "
-                                f"calibration prompts (seeds {CAL_SEED}..), {secs:.0f} s")
+        have = sorted(getattr(self.profile, "estimators", ("jvp",)))
+        self.meta["profile"] = (f"{note}calibrated in the run on {len(self.cal_prompts) * seeds} generations of the "
+                                f"calibration prompts (seeds {CAL_SEED}..; estimators {have}), {secs:.0f} s")
         self.log(f"  profile: {self.meta['profile']}")
 
     # ---------------------------------------------------------------- evaluation
@@ -514,9 +526,8 @@ class PipelineBench:
             return None
 
         def tune(budget):
-            gens = [torch.Generator().manual_seed(TUNE_SEED + k) for k in range(len(self.tune_prompts))]
             return tune_pipeline(self.pipe, self.tune_prompts, profile=self.profile, budget=budget,
-                                 num_inference_steps=self.num_steps, generator=gens, **self.kw)
+                                 num_inference_steps=self.num_steps, seed=TUNE_SEED, progress=False, **self.kw)
 
         return tune
 
@@ -634,7 +645,7 @@ def bench_flow(spec, num_steps, budgets, n_eval, n_cal, n_tune, log=print):
             f"conv {m['conv_rel_rmse']:.3e}  {setting}")
 
     def tune(b):
-        return mck.tune(flow, z_tune, sig, profile, b)
+        return mck.tune(flow, z_tune, sig, profile, b, progress=False)
 
     def sched_run(make, b):
         def fn():
@@ -678,8 +689,12 @@ def _fmt(x, spec=".2f"):
     return format(x, spec)
 
 
+RECOMMENDED = "MeanCache tuned (recommended)"
+
+
 def best_rows(rows, key, higher=True):
-    """{budget: (best row, best MeanCache row, best non-MeanCache row)} among unmarked, measured rows."""
+    """{budget: (best row, best MeanCache row, best non-MeanCache row, recommended row)} among unmarked, measured
+    rows (the recommended row: the tuned schedule, None when the library has no tuning)."""
     out = {}
     for b in sorted({r.budget for r in rows}, reverse=True):
         ok = [r for r in rows if r.budget == b and r.status == "ok" and not r.marked]
@@ -689,8 +704,14 @@ def best_rows(rows, key, higher=True):
             return pick(rs, key=lambda r: r.metrics[key]) if rs else None
 
         out[b] = (best(ok), best([r for r in ok if r.family == "MeanCache"]),
-                  best([r for r in ok if r.family != "MeanCache"]))
+                  best([r for r in ok if r.family != "MeanCache"]), best([r for r in ok if r.method == RECOMMENDED]))
     return out
+
+
+def _versus(row, alt, key, unit, higher) -> str:
+    if higher:
+        return f"{row.metrics[key] - alt.metrics[key]:+.2f} {unit}"
+    return f"{row.metrics[key] / alt.metrics[key]:.2f}x the error"
 
 
 def pipeline_report(rows, meta, title) -> str:
@@ -719,18 +740,20 @@ def pipeline_report(rows, meta, title) -> str:
 
 
 def summary(rows, key, unit, higher, label="against the N-step output") -> str:
+    """Best method per budget; the recommended MeanCache path and the best MeanCache variant (picked on the
+    evaluation data, like the best alternative) against the best alternative."""
     parts = []
-    for b, (top, mc, alt) in best_rows(rows, key, higher).items():
+    fmt = ".2f" if higher else ".3e"
+    for b, (top, mc, alt, rec) in best_rows(rows, key, higher).items():
         if top is None:
             continue
-        txt = f"B={b}: **{top.method}** ({top.metrics[key]:.4g}{' ' + unit if unit else ''})"
-        if mc is not None and alt is not None:
-            if higher:
-                d = mc.metrics[key] - alt.metrics[key]
-                txt += f"; best MeanCache {mc.method} {d:+.2f} {unit} vs best alternative {alt.method}"
-            else:
-                ratio = mc.metrics[key] / alt.metrics[key]
-                txt += f"; best MeanCache {mc.method} at {ratio:.2f}x the error of best alternative {alt.method}"
+        txt = f"B={b}: **{top.method}** ({format(top.metrics[key], fmt)}{' ' + unit if unit else ''})"
+        if alt is not None:
+            txt += f"; best alternative {alt.method} ({format(alt.metrics[key], fmt)})"
+            if rec is not None:
+                txt += f"; recommended MeanCache (tuned) {_versus(rec, alt, key, unit, higher)}"
+            if mc is not None and mc is not rec:
+                txt += f"; best MeanCache variant, {mc.method}, {_versus(mc, alt, key, unit, higher)}"
         parts.append(txt)
     return f"Best per budget ({label}): " + "; ".join(parts) + "."
 
