@@ -263,9 +263,11 @@ def _add_demo(sub) -> None:
         "demo",
         help="MeanCache on the shipped tiny FluxPipeline (or your own pipeline) against the uncached output",
         description="Generates a few prompts at N steps without caching and with MeanCache at budgets B (schedules "
-        "solved from the calibration profile), prints calls, wall time, speedup, PSNR, SSIM and max abs difference "
-        "against the uncached output, and writes table.txt, results.json, grid.png and psnr_vs_speedup.png. "
-        "Without --model it runs offline on the small text-conditioned FluxPipeline shipped with the package.",
+        "solved from the calibration profile), prints transformer calls, wall time, speedup (median of interleaved "
+        "full/cached pairs, with its spread and the CPU-time ratio), PSNR, SSIM and max abs difference against the "
+        "uncached output, and writes table.txt, results.json, grid.png and psnr_vs_calls.png. --compare adds UniPC "
+        "with B steps and TaylorSeer at about B calls. Without --model it runs offline on the small "
+        "text-conditioned FluxPipeline shipped with the package.",
     )
     p.add_argument("--model", default=None, help="local directory or hub id of a FluxPipeline / QwenImagePipeline "
                    "(default: the shipped tiny FluxPipeline, offline)")
@@ -280,7 +282,10 @@ def _add_demo(sub) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="meancache_out", help="output folder (default ./meancache_out)")
     p.add_argument("--repeats", type=int, default=3,
-                   help="timed runs per configuration; the table reports the fastest (default 3)")
+                   help="interleaved timed pairs (full run, then the configuration) per row; the table reports the "
+                   "median ratio and its spread (default 3)")
+    p.add_argument("--compare", action="store_true",
+                   help="also run UniPC with B steps and diffusers' TaylorSeer (lite) at about B transformer calls")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_demo)
 
@@ -300,7 +305,7 @@ def _cmd_demo(args) -> int:
     from . import demo
 
     _check_device("demo", args.device)
-    budgets = list(demo.DEFAULT_BUDGETS)
+    budgets = None  # the defaults, named as such when they do not fit --steps
     if args.budget:
         try:
             budgets = [int(b) for item in args.budget for b in item.split(",") if b.strip()]
@@ -310,7 +315,7 @@ def _cmd_demo(args) -> int:
         demo.run_demo(
             args.model, prompts=args.prompt or demo.DEFAULT_PROMPTS, budgets=budgets, steps=args.steps,
             device=args.device, out=args.out, seed=args.seed, gamma=args.gamma, profile_path=args.profile,
-            progress=not args.no_progress, repeats=args.repeats,
+            progress=not args.no_progress, repeats=args.repeats, compare=args.compare,
         )
     except (ValueError, TypeError, FileNotFoundError, ImportError) as e:
         raise SystemExit(f"meancache demo: {e}") from None

@@ -3,11 +3,16 @@
 By default it runs the small text-conditioned FluxPipeline shipped in ``meancache_kernels/assets/tiny_flux`` (trained
 by ``python/tools/train_tiny_flux.py`` on rendered shapes) with the calibration profile shipped beside it: for a few
 prompts it generates at N steps without caching and with MeanCache at budgets B (schedules solved with PSSP from the
-profile), then reports transformer calls, wall time, speedup and the image error (PSNR, SSIM, max abs difference)
-against the uncached output, and writes an image grid and a plot.
+profile), then reports transformer calls (the primary cost), wall time, speedup and the image error (PSNR, SSIM, max
+abs difference) against the uncached output, and writes an image grid and a plot. With ``compare=True`` it adds the
+alternatives a user has at the same number of transformer calls: UniPC with B steps and diffusers' TaylorSeer cache.
 
-Layering: this module never imports diffusers itself; loading, calibration and the cache come from
-:mod:`meancache_kernels.diffusers`, imported lazily inside :func:`run_demo` (``import meancache_kernels`` stays cheap).
+Timing on a shared machine: runs are interleaved (full, cached, full, cached, ...); each speedup is the median of the
+paired ratios (each run against the full run just before it) with their min-max spread, beside the same ratio of
+process CPU time, and the demo says when the spread is too wide to trust.
+
+Layering: diffusers is imported only inside functions (and by :mod:`meancache_kernels.diffusers`, imported lazily
+inside :func:`run_demo`): ``import meancache_kernels`` stays cheap.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import statistics
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -24,7 +30,8 @@ import torch
 
 from ._assets import SHIPPED_MODEL_DIR, SHIPPED_PROFILE
 
-__all__ = ["SHIPPED_MODEL_DIR", "SHIPPED_PROFILE", "DEFAULT_PROMPTS", "DemoRow", "psnr", "ssim", "run_demo"]
+__all__ = ["SHIPPED_MODEL_DIR", "SHIPPED_PROFILE", "DEFAULT_PROMPTS", "DEFAULT_BUDGETS", "DemoRow", "psnr", "ssim",
+           "run_demo"]
 
 DEFAULT_PROMPTS = (
     "a red circle at the top left",
@@ -33,6 +40,12 @@ DEFAULT_PROMPTS = (
     "a green circle at the top right",
 )
 DEFAULT_BUDGETS = (25, 17, 10)
+# A paired-ratio spread (max - min) / median above this is too wide to trust on this machine.
+SPREAD_WARN = 0.25
+# UniPC order of the --compare rows: measured best of 1, 2, 3 on the shipped model at B = 17 and 10 (4 demo prompts,
+# PSNR vs the uncached 50-step output: order 1 62.0 / 57.5 dB, order 2 56.2 / 54.8, order 3 56.1 / 55.5).
+UNIPC_ORDER = 1
+TAYLORSEER_WARMUP = 3  # TaylorSeerCacheConfig.disable_cache_before_step of the --compare rows
 
 
 def _generators(device: str, seed: int, n: int) -> list[torch.Generator]:
@@ -47,16 +60,11 @@ def _run(pipe, prompts, steps: int, call_kwargs: dict, seed: int, device: str, *
     return np.asarray(out, dtype=np.float64)
 
 
-def _timed(calls: list[int], repeats: int, fn):
-    """Run ``fn`` ``repeats`` times (identical, deterministic generations); returns the last result, the minimum
-    wall time and the transformer calls of one run. The minimum filters out other load on a shared machine."""
-    best = math.inf
-    for _ in range(repeats):
-        calls[0] = 0
-        t0 = time.perf_counter()
-        out = fn()
-        best = min(best, time.perf_counter() - t0)
-    return out, best, calls[0]
+def _timed(fn):
+    """Run ``fn`` once; returns its result, the wall time and the process CPU time (all threads) it took."""
+    t0, c0 = time.perf_counter(), time.process_time()
+    out = fn()
+    return out, time.perf_counter() - t0, time.process_time() - c0
 
 
 # ---------------------------------------------------------------------------------------------------- metrics
@@ -102,7 +110,14 @@ def _ssim_numpy(a: np.ndarray, b: np.ndarray, data_range: float, win: int) -> fl
 # ---------------------------------------------------------------------------------------------------- demo
 @dataclass
 class DemoRow:
-    """One line of the demo table (metrics averaged over prompts; max_abs_diff is the maximum)."""
+    """One line of the demo table (metrics averaged over prompts; max_abs_diff is the maximum).
+
+    ``transformer_calls`` (real forwards of one run, counted inside the model) is the primary cost. ``speedup`` is
+    the median over the ``repeats`` interleaved pairs of (full run wall time / this run's wall time, the full run
+    made just before it), ``speedup_min``/``speedup_max`` their spread; ``cpu_speedup`` the same median for process
+    CPU time. ``wall_s``/``cpu_s``: medians of this configuration's runs. ``psnr`` is ``inf`` for the full run (it is
+    the reference); results.json writes it as null with a ``note``.
+    """
 
     label: str
     budget: int
@@ -113,6 +128,26 @@ class DemoRow:
     ssim: float
     max_abs_diff: float
     schedule: list[int] = field(default_factory=list)
+    speedup_min: float = 1.0
+    speedup_max: float = 1.0
+    cpu_s: float = 0.0
+    cpu_speedup: float = 1.0
+    num_steps: int = 0
+    note: str = ""
+
+
+@dataclass
+class _Config:
+    """A way to generate: ``enter()`` before the run, ``exit()`` after it, with ``steps`` scheduler steps."""
+
+    label: str
+    budget: int
+    steps: int
+    enter: object
+    exit: object
+    schedule: list[int] = field(default_factory=list)
+    note: str = ""
+    check_calls: object = None
 
 
 def _solve(profile, budget: int, gamma: float):
@@ -122,11 +157,17 @@ def _solve(profile, budget: int, gamma: float):
 
 
 def _count_calls(transformer):
-    """Count real forwards of ``transformer``: a pre-hook on its output projection (``proj_out``), which runs once
-    per forward that is not answered from a cache (a hook on the transformer itself would also fire on skipped
-    calls, whose forward is replaced)."""
+    """Count real forwards of ``transformer``: a pre-hook on the first block's query projection (``attn.to_q``),
+    reached once per forward that really runs the model. A hook on the transformer would also fire on calls that
+    MeanCache answers from its cache, and one on ``proj_out`` on the steps TaylorSeer-lite predicts. Falls back to
+    ``proj_out``, then to the transformer, for models without such a block."""
     calls = [0]
-    target = getattr(transformer, "proj_out", None)
+    target = None
+    blocks = getattr(transformer, "transformer_blocks", None)
+    if isinstance(blocks, torch.nn.ModuleList) and len(blocks):
+        target = getattr(getattr(blocks[0], "attn", None), "to_q", None)
+    if not isinstance(target, torch.nn.Module):
+        target = getattr(transformer, "proj_out", None)
     if not isinstance(target, torch.nn.Module):
         target = transformer
 
@@ -134,6 +175,46 @@ def _count_calls(transformer):
         calls[0] += 1
 
     return calls, target.register_forward_pre_hook(hook)
+
+
+def taylorseer_interval(num_steps: int, budget: int, warmup: int = TAYLORSEER_WARMUP) -> tuple[int, int]:
+    """The TaylorSeer ``cache_interval`` whose real forwards over ``num_steps`` are closest to ``budget`` (ties: the
+    fewer calls), and that number of forwards. Follows diffusers' rule (hooks/taylorseer_cache.py): step s runs the
+    model when ``s < warmup`` or ``(s - warmup - 1) % cache_interval == 0``; the demo counts the real forwards too."""
+
+    def calls(k: int) -> int:
+        return sum(1 for s in range(num_steps) if s < warmup or (s - warmup - 1) % k == 0)
+
+    best = min(range(1, num_steps + 1), key=lambda k: (abs(calls(k) - budget), calls(k)))
+    return best, calls(best)
+
+
+def _compare_configs(pipe, budgets: list[int], steps: int) -> list[_Config]:
+    """UniPC with B steps and TaylorSeer lite at about B real forwards, for every budget (diffusers imported here)."""
+    from diffusers import TaylorSeerCacheConfig, UniPCMultistepScheduler
+
+    configs = []
+    original = pipe.scheduler
+    for b in budgets:
+        def enter_unipc():
+            pipe.scheduler = UniPCMultistepScheduler(
+                prediction_type="flow_prediction", use_flow_sigmas=True, use_dynamic_shifting=True,
+                time_shift_type="exponential", solver_order=UNIPC_ORDER)
+
+        def exit_unipc():
+            pipe.scheduler = original
+
+        configs.append(_Config("UniPC", b, b, enter_unipc, exit_unipc,
+                               note=f"UniPCMultistepScheduler(flow_prediction, solver_order={UNIPC_ORDER}), {b} steps"))
+    for b in budgets:
+        k, expected = taylorseer_interval(steps, b)
+        cfg = TaylorSeerCacheConfig(cache_interval=k, disable_cache_before_step=TAYLORSEER_WARMUP, max_order=1,
+                                    taylor_factors_dtype=torch.float32, use_lite_mode=True)
+        configs.append(_Config(
+            "TaylorSeer", b, steps, lambda cfg=cfg: pipe.transformer.enable_cache(cfg), pipe.transformer.disable_cache,
+            note=f"TaylorSeer lite, cache_interval={k}, max_order=1, disable_cache_before_step={TAYLORSEER_WARMUP}: "
+                 f"{expected} forwards expected"))
+    return configs
 
 
 def _grid_png(path: Path, prompts, columns: list[tuple[str, np.ndarray]], scale: int) -> None:
@@ -176,15 +257,17 @@ def _plot_png(path: Path, rows: list[DemoRow], title: str) -> bool:
         import matplotlib.pyplot as plt
     except ImportError:
         return False
-    cached = [r for r in rows if r.label != "full"]
-    fig, ax = plt.subplots(figsize=(4.2, 3.2), dpi=100)
-    ax.plot([r.speedup for r in cached], [r.psnr for r in cached], "o-", color="tab:blue", label="MeanCache")
-    for r in cached:
-        ax.annotate(f"B={r.budget}", (r.speedup, r.psnr), textcoords="offset points", xytext=(4, 4), fontsize=8)
-    ax.set_xlabel("measured speedup (wall time, full / cached)")
+    fig, ax = plt.subplots(figsize=(4.6, 3.4), dpi=100)
+    styles = {"MeanCache": ("o-", "tab:blue"), "UniPC": ("s--", "tab:orange"), "TaylorSeer": ("^:", "tab:green")}
+    for label, (marker, colour) in styles.items():
+        pts = sorted((r.transformer_calls, r.psnr) for r in rows if r.label == label and math.isfinite(r.psnr))
+        if pts:
+            ax.plot(*zip(*pts), marker, color=colour, label=label)
+    ax.set_xlabel("transformer calls per generation")
     ax.set_ylabel("PSNR vs uncached [dB]")
     ax.set_title(title, fontsize=9)
     ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
@@ -192,20 +275,75 @@ def _plot_png(path: Path, rows: list[DemoRow], title: str) -> bool:
 
 
 def format_table(rows: list[DemoRow]) -> str:
-    head = f"{'run':<12}{'B':>4}{'calls':>7}{'wall [s]':>10}{'speedup':>9}{'PSNR [dB]':>11}{'SSIM':>8}{'max|diff|':>11}"
+    head = (f"{'run':<12}{'B':>4}{'calls':>7}{'ideal':>8}{'wall [s]':>10}{'speedup':>9}{'spread':>13}{'CPU x':>7}"
+            f"{'PSNR [dB]':>11}{'SSIM':>8}{'max|diff|':>11}")
     lines = [head, "-" * len(head)]
+    full_calls = rows[0].transformer_calls if rows else 0
     for r in rows:
-        p = "inf" if math.isinf(r.psnr) else f"{r.psnr:.2f}"
-        lines.append(f"{r.label:<12}{r.budget:>4}{r.transformer_calls:>7}{r.wall_s:>10.3f}{r.speedup:>9.2f}"
-                     f"{p:>11}{r.ssim:>8.4f}{r.max_abs_diff:>11.4f}")
+        p = "ref" if math.isinf(r.psnr) else f"{r.psnr:.2f}"
+        ideal = f"{full_calls / r.transformer_calls:.2f}x" if r.transformer_calls else "-"
+        spread = "-" if r is rows[0] else f"{r.speedup_min:.2f}-{r.speedup_max:.2f}"
+        lines.append(f"{r.label:<12}{r.budget:>4}{r.transformer_calls:>7}{ideal:>8}{r.wall_s:>10.3f}{r.speedup:>8.2f}x"
+                     f"{spread:>13}{r.cpu_speedup:>6.2f}x{p:>11}{r.ssim:>8.4f}{r.max_abs_diff:>11.4f}")
     return "\n".join(lines)
+
+
+def timing_warnings(rows: list[DemoRow], repeats: int) -> list[str]:
+    """What the timing columns cannot be trusted for: a wide spread of the paired ratios, or a speedup above the
+    ratio of transformer calls (the cached run does less model work than that ratio says only if the model is not
+    the cost, never more: such a number is noise)."""
+    out = []
+    full_calls = rows[0].transformer_calls
+    for r in rows[1:]:
+        name = f"{r.label} B={r.budget}"
+        if repeats > 1 and r.speedup > 0 and (r.speedup_max - r.speedup_min) / r.speedup > SPREAD_WARN:
+            out.append(f"{name}: paired wall-time ratios spread {r.speedup_min:.2f}-{r.speedup_max:.2f}x around "
+                       f"{r.speedup:.2f}x, too wide to trust (other load on this machine?)")
+        ideal = full_calls / r.transformer_calls if r.transformer_calls else math.inf
+        if r.speedup > 1.2 * ideal:
+            out.append(f"{name}: measured {r.speedup:.2f}x exceeds the {ideal:.2f}x of the transformer calls: "
+                       "timing noise, not a speedup")
+    if out:
+        out.append("trust the transformer calls (and the CPU-time ratio) over wall time; rerun on an idle machine or "
+                   "with more --repeats")
+    elif repeats == 1:
+        out.append("one timed pair per row (--repeats 1): the spread of the speedups is unknown")
+    return out
+
+
+def _json_safe(rows: list[DemoRow]) -> list[dict]:
+    """Rows for strict JSON: non-finite floats become null, and the row's note says why."""
+    out = []
+    for r in rows:
+        d = asdict(r)
+        for key, value in d.items():
+            if isinstance(value, float) and not math.isfinite(value):
+                d[key] = None
+                if key == "psnr" and value == math.inf:
+                    why = "psnr is null: this run is the reference (identical images, infinite PSNR)"
+                else:
+                    why = f"{key} is null: not finite ({value})"
+                d["note"] = f"{d['note']}; {why}" if d["note"] else why
+        out.append(d)
+    return out
+
+
+def _check_out(out: Path) -> None:
+    """Fail before any work when ``out`` cannot become the output folder (it is created only when writing)."""
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"out={str(out)!r} exists and is not a folder")
+    parent = out
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK):
+        raise ValueError(f"out={str(out)!r}: {parent} is not a writable folder")
 
 
 def run_demo(
     model: str | None = None,
     *,
     prompts=DEFAULT_PROMPTS,
-    budgets=DEFAULT_BUDGETS,
+    budgets=None,
     steps: int = 50,
     device: str = "cpu",
     out: str | os.PathLike = "meancache_out",
@@ -214,10 +352,15 @@ def run_demo(
     profile_path: str | os.PathLike | None = None,
     progress: bool = True,
     repeats: int = 3,
+    compare: bool = False,
     log=print,
 ) -> list[DemoRow]:
-    """Run the demo; returns the table rows (first row: the uncached run) and writes into ``out``:
-    ``table.txt``, ``results.json``, ``grid.png`` and ``psnr_vs_speedup.png`` (when matplotlib is installed).
+    """Run the demo; returns the table rows (first row: the uncached run) and writes into ``out`` (created when the
+    results are written, so a run that fails early leaves nothing): ``table.txt``, ``results.json`` (strict JSON),
+    ``grid.png`` and ``psnr_vs_calls.png`` (when matplotlib is installed).
+
+    ``budgets``: None for the defaults (25, 17, 10). ``repeats``: interleaved timed pairs (full run, then the
+    configuration) per row. ``compare``: also UniPC with B steps and TaylorSeer lite at about B real forwards.
 
     The profile: ``profile_path`` if given, else the shipped one for the shipped model; when none is given or its
     number of steps differs from ``steps``, the pipeline is calibrated first on full-step runs with other seeds than
@@ -226,6 +369,24 @@ def run_demo(
     from tqdm.auto import tqdm
 
     from .calibrate import Profile
+
+    prompts = list(prompts)
+    if not prompts or not all(isinstance(p, str) and p for p in prompts):
+        raise ValueError(f"prompts must be a non-empty list of non-empty strings, got {prompts!r}")
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 2:
+        raise ValueError(f"steps must be an int >= 2, got {steps!r}")
+    defaults = budgets is None
+    budgets = sorted({int(b) for b in (DEFAULT_BUDGETS if defaults else budgets)}, reverse=True)
+    bad = [b for b in budgets if not 1 <= b <= steps]
+    if defaults and bad:
+        raise ValueError(f"the default budgets {', '.join(map(str, DEFAULT_BUDGETS))} do not fit steps={steps} "
+                         f"(a budget must be in 1..steps); give budgets that do (meancache demo --budget B)")
+    if not budgets or bad:
+        raise ValueError(f"budget must be in 1..steps={steps}, got {bad or budgets}")
+    if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
+        raise ValueError(f"repeats must be an int >= 1, got {repeats!r}")
+    out = Path(out)
+    _check_out(out)
 
     try:
         from .diffusers import (
@@ -240,20 +401,6 @@ def run_demo(
         raise ImportError(
             f"meancache demo needs diffusers and transformers: pip install 'meancache_kernels[demo]' ({e})"
         ) from e
-
-    prompts = list(prompts)
-    if not prompts or not all(isinstance(p, str) and p for p in prompts):
-        raise ValueError(f"prompts must be a non-empty list of non-empty strings, got {prompts!r}")
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 2:
-        raise ValueError(f"steps must be an int >= 2, got {steps!r}")
-    budgets = sorted({int(b) for b in budgets}, reverse=True)
-    bad = [b for b in budgets if not 1 <= b <= steps]
-    if not budgets or bad:
-        raise ValueError(f"budget must be in 1..steps={steps}, got {bad or budgets}")
-    if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
-        raise ValueError(f"repeats must be an int >= 1, got {repeats!r}")
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
 
     pipe, call_kwargs = load_pipeline(model, device=device)
     pipe.set_progress_bar_config(disable=True)
@@ -271,51 +418,101 @@ def run_demo(
                                      batch_size=len(prompts), seed=seed + 1000, progress=progress,
                                      meta={"model": name}, **call_kwargs)
 
-    calls, handle = _count_calls(pipe.transformer)
-    bar = tqdm(total=len(budgets) + 2, desc="meancache demo", unit="run", disable=not progress)
-    try:
-        _run(pipe, prompts[:1], 2, call_kwargs, seed, device)  # warm-up (first-call overheads)
-        bar.update(1)
-        ref, t_full, n_calls = _timed(calls, repeats, lambda: _run(pipe, prompts, steps, call_kwargs, seed, device))
-        rows = [DemoRow("full", steps, n_calls, t_full, 1.0, math.inf, 1.0, 0.0, list(range(steps)))]
-        columns = [(f"full N={steps}", ref)]
-        bar.update(1)
-        for b in budgets:
-            sched = _solve(profile, b, gamma)
-            apply_mean_cache(pipe, MeanCacheConfig(schedule=sched))
-            try:
-                imgs, dt, n_calls = _timed(
-                    calls, repeats, lambda: _run(pipe, prompts, steps, call_kwargs, seed, device)
-                )
-                stats = get_mean_cache_stats(pipe)
-            finally:
-                remove_mean_cache(pipe)
+    configs = []
+    for b in budgets:
+        sched = _solve(profile, b, gamma)
+
+        def check(n_calls, b=b):
+            stats = get_mean_cache_stats(pipe)
             if stats.transformer_calls != n_calls:
                 raise RuntimeError(f"stats report {stats.transformer_calls} transformer calls, {n_calls} were made")
-            ps = [psnr(x, y) for x, y in zip(imgs, ref)]
-            ss = [ssim(x, y) for x, y in zip(imgs, ref)]
-            rows.append(DemoRow("MeanCache", b, n_calls, dt, t_full / dt, float(np.mean(ps)), float(np.mean(ss)),
-                                float(np.abs(imgs - ref).max()), list(sched.compute_steps)))
-            columns.append((f"B={b}", imgs))
-            bar.update(1)
+
+        configs.append(_Config("MeanCache", b, steps, lambda sched=sched: apply_mean_cache(
+            pipe, MeanCacheConfig(schedule=sched)), lambda: remove_mean_cache(pipe), list(sched.compute_steps),
+            check_calls=check))
+    if compare:
+        configs += _compare_configs(pipe, budgets, steps)
+
+    def generate(n_steps):
+        return _run(pipe, prompts, n_steps, call_kwargs, seed, device)
+
+    calls, handle = _count_calls(pipe.transformer)
+    bar = tqdm(total=1 + repeats * len(configs), desc="meancache demo", unit="pair", disable=not progress)
+    full_t, full_c, full_calls, ref = [], [], None, None
+    pairs = {id(c): [] for c in configs}
+    images, counted = {}, {}
+    try:
+        _run(pipe, prompts, 2, call_kwargs, seed, device)  # warm-up: first-call overheads at this batch size
+        bar.update(1)
+        for _ in range(repeats):  # interleaved: full, config, full, config, ...
+            for c in configs:
+                calls[0] = 0
+                imgs, t_f, c_f = _timed(lambda: generate(steps))
+                full_calls = calls[0]
+                if ref is None:
+                    ref = imgs
+                full_t.append(t_f)
+                full_c.append(c_f)
+                c.enter()
+                try:
+                    calls[0] = 0
+                    imgs, t, cpu = _timed(lambda c=c: generate(c.steps))
+                    if c.check_calls is not None:
+                        c.check_calls(calls[0])
+                finally:
+                    c.exit()
+                if counted.setdefault(id(c), calls[0]) != calls[0]:
+                    raise RuntimeError(f"{c.label} B={c.budget}: {calls[0]} transformer calls, "
+                                       f"{counted[id(c)]} in an earlier identical run")
+                images.setdefault(id(c), imgs)
+                pairs[id(c)].append((t_f, c_f, t, cpu))
+                bar.update(1)
     finally:
         handle.remove()
         bar.close()
 
+    med = statistics.median
+    rows = [DemoRow("full", steps, full_calls, med(full_t), 1.0, math.inf, 1.0, 0.0, list(range(steps)),
+                    cpu_s=med(full_c), num_steps=steps, note="the reference: uncached, every step computed")]
+    columns = [(f"full N={steps}", ref)]
+    for c in configs:
+        imgs = images[id(c)]
+        ratios = [tf / t for tf, _, t, _ in pairs[id(c)]]
+        cpu_ratios = [cf / cpu for _, cf, _, cpu in pairs[id(c)] if cpu > 0]
+        ps = [psnr(x, y) for x, y in zip(imgs, ref)]
+        ss = [ssim(x, y) for x, y in zip(imgs, ref)]
+        rows.append(DemoRow(
+            c.label, c.budget, counted[id(c)], med([t for _, _, t, _ in pairs[id(c)]]), med(ratios),
+            float(np.mean(ps)), float(np.mean(ss)), float(np.abs(imgs - ref).max()), c.schedule,
+            speedup_min=min(ratios), speedup_max=max(ratios), cpu_s=med([cpu for _, _, _, cpu in pairs[id(c)]]),
+            cpu_speedup=med(cpu_ratios) if cpu_ratios else math.nan, num_steps=c.steps, note=c.note))
+        columns.append((f"{c.label} B={c.budget}" if c.label != "MeanCache" else f"B={c.budget}", imgs))
+
     table = format_table(rows)
     header = (f"{name}: {len(prompts)} prompts, N={steps} steps, device={device}, batch of {len(prompts)} per call; "
-              f"wall time: fastest of {repeats} runs; metrics vs the uncached output, averaged over prompts (max|diff| "
-              "on [0,1] pixels)")
+              f"calls = real transformer forwards per generation (the cost), ideal = full calls / calls; speedup = "
+              f"median of {repeats} interleaved pairs (full run, then this one) of wall-time ratios, spread = their "
+              "min-max, CPU x = the same median for process CPU time; metrics vs the uncached output, averaged over "
+              "prompts (max|diff| on [0,1] pixels)")
+    warnings = timing_warnings(rows, repeats)
+    notes = [f"{r.label} B={r.budget}: {r.note}; counted {r.transformer_calls} transformer calls per run"
+             for r in rows[1:] if r.label != "MeanCache"]
     log(header)
     log(table)
-    (out / "table.txt").write_text(header + "\n" + table + "\n")
-    (out / "results.json").write_text(json.dumps(
+    for line in notes:
+        log(line)
+    for line in warnings:
+        log(f"WARNING: {line}" if not line.startswith("one timed pair") else f"note: {line}")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "table.txt").write_text("\n".join([header, table, *notes, *warnings]) + "\n")
+    text = json.dumps(
         {"model": name, "steps": steps, "device": device, "prompts": prompts, "seed": seed, "gamma": gamma,
-         "profile": profile.meta.get("model", None) if isinstance(profile.meta, dict) else None,
-         "rows": [asdict(r) for r in rows]}, indent=2, default=str) + "\n")
+         "repeats": repeats, "profile": profile.meta.get("model", None) if isinstance(profile.meta, dict) else None,
+         "warnings": warnings, "rows": _json_safe(rows)}, indent=2, default=str, allow_nan=False)
+    (out / "results.json").write_text(text + "\n")
     scale = max(1, 128 // ref.shape[1])
     _grid_png(out / "grid.png", prompts, columns, scale)
-    plotted = _plot_png(out / "psnr_vs_speedup.png", rows, f"{name}, N={steps}")
+    plotted = _plot_png(out / "psnr_vs_calls.png", rows, f"{name}, N={steps}")
     log(f"wrote {out / 'table.txt'}, {out / 'results.json'}, {out / 'grid.png'}"
-        + (f", {out / 'psnr_vs_speedup.png'}" if plotted else " (no plot: matplotlib missing)"))
+        + (f", {out / 'psnr_vs_calls.png'}" if plotted else " (no plot: matplotlib missing)"))
     return rows

@@ -9,8 +9,8 @@ import pytest
 pytest.importorskip("diffusers")
 pytest.importorskip("transformers")
 
-from meancache_kernels import cli  # noqa: E402
-from meancache_kernels.demo import _ssim_numpy, psnr, run_demo, ssim  # noqa: E402
+from meancache_kernels import cli, demo  # noqa: E402
+from meancache_kernels.demo import _ssim_numpy, psnr, run_demo, ssim, taylorseer_interval  # noqa: E402
 
 PROMPTS = ["a red circle at the top left", "a large blue square in the center"]
 
@@ -18,23 +18,47 @@ PROMPTS = ["a red circle at the top left", "a large blue square in the center"]
 @pytest.fixture(scope="module")
 def demo_rows(tmp_path_factory):
     out = tmp_path_factory.mktemp("demo")
-    rows = run_demo(None, prompts=PROMPTS, budgets=(10, 25), steps=50, out=out, progress=False, repeats=1,
+    rows = run_demo(None, prompts=PROMPTS, budgets=(10, 25), steps=50, out=out, progress=False, repeats=2,
                     log=lambda *_: None)
     return rows, out
 
 
 def test_demo_writes_table_grid_plot_and_json(demo_rows):
     rows, out = demo_rows
-    for name in ("table.txt", "results.json", "grid.png", "psnr_vs_speedup.png"):
+    for name in ("table.txt", "results.json", "grid.png", "psnr_vs_calls.png"):
         assert (out / name).is_file() and (out / name).stat().st_size > 0, name
     from PIL import Image
 
     grid = Image.open(out / "grid.png")
     assert grid.width > grid.height  # 3 image columns + the prompt column, 2 rows
-    res = json.loads((out / "results.json").read_text())
+    res = _strict_json((out / "results.json").read_text())
     assert [r["budget"] for r in res["rows"]] == [50, 25, 10] and res["prompts"] == PROMPTS
     table = (out / "table.txt").read_text()
-    assert "MeanCache" in table and "PSNR" in table
+    assert "MeanCache" in table and "PSNR" in table and "spread" in table and "CPU x" in table
+
+
+def _strict_json(text):
+    def refuse(const):
+        raise ValueError(f"not strict JSON: {const}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_strict_json_parser_refuses_infinity():
+    with pytest.raises(ValueError, match="Infinity"):
+        _strict_json('{"psnr": Infinity}')
+    with pytest.raises(ValueError, match="NaN"):
+        _strict_json('{"psnr": NaN}')
+
+
+def test_results_json_is_strict_and_says_why_the_full_psnr_is_null(demo_rows):
+    rows, out = demo_rows
+    res = _strict_json((out / "results.json").read_text())
+    full, b25 = res["rows"][0], res["rows"][1]
+    assert full["psnr"] is None and "reference" in full["note"] and "infinite" in full["note"]
+    assert isinstance(b25["psnr"], float) and "null" not in b25["note"]
+    assert b25["speedup_min"] <= b25["speedup"] <= b25["speedup_max"] and b25["cpu_speedup"] > 0
+    assert res["repeats"] == 2 and isinstance(res["warnings"], list)
 
 
 def test_demo_numbers_are_sane(demo_rows):
@@ -55,22 +79,118 @@ def test_demo_numbers_are_sane(demo_rows):
 
 
 def test_cli_demo_runs_with_comma_budgets(tmp_path, capsys):
-    rc = cli.main(["demo", "--budget", "20,40", "--steps", "40", "--prompt", "a green circle at the top right",
-                   "--out", str(tmp_path), "--no-progress"])
+    rc = cli.main(["demo", "--budget", "6,12", "--steps", "12", "--prompt", "a green circle at the top right",
+                   "--out", str(tmp_path), "--no-progress", "--repeats", "1"])
     assert rc == 0
     text = capsys.readouterr().out
-    assert "calibrating" in text  # the shipped profile is for 50 steps: a 40-step profile is calibrated first
-    rows = json.loads((tmp_path / "results.json").read_text())["rows"]
-    assert [(r["budget"], r["transformer_calls"]) for r in rows] == [(40, 40), (40, 40), (20, 20)]
-    assert math.isinf(rows[1]["psnr"]) or rows[1]["psnr"] > 60  # B = N computes every step: no approximation
+    assert "calibrating" in text  # the shipped profile is for 50 steps: a 12-step profile is calibrated first
+    rows = _strict_json((tmp_path / "results.json").read_text())["rows"]
+    assert [(r["budget"], r["transformer_calls"]) for r in rows] == [(12, 12), (12, 12), (6, 6)]
+    assert rows[1]["psnr"] is None or rows[1]["psnr"] > 60  # B = N computes every step: no approximation
+
+
+def test_speedups_come_from_interleaved_pairs(tmp_path, monkeypatch):
+    """Runs alternate full / cached; each speedup is the median of the paired ratios, with their spread, and a busy
+    full run (an inflated pair) is reported as a wide spread instead of becoming the speedup."""
+    order = []
+    real_run = demo._run
+
+    def run(pipe, prompts, steps, *a, **k):
+        if steps > 2:  # not the warm-up
+            order.append("cached" if getattr(pipe, "_meancache_context", None) is not None else "full")
+        return real_run(pipe, prompts, steps, *a, **k)
+
+    fake_full = iter([(4.0, 2.0), (12.0, 2.0), (4.0, 2.0)])  # (wall, cpu): the second full run met other load
+
+    def timed(fn):
+        out = fn()
+        wall, cpu = next(fake_full) if order[-1] == "full" else (2.0, 0.5)
+        return out, wall, cpu
+
+    monkeypatch.setattr(demo, "_run", run)
+    monkeypatch.setattr(demo, "_timed", timed)
+    log = []
+    rows = run_demo(None, prompts=PROMPTS[:1], budgets=(3,), steps=6, out=tmp_path, progress=False, repeats=3,
+                    log=log.append)
+    assert order == ["full", "cached"] * 3
+    full, b3 = rows
+    assert b3.transformer_calls == 3 and full.transformer_calls == 6
+    assert (b3.speedup, b3.speedup_min, b3.speedup_max) == (2.0, 2.0, 6.0)  # median of 2, 6, 2
+    assert b3.cpu_speedup == 4.0 and b3.wall_s == 2.0 and full.wall_s == 4.0
+    text = "\n".join(log)
+    assert "WARNING: MeanCache B=3: paired wall-time ratios spread 2.00-6.00x around 2.00x, too wide to trust" in text
+    assert "exceeds" not in text  # 2.0x is the ideal 6 / 3 calls, not above it
+    assert _strict_json((tmp_path / "results.json").read_text())["warnings"][0].startswith("MeanCache B=3")
+
+
+def test_speedup_above_the_call_ratio_is_called_noise():
+    rows = [demo.DemoRow("full", 10, 10, 1.0, 1.0, math.inf, 1.0, 0.0),
+            demo.DemoRow("MeanCache", 5, 5, 0.1, 10.0, 40.0, 0.9, 0.1, speedup_min=9.5, speedup_max=10.5)]
+    warnings = demo.timing_warnings(rows, repeats=3)
+    assert any("exceeds the 2.00x of the transformer calls" in w for w in warnings)
+    rows[1].speedup, rows[1].speedup_min, rows[1].speedup_max = 1.9, 1.85, 1.95
+    assert demo.timing_warnings(rows, repeats=3) == []
+
+
+def test_compare_adds_unipc_and_taylorseer_rows(tmp_path):
+    log = []
+    rows = run_demo(None, prompts=PROMPTS[:1], budgets=(5,), steps=10, out=tmp_path, progress=False, repeats=1,
+                    compare=True, log=log.append)
+    assert [(r.label, r.budget) for r in rows] == [("full", 10), ("MeanCache", 5), ("UniPC", 5), ("TaylorSeer", 5)]
+    full, mc, unipc, ts = rows
+    interval, expected = taylorseer_interval(10, 5)
+    assert (interval, expected) == (3, 5)  # steps 0, 1, 2 (warm-up), then 4 and 7
+    # counted real forwards (first block's attn.to_q): UniPC runs B steps, TaylorSeer predicts the others
+    assert unipc.transformer_calls == 5 and unipc.num_steps == 5 and ts.transformer_calls == expected
+    assert f"solver_order={demo.UNIPC_ORDER}" in unipc.note and f"cache_interval={interval}" in ts.note
+    for r in (mc, unipc, ts):
+        assert 30.0 < r.psnr < 100.0 and r.max_abs_diff > 0  # a real approximation of the uncached image
+    assert unipc.psnr != ts.psnr != mc.psnr
+    text = "\n".join(log)
+    assert "TaylorSeer B=5: TaylorSeer lite, cache_interval=3" in text and "counted 5 transformer calls" in text
+    res = _strict_json((tmp_path / "results.json").read_text())
+    assert [r["label"] for r in res["rows"]] == ["full", "MeanCache", "UniPC", "TaylorSeer"]
+    table = (tmp_path / "table.txt").read_text()
+    assert "UniPC" in table and "TaylorSeer" in table
+    assert (tmp_path / "psnr_vs_calls.png").stat().st_size > 0
+
+
+def test_taylorseer_interval_matches_the_counted_forwards_on_the_shipped_model():
+    # counted with a pre-hook on the first block's attn.to_q at N = 50 (demo prompts): 26, 19, 15, 10 forwards
+    assert taylorseer_interval(50, 25) == (2, 26)
+    assert taylorseer_interval(50, 17) == (4, 15)  # 19 (k=3) and 15 are both 2 away: the fewer calls
+    assert taylorseer_interval(50, 10) == (7, 10)
+    assert taylorseer_interval(50, 50) == (1, 50)
+
+
+def test_demo_with_steps_3_names_the_default_budgets_and_leaves_no_folder(tmp_path):
+    out = tmp_path / "new"
+    with pytest.raises(SystemExit, match=r"the default budgets 25, 17, 10 do not fit steps=3 .*--budget"):
+        cli.main(["demo", "--steps", "3", "--out", str(out)])
+    assert not out.exists()
+    with pytest.raises(SystemExit, match=r"budget must be in 1..steps=3, got \[5\]"):  # given budgets: no "default"
+        cli.main(["demo", "--steps", "3", "--budget", "5", "--out", str(out)])
+    assert not out.exists()
+
+
+def test_demo_that_fails_after_loading_leaves_no_folder(tmp_path):
+    bad = tmp_path / "notes.txt"
+    bad.write_text("hello\n")
+    out = tmp_path / "out" / "nested"
+    with pytest.raises(SystemExit, match="not a readable MeanCache profile"):
+        cli.main(["demo", "--profile", str(bad), "--out", str(out), "--no-progress"])
+    assert not (tmp_path / "out").exists()
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(SystemExit, match="exists and is not a folder"):
+        cli.main(["demo", "--out", str(tmp_path / "file"), "--no-progress"])
 
 
 def test_demo_is_the_default_command(tmp_path):
     assert cli.DEFAULT_COMMAND == "demo"
     rc = cli.main(["--budget", "10", "--prompt", "a cyan square at the bottom left", "--out", str(tmp_path),
-                   "--no-progress"])
+                   "--no-progress", "--repeats", "1"])
     assert rc == 0
-    rows = json.loads((tmp_path / "results.json").read_text())["rows"]
+    rows = _strict_json((tmp_path / "results.json").read_text())["rows"]
     assert [(r["label"], r["transformer_calls"]) for r in rows] == [("full", 50), ("MeanCache", 10)]
 
 
