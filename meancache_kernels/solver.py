@@ -62,10 +62,13 @@ def _power(c: np.ndarray, gamma: float) -> np.ndarray:
     return np.power(c, gamma)
 
 
-def edge_table(profile, gamma: float, estimators: Sequence[str], k_lo: int, k_hi: int, max_skip: int) -> EdgeTable:
+def edge_table(profile, gamma: float, estimators: Sequence[str], k_lo: int, k_hi: int, max_skip: int, *,
+               edge_cost: str = "velocity") -> EdgeTable:
     """Build the :class:`EdgeTable` of a profile for the selected estimator names (``"jvp"`` and/or polynomial
-    ones the profile has), JVP spans ``k_lo..k_hi`` and runs of at most ``max_skip`` skipped steps."""
+    ones the profile has), JVP spans ``k_lo..k_hi`` and runs of at most ``max_skip`` skipped steps. ``edge_cost``
+    ``"state"`` multiplies every cost of edge i -> j by (s_i - s_j) before the power (the state error at j)."""
     n = profile.num_steps
+    sig = np.asarray(profile.sigmas, dtype=np.float64)
     use_jvp = "jvp" in estimators
     poly = [e for e in estimators if e != "jvp"]
     pidx = [profile.poly_estimators.index(e) for e in poly]
@@ -84,6 +87,8 @@ def edge_table(profile, gamma: float, estimators: Sequence[str], k_lo: int, k_hi
         for d in range(2, min(d_max, max_skip + 1) + 1):
             ok = ii + d <= n
             ck[:, ok, d] = profile.costs[k_lo : k_hi + 1, ii[ok], ii[ok] + d]
+            if edge_cost == "state":
+                ck[:, ok, d] *= sig[ii[ok]] - sig[ii[ok] + d]
         terms = _power(ck, gamma)
         arg = np.argmin(terms, axis=0)
         w2 = np.take_along_axis(terms, arg[None], axis=0)[0]
@@ -97,7 +102,13 @@ def edge_table(profile, gamma: float, estimators: Sequence[str], k_lo: int, k_hi
             fam = name.rstrip("0123456789")
             candidates.append((fam, int(name[len(fam):])))
         dd = min(d_poly, d_max)
-        terms = _power(profile.poly_costs[pidx][:, :, : dd + 1, : dd + 1, : dd + 1], gamma)
+        pc = profile.poly_costs[pidx][:, :, : dd + 1, : dd + 1, : dd + 1]
+        if edge_cost == "state":
+            jj = np.minimum(np.arange(n)[:, None] + np.arange(dd + 1)[None, :], n)
+            scale = sig[:n, None] - sig[jj]  # [N, d]; 0 for d = 0 (chain and d = 0 entries are reset below)
+            pc = pc.copy()
+            np.multiply(pc, np.broadcast_to(scale[None, :, None, None, :], pc.shape), out=pc, where=np.isfinite(pc))
+        terms = _power(pc, gamma)
         arg = np.argmin(terms, axis=0)
         pw = np.take_along_axis(terms, arg[None], axis=0)[0]
         pw[..., :2] = np.inf  # chain edges are set below

@@ -278,9 +278,11 @@ def test_solve_with_estimators_beats_the_paper_on_its_own_objective_and_on_the_f
     full = mck.sample(flow, z, sig, mck.Schedule.full(24))
     for b in (12, 8):
         paper = mck.solve(prof, b, estimators=("jvp",))
-        ours = mck.solve(prof, b)
-        assert ours.meta["objective"] <= paper.meta["objective"]  # a superset of candidates per edge
-        assert ours.budget == b and ours.meta["estimators"] == list(prof.estimators)
+        superset = mck.solve(prof, b, estimators="all", edge_cost="velocity")
+        assert superset.meta["objective"] <= paper.meta["objective"]  # a superset of candidates per edge
+        ours = mck.solve(prof, b)  # the default: polynomial estimators, state edge cost
+        assert ours.budget == b and ours.meta["estimators"] == list(prof.poly_estimators)
+        assert ours.meta["edge_cost"] == "state" and paper.meta["edge_cost"] == "velocity"
         err = lambda s: ((mck.sample(flow, z, sig, s) - full).norm() / full.norm()).item()  # noqa: E731
         assert err(ours) < err(paper)
 
@@ -323,3 +325,15 @@ def test_tune_returns_the_lowest_error_candidate_where_the_answer_is_known():
     assert len(cs) >= 5 and cs[0]["error"] == min(c["error"] for c in cs) and got.budget == 5
     with pytest.raises(ValueError, match="candidates"):
         mck.tune(flow, lat[:, :1].repeat(1, 6), sig, prof, 5, candidates={"x": mck.Schedule.full(3)}, progress=False)
+
+
+def test_sample_error_is_the_geometric_mean_of_per_sample_relative_errors():
+    from meancache_kernels.tune import sample_error
+
+    ref = torch.ones(3, 4, dtype=torch.float64)
+    x = ref.clone()
+    x[0] += 0.1  # relative errors 0.1, 0.01, 0.001
+    x[1] += 0.01
+    x[2] += 0.001
+    assert math.isclose(sample_error(x, ref), 0.01, rel_tol=1e-12)
+    assert sample_error(ref, ref) < 1e-200

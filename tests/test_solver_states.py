@@ -53,7 +53,8 @@ def _random_args(rng, profile):
         always_compute=forced,
         max_skip=int(rng.integers(0, n + 1)),
         k_range=(k_lo, k_hi),
-        estimators=tuple(pick) if rng.random() < 0.8 else None,
+        estimators=tuple(pick) if rng.random() < 0.8 else "all",
+        edge_cost=str(rng.choice(["velocity", "state"])),
     )
 
 
@@ -62,14 +63,34 @@ def _power(x, gamma):
     return x * x if gamma == 2.0 else x.copy() if gamma == 1.0 else np.power(x, gamma)
 
 
-def _brute_force(profile, budget, gamma, always_compute, max_skip, k_range, estimators):
+def _state_profile(profile):
+    s = profile.sigmas
+    costs = profile.costs.copy()
+    for i in range(len(s)):
+        for j in range(len(s)):
+            fin = np.isfinite(costs[:, i, j])
+            costs[fin, i, j] = costs[fin, i, j] * abs(s[i] - s[j])
+    pc = profile.poly_costs.copy()
+    n, d1 = pc.shape[1], pc.shape[4]
+    for i in range(n):
+        for d in range(d1):
+            scale = s[i] - s[min(i + d, n)]
+            block = pc[:, i, :, :, d]
+            fin = np.isfinite(block)
+            block[fin] = block[fin] * scale
+    return mck.Profile(costs, s, poly_costs=pc, poly_estimators=list(profile.poly_estimators))
+
+
+def _brute_force(profile, budget, gamma, always_compute, max_skip, k_range, estimators, edge_cost="velocity"):
     """Every path 0 = p_0 < ... < p_{B-1} < N and, per edge, every candidate (jvp with each K in k_range, then each
     selected polynomial estimator in profile order at the state a = i - h, b = h - h2). Returns the best path under
     the key (T_0, p_1, T_1, ...) (T_k: the rest of the path summed from its last edge back) as
     (steps, [(family, param) or None per edge], objective), or None when no path exists."""
     n = profile.num_steps
-    names = profile.estimators if estimators is None else estimators
+    names = profile.estimators if estimators == "all" else estimators
     k_lo, k_hi = k_range
+    if edge_cost == "state":  # every cost of edge i -> j times (s_i - s_j), one multiplication, before the power
+        profile = _state_profile(profile)
     jvp = _power(profile.costs, gamma)
     poly = _power(profile.poly_costs, gamma)
     d_poly = profile.poly_costs.shape[2] - 1
@@ -159,7 +180,7 @@ def test_solver_equals_brute_force(seed, integer):
         profile = _random_profile(rng, int(rng.integers(1, 13)), integer)
         kw = _random_args(rng, profile)
         if kw["estimators"] == ("jvp",):
-            kw["estimators"] = None
+            kw["estimators"] = "all"
         n = profile.num_steps
         for budget in range(1, n + 1):
             expected = _brute_force(profile, budget, **kw)
@@ -171,7 +192,8 @@ def test_solver_equals_brute_force(seed, integer):
                     continue
                 got = mck.solve(profile, budget, backend=backend, **kw)
                 assert got.meta["objective"] == expected[2], (backend, budget)  # exactly: same float operations
-                assert _objective_of(got, profile, kw["gamma"]) == expected[2]  # the schedule attains it
+                judged = _state_profile(profile) if kw["edge_cost"] == "state" else profile
+                assert _objective_of(got, judged, kw["gamma"]) == expected[2]  # the schedule attains it
                 assert got == _expected_schedule(n, *expected[:2]), (backend, budget)  # and the tie rule
                 assert got.meta["solver"] == backend
                 checked += 1
@@ -229,10 +251,10 @@ def test_cpp_equals_python_on_profiles(seed, integer):
         profile = _random_profile(rng, n, integer)
         kw = _random_args(rng, profile)
         if kw["estimators"] == ("jvp",):
-            kw["estimators"] = None
+            kw["estimators"] = "all"
         table, forced, _ = sch._states_setup(
-            profile, kw["gamma"], kw["always_compute"], kw["max_skip"], kw["k_range"], kw["estimators"]
-        )
+            profile, kw["gamma"], kw["always_compute"], kw["max_skip"], kw["k_range"], kw["estimators"], kw["edge_cost"]
+        )[0]
         F, ch = slv.dp_reference(table.w, forced, n)
         obj, choice = _C.frontier_states(table.w, sorted(set(forced)), n)
         assert np.array_equal(obj, F[:, 0, 0, 0]) and np.array_equal(choice, ch)
@@ -252,6 +274,7 @@ def test_jvp_only_is_the_papers_solver(seed, backend):
     profile = _random_profile(rng, int(rng.integers(2, 12)), integer=bool(seed % 2))
     kw = _random_args(rng, profile)
     kw.pop("estimators")
+    kw.pop("edge_cost")  # the paper's solver: velocity costs
     n = profile.num_steps
     table = slv.edge_table(profile, kw["gamma"], ("jvp",), *kw["k_range"], kw["max_skip"])
     no_poly = mck.Profile(
@@ -275,7 +298,7 @@ def test_jvp_only_is_the_papers_solver(seed, backend):
         states = slv.solve_states(table, budget, kw["always_compute"], {}, backend=backend)
         assert states == got and states.meta["objective"] == paper.objective
         # polynomial estimators that are never finite change nothing
-        allowed = mck.solve(no_poly, budget, backend=backend, **kw)
+        allowed = mck.solve(no_poly, budget, backend=backend, estimators="all", edge_cost="velocity", **kw)
         assert allowed == got and allowed.meta["objective"] == paper.objective
 
 

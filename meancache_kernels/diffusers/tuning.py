@@ -14,7 +14,7 @@ import torch
 
 from ..calibrate import Profile
 from ..schedule import Schedule
-from ..tune import DEFAULT_GAMMAS, _best, candidate_schedules, relative_error
+from ..tune import DEFAULT_GAMMAS, _best, candidate_schedules, sample_error
 from .config import MeanCacheConfig
 from .hooks import apply_mean_cache, get_mean_cache_stats, remove_mean_cache
 
@@ -44,7 +44,8 @@ def tune_pipeline(
     backend: str = "auto",
     **call_kwargs,
 ) -> Schedule:
-    """The schedule with the lowest relative RMSE of the final latents against ``pipe``'s full-step outputs.
+    """The schedule with the lowest error of the final latents against ``pipe``'s full-step outputs
+    (:func:`meancache_kernels.tune.sample_error`, per prompt, geometric mean).
 
     Args:
         pipe: a diffusers pipeline with a flow-matching Euler scheduler, MeanCache not applied.
@@ -91,6 +92,6 @@ def tune_pipeline(
             calls += get_mean_cache_stats(pipe).steps_computed * num
         finally:
             remove_mean_cache(pipe)
-        err = relative_error(out, references)
+        err = sample_error(out, references)
         results.append({"name": name, "error": err if math.isfinite(err) else None})
     return _best(candidates, results, calls, budget)
