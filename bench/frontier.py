@@ -179,11 +179,12 @@ def uniform_steps(num_steps: int, budget: int) -> list[int]:
 def meancache_methods(profile, budget: int, num_steps: int, tune: Callable | None = None) -> list[tuple[str, Callable]]:
     """Every MeanCache schedule the library offers at ``budget``: ``[(name, make_schedule), ...]``.
 
-    The paper's PSSP schedule first, then (with ``meancache_kernels.estimators``) the library default (PSSP over every
-    estimator the profile holds), PSSP restricted to each estimator, uniform computed steps with each estimator, and
-    the tuned schedule (``tune(budget)``, tuned on tuning data); without it, plain reuse and uniform steps at fixed
-    spans. Presets where the published N and B match. ``make_schedule()`` may raise (a profile without costs for an
-    estimator): the row is then reported as not applicable with the message.
+    The paper's PSSP schedule first, then (with ``meancache_kernels.estimators``) the library default
+    (``solve(profile, B)``), PSSP over every estimator (``estimators="all"``), PSSP restricted to each estimator,
+    uniform computed steps with each estimator, and the tuned schedule (``tune(budget)``, tuned on tuning data);
+    without it, plain reuse and uniform steps at fixed spans. Presets where the published N and B match.
+    ``make_schedule()`` may raise (a profile without costs for an estimator): the row is then reported as not
+    applicable with the message.
     """
     import meancache_kernels as mck
 
@@ -191,7 +192,8 @@ def meancache_methods(profile, budget: int, num_steps: int, tune: Callable | Non
     estimators = getattr(mck, "estimators", None)
     if estimators is not None:
         out.append(("MeanCache PSSP jvp (paper)", lambda: mck.solve(profile, budget, estimators=("jvp",))))
-        out.append(("MeanCache PSSP, all estimators (default)", lambda: mck.solve(profile, budget)))
+        out.append(("MeanCache PSSP, library default", lambda: mck.solve(profile, budget)))
+        out.append(("MeanCache PSSP, estimators='all'", lambda: mck.solve(profile, budget, estimators="all")))
         for name in estimators.available():
             if name != "jvp":  # PSSP with jvp alone is the paper's row above
                 out.append((f"MeanCache PSSP {name}", lambda e=name: mck.solve(profile, budget, estimators=(e,))))
@@ -690,6 +692,7 @@ def _fmt(x, spec=".2f"):
 
 
 RECOMMENDED = "MeanCache tuned (recommended)"
+PAPER = ("MeanCache PSSP jvp (paper)", "MeanCache PSSP (paper)")
 
 
 def best_rows(rows, key, higher=True):
@@ -714,6 +717,25 @@ def _versus(row, alt, key, unit, higher) -> str:
     return f"{row.metrics[key] / alt.metrics[key]:.2f}x the error"
 
 
+def headline_table(rows, key, higher, fmt) -> list[str]:
+    """One line per family (its best variant per budget, unmarked rows first) and the MeanCache lines of the plot."""
+    budgets = sorted({r.budget for r in rows}, reverse=True)
+    lines = ["| method | " + " | ".join(f"B={b}" for b in budgets) + " |", "|---|" + "---|" * len(budgets)]
+    for label, want in _series_selectors().items():
+        cells = []
+        for b in budgets:
+            rs = [r for r in rows if want(r) and r.budget == b and r.status == "ok"]
+            rs = [r for r in rs if not r.marked] or rs
+            if not rs:
+                cells.append("")
+                continue
+            r = (max if higher else min)(rs, key=lambda r: r.metrics[key])
+            cells.append(format(r.metrics[key], fmt) + ("*" if r.marked else ""))
+        if any(cells):
+            lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def pipeline_report(rows, meta, title) -> str:
     lines = [
         f"### {title}", "",
@@ -722,6 +744,12 @@ def pipeline_report(rows, meta, title) -> str:
         f"prompts (seeds {TUNE_SEED}..); MeanCache profile: {meta['profile']}. Uncached N-step call "
         f"{meta['full_wall']:.2f} s. PSNR [dB] / SSIM mean and worst prompt against the uncached N-step output "
         "(headline) and against 4N Euler steps (conv). `*`: counted equiv misses B by more than 10 %.", "",
+        "Headline: mean PSNR [dB] against the uncached N-step output, each family's best variant per budget (picked on "
+        "the evaluation data; `*`: no variant of the family reaches the budget within 10 %):", "",
+        *headline_table(rows, "psnr_mean", True, ".2f"), "",
+        "Same against the converged reference (4N Euler steps):", "",
+        *headline_table(rows, "conv_psnr_mean", True, ".2f"), "",
+        "All rows:", "",
         "| B | family | method | equiv | fwd | PSNR | worst | SSIM | worst | PSNR conv | worst | SSIM conv | setting |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
@@ -767,6 +795,11 @@ def flow_report(rows, meta) -> str:
         f"latent against the N-step Euler output (headline) and against RK4 with 400 steps (conv; Euler-N itself is "
         f"{meta['euler_n_vs_conv']:.2e} from it, RK4-400 vs RK4-800 {meta['conv_400_vs_800']:.1e}). `calls` = "
         "velocity evaluations per sample.", "",
+        "Headline: relative RMSE against the N-step Euler output, each family's best variant per budget:", "",
+        *headline_table(rows, "rel_rmse", False, ".2e"), "",
+        "Same against the converged reference:", "",
+        *headline_table(rows, "conv_rel_rmse", False, ".2e"), "",
+        "All rows:", "",
         "| B | family | method | calls | rel. RMSE | rel. RMSE conv | setting |",
         "|---|---|---|---|---|---|---|",
     ]
@@ -781,18 +814,27 @@ def flow_report(rows, meta) -> str:
     return "\n".join(lines) + "\n"
 
 
-def family_envelope(rows, key, higher=True):
-    """{family: [(equiv, value), ...]}: the family's best unmarked-or-not variant at each budget (for the plot)."""
+def _series_selectors() -> dict:
+    """Each family; for MeanCache the paper's schedule, the recommended (tuned) one and the best variant apart."""
+    select = {fam: (lambda r, fam=fam: r.family == fam) for fam in FAMILIES if fam != "MeanCache"}
+    select["MeanCache, paper (PSSP jvp)"] = lambda r: r.method in PAPER
+    select["MeanCache, recommended (tuned)"] = lambda r: r.method == RECOMMENDED
+    select["MeanCache, best variant"] = lambda r: r.family == "MeanCache"
+    return select
+
+
+def plot_series(rows, key, higher=True):
+    """{label: [(equiv, value), ...]}: each series' best variant at each budget (for the plot)."""
     out = {}
-    for fam in FAMILIES:
+    for label, want in _series_selectors().items():
         pts = []
         for b in sorted({r.budget for r in rows}):
-            rs = [r for r in rows if r.family == fam and r.budget == b and r.status == "ok"]
+            rs = [r for r in rows if want(r) and r.budget == b and r.status == "ok"]
             if rs:
                 r = (max if higher else min)(rs, key=lambda r: r.metrics[key])
                 pts.append((r.equiv, r.metrics[key]))
         if pts:
-            out[fam] = sorted(pts)
+            out[label] = sorted(pts)
     return out
 
 
@@ -803,20 +845,23 @@ def plot(panels, path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 3.8), dpi=90, squeeze=False)
-    colours = dict(zip(FAMILIES, plt.rcParams["axes.prop_cycle"].by_key()["color"] * 2))
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 4.0), dpi=90, squeeze=False)
+    cycle = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    style = {fam: dict(color=cycle[k % len(cycle)], ls="--", lw=1.2) for k, fam in enumerate(FAMILIES[:-1])}
+    style["MeanCache, paper (PSSP jvp)"] = dict(color="0.55", ls=":", lw=1.6)
+    style["MeanCache, recommended (tuned)"] = dict(color="black", ls="-", lw=2.4)
+    style["MeanCache, best variant"] = dict(color="0.35", ls="-.", lw=1.4)
     for ax, (title, rows, key, ylabel, higher) in zip(axes[0], panels):
-        for fam, pts in family_envelope(rows, key, higher).items():
-            ax.plot(*zip(*pts), "o-" if fam == "MeanCache" else "o--", ms=4, label=fam, color=colours[fam],
-                    lw=2.2 if fam == "MeanCache" else 1.2)
+        for label, pts in plot_series(rows, key, higher).items():
+            ax.plot(*zip(*pts), marker="o", ms=4, label=label, **style[label])
         if not higher:
             ax.set_yscale("log")
         ax.set_xlabel("transformer work (equiv full forwards)")
         ax.set_ylabel(ylabel)
         ax.set_title(title, fontsize=9)
         ax.grid(alpha=0.3)
-    axes[0][0].legend(fontsize=7)
-    fig.suptitle("best variant of each method family at each budget", fontsize=9)
+    axes[0][0].legend(fontsize=6.5)
+    fig.suptitle("each family: its best variant at each budget (picked on the evaluation data)", fontsize=9)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
@@ -847,7 +892,13 @@ def main(argv=None) -> int:
     ap.add_argument("--name", default=None, help="output file stem (default frontier, or frontier_<model dir name>)")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default 2; --smoke: 1)")
     ap.add_argument("--smoke", action="store_true", help="1 prompt, N = 8, budgets 5 and 3, small flow: CI check")
+    ap.add_argument("--report", default=None, metavar="JSON",
+                    help="only rewrite NAME.md and NAME.png beside an earlier run's NAME.json")
     args = ap.parse_args(argv)
+    if args.report:
+        path = Path(args.report)
+        print(write_outputs(json.loads(path.read_text()), path.parent, path.stem))
+        return 0
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     torch.set_num_threads(args.threads or (1 if args.smoke else 2))
     t_start = time.perf_counter()
@@ -864,40 +915,66 @@ def main(argv=None) -> int:
 
     result = {"command": "python bench/frontier.py " + " ".join(argv if argv is not None else sys.argv[1:]),
               "machine": f"cpu-{os.cpu_count()}c, torch {torch.__version__}",
-              "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "pipelines": [], "flows": []}
-    sections, panels = [], []
+              "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "library": _library_version(),
+              "pipelines": [], "flows": []}
     if not args.no_pipeline:
         print(f"pipeline {args.model or 'shipped'}: N = {n}, budgets {budgets}, {n_eval} prompts", flush=True)
         pb = PipelineBench(args.model, n_eval, n_tune, n, budgets, args.profile, smoke=args.smoke,
                            log=lambda s: print(s, flush=True))
         rows = pb.run()
-        pmeta = dict(pb.meta, num_steps=n, budgets=budgets)
-        title = f"Pipeline: {pmeta['model']}"
-        sections.append(pipeline_report(rows, pmeta, title))
+        pmeta = dict(pb.meta, num_steps=n, budgets=budgets, model_dir=args.model)
         result["pipelines"].append(dict(meta=pmeta, rows=[asdict(r) for r in rows]))
-        panels += [(f"{Path(str(args.model)).name if args.model else 'shipped model'}: vs uncached N-step", rows,
-                    "psnr_mean", "PSNR [dB], mean over prompts", True),
-                   ("same, vs converged (4N Euler)", rows, "conv_psnr_mean", "PSNR [dB]", True)]
     if not args.no_flows:
         for spec in flows:
             print(f"flow {spec}: N = {n}, budgets {budgets}", flush=True)
             rows, fmeta = bench_flow(spec, n, budgets, **flow_sizes, log=lambda s: print(s, flush=True))
-            sections.append(flow_report(rows, fmeta))
             result["flows"].append(dict(meta=fmeta, rows=[asdict(r) for r in rows]))
-            panels.append((f"flow dim {spec['dim']} seed {spec['seed']}: vs Euler-N", rows, "rel_rmse",
-                           "relative RMSE", False))
-    seconds = time.perf_counter() - t_start
-    result["seconds"] = seconds
-    head = (f"Measured on {result['machine']}, {result['date']}, `{result['command']}` ({seconds:.0f} s).\n\n")
-    text = head + "\n".join(sections)
-    (out_dir / f"{name}.md").write_text(text)
+    result["seconds"] = time.perf_counter() - t_start
     (out_dir / f"{name}.json").write_text(json.dumps(_json_safe(result), indent=1, allow_nan=False) + "\n")
-    if panels:
-        plot(panels, out_dir / f"{name}.png")
+    text = write_outputs(result, out_dir, name)
     print()
     print(text)
-    print(f"wrote {out_dir / name}.md, .json, .png ({seconds:.0f} s)")
+    print(f"wrote {out_dir / name}.md, .json, .png ({result['seconds']:.0f} s)")
     return 0
+
+
+def _library_version() -> str:
+    import subprocess
+
+    import meancache_kernels as mck
+
+    try:
+        head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--", "meancache_kernels"],
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        head, dirty = "", ""
+    return f"meancache_kernels {mck.__version__}" + (f", git {head}" if head else "") + (
+        " + uncommitted changes in meancache_kernels/" if dirty else "")
+
+
+def write_outputs(result: dict, out_dir: Path, name: str) -> str:
+    """NAME.md and NAME.png from a result (as written to NAME.json); returns the markdown."""
+    sections, panels = [], []
+    for part in result["pipelines"]:
+        rows, meta = [Row(**r) for r in part["rows"]], part["meta"]
+        sections.append(pipeline_report(rows, meta, f"Pipeline: {meta['model']}"))
+        label = Path(str(meta["model_dir"])).name if meta.get("model_dir") else "shipped model"
+        panels += [(f"{label}: vs uncached N-step", rows, "psnr_mean", "PSNR [dB], mean over prompts", True),
+                   (f"{label}: vs converged (4N Euler)", rows, "conv_psnr_mean", "PSNR [dB]", True)]
+    for part in result["flows"]:
+        rows, meta = [Row(**r) for r in part["rows"]], part["meta"]
+        sections.append(flow_report(rows, meta))
+        panels.append((f"flow dim {meta['dim']} seed {meta['seed']}: vs Euler-N", rows, "rel_rmse",
+                       "relative RMSE", False))
+    head = (f"Measured on {result['machine']}, {result['date']}, {result.get('library', '')}, "
+            f"`{result['command']}` ({result['seconds']:.0f} s).\n\n")
+    text = head + "\n".join(sections)
+    (out_dir / f"{name}.md").write_text(text)
+    if panels:
+        plot(panels, out_dir / f"{name}.png")
+    return text
 
 
 if __name__ == "__main__":
