@@ -19,7 +19,7 @@ import torch
 
 from . import ops
 from ._utils import as_sigmas
-from .estimators import JvpEstimator
+from .estimators import JvpEstimator, correction_coefficients
 from .schedule import Schedule
 
 __all__ = ["MeanCacheState", "sample"]
@@ -56,6 +56,7 @@ class MeanCacheState:
         self.poly_capacity = schedule.poly_depth
         self.computed: deque[tuple[int, torch.Tensor]] = deque(maxlen=max(self.poly_capacity, 1))
         self._estimators = [schedule.estimator_at(i) for i in range(schedule.num_steps)]
+        self._to_correct: list[tuple[int, object]] = []  # corrected skipped steps since the last computed one
         self.next_step = 0
         # (i, z, z._version, v_hat, v_hat._version, z_next) of the last estimate(): step() reuses its fused z_next
         # only for that very z and v_hat, both unmodified
@@ -69,6 +70,7 @@ class MeanCacheState:
         """Forget the trajectory (start of a new generation)."""
         self.history.clear()
         self.computed.clear()
+        self._to_correct = []
         self.next_step = 0
         self._pending = None
 
@@ -103,9 +105,25 @@ class MeanCacheState:
         if self.capacity > 0:
             # Clone: callers may update z in place on the next step.
             self.history.append((i, z.detach().clone(), v.detach()))
-        if self.poly_capacity > 0 and self.schedule.compute[i]:
-            self.computed.append((i, v.detach()))
+        if self.schedule.compute[i]:
+            if self.poly_capacity > 0:
+                self.computed.append((i, v.detach()))
+        elif self._estimators[i].corrected:
+            self._to_correct.append((i, self._estimators[i]))
         self.next_step = i + 1
+
+    def _correct(self, i: int, z: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """Computed step ``i`` after corrected skipped steps: z plus their correction (``estimators`` module)."""
+        if not self._to_correct:
+            return z
+        steps, self._to_correct = self._to_correct, []
+        known = {j: vj for j, vj in self.computed}
+        known[i] = v
+        coeffs = correction_coefficients(steps, sorted(known), self.sigmas)
+        nodes = sorted(coeffs)
+        _, z_corr = ops.combine_step(z, [known[n] for n in nodes], [coeffs[n] for n in nodes], 1.0,
+                                     v_dtype=v.dtype, backend=self.backend)
+        return z_corr
 
     def skip(self, i: int, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Skipped step ``i``: the average-velocity estimate and the Euler step with it, fused; records the step.
@@ -161,16 +179,25 @@ class MeanCacheState:
         ):
             z_next = pending[5]  # already computed by the fused estimate, from these very (unmodified) z and v
         else:
+            if self.schedule.compute[i]:
+                z = self._correct(i, z, v)
             z_next = ops.euler_step(z, v, self.sigmas[i + 1] - self.sigmas[i], backend=self.backend)
         self._record(i, z, v)
         return z_next
 
-    def record(self, i: int, z: torch.Tensor, v: torch.Tensor) -> None:
-        """Record (z_i, v_i, s_i) of a step whose Euler update is done elsewhere (e.g. by a diffusers scheduler)."""
+    def record(self, i: int, z: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """Record (z_i, v_i, s_i) of a step whose Euler update is done elsewhere (e.g. by a diffusers scheduler).
+
+        Returns the state that update must start from: ``z`` itself, or on a computed step that follows skipped
+        steps with a corrector (``taylorc``) the corrected state (a new tensor; ``z`` is not modified).
+        """
         self._check(z, v)
         self._expect(i)
         self._pending = None
+        if self.schedule.compute[i]:
+            z = self._correct(i, z, v)
         self._record(i, z, v)
+        return z
 
     def num_latents_held(self) -> int:
         """Latent-sized tensors referenced by the state (for memory checks)."""

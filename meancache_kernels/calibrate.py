@@ -412,7 +412,9 @@ def poly_edge_rows(sigmas, d_max: int, names) -> tuple[np.ndarray, np.ndarray, n
 
     A polynomial estimator reads only computed velocities, so rolled out from the true z_i over the skipped steps
     i+1..j-1 its state at j is ``zhat_j = z_i + ds_i v_i + sum_t ds_t sum_m w_m(t) v_{n_m}`` (n_m: the last p + 1
-    computed nodes h2, h, i). The cost ``L_e(h, i, j) = mean |(zhat_j - z_j) / (s_j - s_i)|`` is thus
+    computed nodes h2, h, i). With a corrector (``taylorc``) and j < N the increments are the corrector's, whose
+    nodes are h, i and j (v_j the true velocity at z_j: the calibration does not see that at run time v_j is
+    evaluated at the uncorrected state). The cost ``L_e(h, i, j) = mean |(zhat_j - z_j) / (s_j - s_i)|`` is thus
     ``mean |sum_m coef_m x_m|`` over rows of ``sources = cat(z [N+1], v [N])`` (z_t at row t, v_t at row N+1+t).
 
     Returns:
@@ -439,8 +441,20 @@ def poly_edge_rows(sigmas, d_max: int, names) -> tuple[np.ndarray, np.ndarray, n
                         acc[m] += ds * w
                     j = i + d
                     inv = 1.0 / (sig[j] - sig[i])
-                    row_i = [i, j] + [n + 1 + t for t in nodes]
-                    row_c = [inv, -inv] + [c * inv for c in acc]
+                    if estimator.corrected and j < n:
+                        # corrected at j: the skipped increments are the corrector's, interpolating through j
+                        cn = ([i - a] if a else []) + [i, j]
+                        cx = [sig[k] for k in cn]
+                        cc = [0.0] * len(cn)
+                        cc[-2] = sig[i + 1] - sig[i]
+                        for u in range(i + 1, j):
+                            for m, w in enumerate(estimator.corrector_weights(cx, sig[u])):
+                                cc[m] += (sig[u + 1] - sig[u]) * w
+                        row_i = [i, j] + [n + 1 + k for k in cn]
+                        row_c = [inv, -inv] + [c * inv for c in cc]
+                    else:
+                        row_i = [i, j] + [n + 1 + t for t in nodes]
+                        row_c = [inv, -inv] + [c * inv for c in acc]
                     pad = 5 - len(row_i)
                     keys.append((e, i, a, b, d))
                     index.append(row_i + [-1] * pad)

@@ -11,6 +11,11 @@ computed here from the sigmas:
   degree <= p in sigma along the trajectory; it is what an N-step Euler sampler would use.
 - ``mean`` (param p = 1, 2): the same polynomial averaged over [s_i, s_{i+1}] (the paper's average-velocity idea
   applied to the polynomial): the exact step of such a field.
+- ``taylorc`` (param p = 1, 2): ``taylor`` p as predictor, plus a corrector at the next computed step j: once v_j
+  is known, the Euler increments of the skipped steps are replaced by those of the polynomial interpolating the last
+  three computed velocities, v_j included (two when only two exist), i.e. ``z_j`` gains
+  ``sum_t ds_t (P_corr(s_t) - v_hat_t)`` before its own Euler step. No model call is added (UniPC's corrector
+  uses the model output at the new point the same way); interpolation replaces extrapolation on the skipped steps.
 
 An estimator is named by family and parameter, ``"jvp"`` (K from the schedule), ``"taylor1"``, ``"mean2"``, ...
 :func:`available` lists the names; :func:`get` returns the estimator object for a (family, param) pair. Estimators
@@ -29,16 +34,19 @@ __all__ = [
     "Estimator",
     "JvpEstimator",
     "PolynomialEstimator",
+    "CorrectedEstimator",
     "available",
     "get",
     "parse",
     "lagrange_weights",
     "lagrange_mean_weights",
+    "correction_coefficients",
 ]
 
-FAMILIES = ("jvp", "taylor", "mean")
-POLY_FAMILIES = ("taylor", "mean")
+FAMILIES = ("jvp", "taylor", "mean", "taylorc")
+POLY_FAMILIES = ("taylor", "mean", "taylorc")
 POLY_ORDERS = (1, 2)
+CORRECTOR_ORDER = 2  # degree of the corrector's interpolating polynomial (through the last three computed steps)
 
 
 def lagrange_weights(nodes: Sequence[float], x: float) -> list[float]:
@@ -78,13 +86,17 @@ class Estimator:
         family: ``"jvp"``, ``"taylor"`` or ``"mean"``.
         param: K for ``jvp`` (from the schedule), the polynomial order p otherwise.
         trajectory_depth: trajectory entries (z_j, v_j) read before step i (jvp: K; polynomials: 0).
-        computed_depth: velocities of computed steps read (polynomials: p + 1; jvp: 0).
+        computed_depth: velocities of computed steps the estimate reads (polynomials: p + 1; jvp: 0).
+        retain: velocities of computed steps the sampler must keep for this estimator (its corrector included).
+        corrected: True when the next computed step corrects this step's increment (``taylorc``).
     """
 
     family: str = ""
     param: int = 0
     trajectory_depth: int = 0
     computed_depth: int = 0
+    retain: int = 0
+    corrected: bool = False
 
     @property
     def name(self) -> str:
@@ -134,14 +146,52 @@ class PolynomialEstimator(Estimator):
         self.param = int(p)
         self.trajectory_depth = 0
         self.computed_depth = self.param + 1
+        self.retain = self.computed_depth
 
     def weights(self, nodes: Sequence[float], s_i: float, s_next: float) -> list[float]:
         """Coefficients on the velocities at ``nodes`` (the sigmas of the last computed steps, oldest first; at
         most p + 1 are used, the newest ones)."""
         nodes = list(nodes)[-(self.param + 1):]
-        if self.family == "taylor":
-            return lagrange_weights(nodes, s_i)
-        return lagrange_mean_weights(nodes, s_i, s_next)
+        if self.family == "mean":
+            return lagrange_mean_weights(nodes, s_i, s_next)
+        return lagrange_weights(nodes, s_i)
+
+
+class CorrectedEstimator(PolynomialEstimator):
+    """``taylor`` p predictor; at the next computed step the skipped increments are corrected by interpolation."""
+
+    def __init__(self, p: int):
+        super().__init__("taylorc", p)
+        self.corrected = True
+        # at the correction the predictor's nodes (p + 1 before j) and the corrector's (CORRECTOR_ORDER + 1, j
+        # included) must both be held
+        self.retain = max(self.param + 1, CORRECTOR_ORDER) + 1
+
+    @staticmethod
+    def corrector_weights(nodes: Sequence[float], s_t: float) -> list[float]:
+        """Coefficients of the corrector at s_t on the velocities at ``nodes`` (the newest CORRECTOR_ORDER + 1)."""
+        return lagrange_weights(list(nodes)[-(CORRECTOR_ORDER + 1):], s_t)
+
+
+def correction_coefficients(steps, nodes: Sequence[int], sigmas: Sequence[float]) -> dict[int, float]:
+    """The correction ``sum_t ds_t (P_corr(s_t) - v_hat_t)`` at computed step ``j = nodes[-1]`` as coefficients on the
+    velocities of the computed steps ``nodes`` (increasing, j last): ``{node: coefficient}``.
+
+    ``steps``: ``[(t, estimator), ...]``, the corrected skipped steps since the previous computed step (each one's
+    predictor read the newest ``estimator.computed_depth`` nodes before j).
+    """
+    out: dict[int, float] = {}
+    nodes = list(nodes)
+    before = nodes[:-1]
+    for t, est in steps:
+        ds = sigmas[t + 1] - sigmas[t]
+        corr_nodes = nodes[-(CORRECTOR_ORDER + 1):]
+        for n, w in zip(corr_nodes, est.corrector_weights([sigmas[k] for k in corr_nodes], sigmas[t])):
+            out[n] = out.get(n, 0.0) + ds * w
+        pred_nodes = before[-est.computed_depth:]
+        for n, w in zip(pred_nodes, est.weights([sigmas[k] for k in pred_nodes], sigmas[t], sigmas[t + 1])):
+            out[n] = out.get(n, 0.0) - ds * w
+    return out
 
 
 def parse(name: str) -> tuple[str, int | None]:
@@ -151,8 +201,9 @@ def parse(name: str) -> tuple[str, int | None]:
     if name == "jvp":
         return "jvp", None
     for fam in POLY_FAMILIES:
-        if name.startswith(fam) and name[len(fam):].isdigit() and int(name[len(fam):]) in POLY_ORDERS:
-            return fam, int(name[len(fam):])
+        rest = name[len(fam):]
+        if name.startswith(fam) and rest.isdigit() and int(rest) in POLY_ORDERS:
+            return fam, int(rest)
     raise ValueError(f"unknown estimator {name!r}; available: {available()}")
 
 
@@ -162,6 +213,8 @@ def get(family: str, param: int) -> Estimator:
         if isinstance(param, bool) or not isinstance(param, int) or param < 1:
             raise ValueError(f"jvp needs a span K >= 1, got {param!r}")
         return JvpEstimator(param)
+    if family == "taylorc":
+        return CorrectedEstimator(param)
     if family in POLY_FAMILIES:
         return PolynomialEstimator(family, param)
     raise ValueError(f"unknown estimator family {family!r}; allowed: {FAMILIES}")

@@ -240,8 +240,12 @@ class Schedule:
 
     @property
     def poly_depth(self) -> int:
-        """Velocities of computed steps the polynomial estimators read (max p + 1; 0 when none is used)."""
-        return max((k + 1 for k, e in zip(self.spans, self.estimators) if e in ("taylor", "mean")), default=0)
+        """Velocities of computed steps the sampler keeps for the polynomial estimators (p + 1, one more with a
+        corrector and its nodes; 0 when none is used)."""
+        from .estimators import POLY_FAMILIES, get
+
+        used = {(e, k) for k, e in zip(self.spans, self.estimators) if e in POLY_FAMILIES}
+        return max((get(e, k).retain for e, k in used), default=0)
 
     @property
     def is_official(self) -> bool:

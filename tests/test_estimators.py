@@ -36,7 +36,8 @@ def _mixed_schedule(n: int, family: str, p: int) -> mck.Schedule:
 
 
 def test_names_and_parse():
-    assert est.available() == ["jvp", "taylor1", "taylor2", "mean1", "mean2"]
+    assert est.available() == ["jvp", "taylor1", "taylor2", "mean1", "mean2", "taylorc1", "taylorc2"]
+    assert est.parse("taylorc1") == ("taylorc", 1) and est.get("taylorc", 2).retain == 4
     assert est.parse("jvp") == ("jvp", None) and est.parse("mean2") == ("mean", 2)
     for bad in ("taylor3", "mean", "foo", "taylor0"):
         with pytest.raises(ValueError, match="unknown estimator"):
@@ -90,6 +91,34 @@ def test_mean_reproduces_the_exact_step_of_polynomial_fields(p):
             z = z_next
             checked += 1
     assert checked == N - sched.budget
+
+
+@pytest.mark.parametrize("p", [1, 2])
+def test_corrector_makes_skipped_increments_exact_on_quadratic_fields(p):
+    field, _ = _poly_field([1.0, 1.0, 1.0])  # degree 2: taylor1's prediction is not exact, the corrector is
+    sig = flow_sigmas(N, 3.0)
+    z = torch.randn(3, 5, dtype=torch.float64)
+    compute = [i <= 2 or i % 3 == 0 or i == N - 1 for i in range(N)]
+    sched = mck.Schedule(compute, [0 if c else p for c in compute],
+                         estimators=["" if c else "taylorc" for c in compute])
+    full = mck.sample(field, z, sig, mck.Schedule.full(N))
+    torch.testing.assert_close(mck.sample(field, z, sig, sched), full, rtol=0, atol=1e-12)
+    plain = mck.Schedule(compute, sched.spans, estimators=["" if c else "taylor" for c in compute])
+    if p == 1:
+        assert (mck.sample(field, z, sig, plain) - full).abs().max() > 1e-6  # without the corrector it is not
+    # record() hands back the corrected state for loops that do their own Euler update, and leaves z alone
+    state = mck.MeanCacheState(sched, sig)
+    zz = z.clone()
+    for i in range(N):
+        if state.should_compute(i):
+            v = field(zz, float(sig[i]))
+            before = zz.clone()
+            start = state.record(i, zz, v)
+            assert torch.equal(zz, before)
+            zz = start + (float(sig[i + 1]) - float(sig[i])) * v
+        else:
+            _, zz = state.skip(i, zz)
+    torch.testing.assert_close(zz, full, rtol=0, atol=1e-12)
 
 
 def test_lagrange_weights():
@@ -188,10 +217,12 @@ def test_polynomial_edge_costs_vanish_on_fields_they_reproduce():
     field, _ = _poly_field([1.0, 1.0])  # degree 1: taylor1 and taylor2 reproduce the Euler steps exactly
     z = torch.randn(4, 3, 5, dtype=torch.float64)
     prof = mck.calibrate(field, z, sig, max_span=2, max_skip=4, progress=False)
-    assert prof.poly_estimators == ("taylor1", "taylor2", "mean1", "mean2")
+    assert prof.poly_estimators == ("taylor1", "taylor2", "mean1", "mean2", "taylorc1", "taylorc2")
     pc = prof.poly_costs
     fin = np.isfinite(pc)
-    assert pc.shape == (4, N, 6, 6, 6)
+    assert pc.shape == (6, N, 6, 6, 6)
+    c = pc[4:, 1:][fin[4:, 1:]]  # the corrector interpolates a degree-1 field exactly
+    assert c.size > 100 and c.max() < 1e-12
     t = pc[:2, 1:][fin[:2, 1:]]  # from i = 1 on (at i = 0 only one computed velocity exists: order 0)
     assert t.size > 100 and t.max() < 1e-12
     assert pc[:2, 0][fin[:2, 0]].max() > 1e-4  # order 0 at i = 0 does not reproduce a degree-1 field
@@ -211,8 +242,8 @@ def test_polynomial_edge_costs_equal_an_explicit_rollout():
         zs.append(zs[-1] + (sig[i + 1] - sig[i]) * vs[-1])
     rng = np.random.default_rng(0)
     checked = 0
-    for _ in range(40):
-        e = int(rng.integers(4))
+    for _ in range(60):
+        e = int(rng.integers(len(prof.poly_estimators)))
         i = int(rng.integers(0, N - 2))
         name = prof.poly_estimators[e]
         p = est.get(*est.parse(name)).param
@@ -230,12 +261,18 @@ def test_polynomial_edge_costs_equal_an_explicit_rollout():
         for t in range(i + 1, i + d):
             w = e_obj.weights([sig[n] for n in nodes], sig[t], sig[t + 1])
             z = z + (sig[t + 1] - sig[t]) * sum(wk * vs[n] for wk, n in zip(w, nodes))
+        if e_obj.corrected and i + d < N:  # the corrector's increments through h, i, j instead
+            cn = ([i - a] if a else []) + [i, i + d]
+            z = z + sum((sig[t + 1] - sig[t]) * sum(wk * vs[n] for wk, n in zip(
+                e_obj.corrector_weights([sig[n] for n in cn], sig[t]), cn)) for t in range(i + 1, i + d))
+            z = z - sum((sig[t + 1] - sig[t]) * sum(wk * vs[n] for wk, n in zip(
+                e_obj.weights([sig[n] for n in nodes], sig[t], sig[t + 1]), nodes)) for t in range(i + 1, i + d))
         expected = ((z - zs[i + d]) / (sig[i + d] - sig[i])).abs().mean(dim=1).mean().item()
         if p == 1:
             b = 0 if i == 0 else b
         assert math.isclose(prof.poly_costs[e, i, a, b, d], expected, rel_tol=1e-10, abs_tol=1e-15), (name, i, a, b)
         checked += 1
-    assert checked == 40
+    assert checked == 60
 
 
 def test_jvp_only_calibration_is_the_old_profile(tmp_path):

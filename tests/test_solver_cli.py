@@ -37,7 +37,7 @@ def test_solve_default_uses_every_estimator(profile_path, tmp_path, capsys):
     assert main(["solve", str(profile_path), "--budget", "5", "--json", str(out_json)]) == 0
     text = capsys.readouterr().out
     expected = mck.solve(mck.Profile.load(profile_path), 5)
-    assert expected.meta["estimators"] == ["taylor1", "taylor2", "mean1", "mean2"]
+    assert expected.meta["estimators"] == ["taylor1", "taylor2", "mean1", "mean2", "taylorc1", "taylorc2"]
     assert f"compute steps: {expected.compute_steps}" in text and "estimator per interval: [" in text
     assert mck.Schedule.from_json(out_json) == expected
 

@@ -88,7 +88,7 @@ def wrap_scheduler(scheduler, context) -> dict:
             raise TypeError("MeanCache does not support per_token_timesteps in scheduler.step (one sigma per step)")
         i = context.begin_step(scheduler.step_index, scheduler.begin_index)
         if gen.compute[i]:
-            gen.state.record(i, sample, model_output)
+            sample = gen.state.record(i, sample, model_output)  # corrected after taylorc skipped steps
             out = orig_step(model_output, timestep, sample, *args, **kwargs)
             context.end_step(i, True, scheduler.step_index)
             return out
