@@ -11,6 +11,7 @@ skipped step" (a "chain" edge); :meth:`Schedule.from_official` and :meth:`Schedu
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -133,11 +134,14 @@ class Schedule:
         return cls(mask, [0 if c else k for c in mask])
 
     @classmethod
-    def uniform(cls, num_steps: int, budget: int, estimator: str = "jvp", *, span: int = 1,
+    def uniform(cls, num_steps: int, budget: int, estimator: str = "jvp", *, span: int = 1, warp: float = 1.0,
                 meta: dict | None = None) -> "Schedule":
         """``budget`` computed steps evenly spaced over ``0..num_steps-1`` (both ends computed when budget >= 2) and
         one estimator on every skipped step: ``"jvp"`` with span ``span``, or a polynomial one by name
-        (``"taylor1"``, ``"mean2"``, ...; see :func:`meancache_kernels.estimators.available`)."""
+        (``"taylor1"``, ``"mean2"``, ...; see :func:`meancache_kernels.estimators.available`).
+
+        ``warp`` > 0 spaces them as ``round((N - 1) * (k / (B - 1)) ** warp)`` instead (warp > 1: denser at the
+        start, where sigma is high; < 1: denser at the end), made strictly increasing."""
         from . import estimators as est
 
         n = _as_int(num_steps, "num_steps")
@@ -151,13 +155,24 @@ class Schedule:
             param = _as_int(span, "span")
             if param < 1:
                 raise ValueError(f"span must be >= 1, got {param}")
-        steps = [0] if b == 1 else [round(k * (n - 1) / (b - 1)) for k in range(b)]
+        if isinstance(warp, bool) or not isinstance(warp, (int, float)) or not (math.isfinite(warp) and warp > 0):
+            raise ValueError(f"warp must be a finite number > 0, got {warp!r}")
+        if warp == 1.0:
+            steps = [0] if b == 1 else [round(k * (n - 1) / (b - 1)) for k in range(b)]
+        else:
+            steps = [round((n - 1) * (k / (b - 1)) ** warp) for k in range(b)] if b > 1 else [0]
+            for k in range(1, b):  # strictly increasing, and room left for the steps after
+                steps[k] = max(steps[k], steps[k - 1] + 1)
+            for k in range(b - 1, 0, -1):
+                steps[k] = min(steps[k], n - b + k, steps[k + 1] - 1 if k + 1 < b else n - 1)
         mask = [False] * n
         for t in steps:
             mask[t] = True
         meta = dict(meta or {})
         meta.setdefault("source", "uniform")
         meta.setdefault("estimator", estimator)
+        if warp != 1.0:
+            meta.setdefault("warp", float(warp))
         return cls(mask, [0 if c else param for c in mask], meta=meta,
                    estimators=["" if c else family for c in mask])
 

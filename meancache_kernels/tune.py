@@ -18,24 +18,29 @@ import torch
 from ._utils import as_sigmas
 from .schedule import Schedule, solve
 
-__all__ = ["DEFAULT_GAMMAS", "DEFAULT_ESTIMATOR_SETS", "DEFAULT_EDGE_COSTS", "candidate_schedules", "sample_error",
-           "tune"]
+__all__ = ["DEFAULT_GAMMAS", "DEFAULT_ESTIMATOR_SETS", "DEFAULT_EDGE_COSTS", "DEFAULT_WARPS", "candidate_schedules",
+           "sample_error", "tune"]
 
 DEFAULT_GAMMAS = (1.0, 2.0, 3.0)
-# None: solve()'s default (the polynomial estimators); the paper's rule alone; the taylor estimators alone / together
-DEFAULT_ESTIMATOR_SETS = (None, ("jvp",), ("taylor1",), ("taylor2",), ("taylor1", "taylor2"))
+# None: solve()'s default (the polynomial estimators); the paper's rule alone; taylor and taylorc alone
+DEFAULT_ESTIMATOR_SETS = (None, ("jvp",), ("taylor1",), ("taylor2",), ("taylorc1",), ("taylorc2",))
 DEFAULT_EDGE_COSTS = ("state", "velocity")
+# evenly spaced steps, warped towards the start (warp > 1) or the end (< 1), with these estimators
+DEFAULT_WARPS = (0.85, 1.15, 1.3, 1.5)
+WARPED_ESTIMATORS = ("taylor1", "taylorc1", "taylorc2")
 
 
 def candidate_schedules(profile, budget: int, *, gammas: Sequence[float] = DEFAULT_GAMMAS,
                         estimator_sets: Sequence = DEFAULT_ESTIMATOR_SETS,
                         edge_costs: Sequence[str] = DEFAULT_EDGE_COSTS, uniform: bool = True,
-                        backend: str = "auto") -> dict[str, Schedule]:
+                        warps: Sequence[float] = DEFAULT_WARPS, backend: str = "auto") -> dict[str, Schedule]:
     """The candidates :func:`tune` evaluates, by name, duplicates removed (the first name of a schedule is kept).
 
     ``pssp[<estimators>,<edge cost>]@g<gamma>``: :func:`meancache_kernels.solve` with those estimators
     (``default`` = solve's default) and edge cost at that gamma, for every estimator set the profile has costs for;
-    ``uniform[<estimator>]``: :meth:`Schedule.uniform` with each estimator of the profile (jvp with K = 1, 2).
+    ``uniform[<estimator>]``: :meth:`Schedule.uniform` with each estimator of the profile (jvp with K = 1, 2);
+    ``uniform[<estimator>]^<warp>``: the same spacing warped (``Schedule.uniform(warp=)``) for the taylor and
+    taylorc estimators the profile has.
     """
     from .calibrate import Profile
 
@@ -71,6 +76,10 @@ def candidate_schedules(profile, budget: int, *, gammas: Sequence[float] = DEFAU
                     add(f"uniform[jvp K={k}]", Schedule.uniform(n, budget, "jvp", span=k))
             else:
                 add(f"uniform[{name}]", Schedule.uniform(n, budget, name))
+        for w in warps:
+            for name in WARPED_ESTIMATORS:
+                if name in profile.estimators:
+                    add(f"uniform[{name}]^{w:g}", Schedule.uniform(n, budget, name, warp=float(w)))
     if not out:
         raise ValueError(f"no feasible candidate schedule for budget={budget} with gammas={list(gammas)}")
     return out

@@ -196,6 +196,14 @@ def test_uniform_schedule():
     assert mck.Schedule.uniform(50, 50).compute_steps == list(range(50))
     j = mck.Schedule.uniform(20, 5, "jvp", span=2)
     assert j.is_official and set(j.spans) == {0, 2}
+    w = mck.Schedule.uniform(50, 17, "taylorc2", warp=1.3)
+    assert w.budget == 17 and w.compute_steps[:4] == [0, 1, 3, 6] and w.compute_steps[-1] == 49
+    assert w.meta["warp"] == 1.3 and set(w.estimator_names()) == {"", "taylorc2"}
+    for b, warp in [(48, 1.5), (50, 3.0), (2, 0.5), (10, 2.2)]:  # always exactly B distinct steps in 0..N-1
+        steps = mck.Schedule.uniform(50, b, warp=warp).compute_steps
+        assert len(steps) == b and steps == sorted(set(steps)) and steps[0] == 0 and steps[-1] <= 49
+    with pytest.raises(ValueError, match="warp"):
+        mck.Schedule.uniform(10, 5, warp=0.0)
     with pytest.raises(ValueError, match="budget"):
         mck.Schedule.uniform(10, 11)
     with pytest.raises(ValueError, match="unknown estimator"):
