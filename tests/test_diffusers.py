@@ -11,6 +11,8 @@ import torch
 pytest.importorskip("diffusers")
 pytest.importorskip("transformers")
 
+from _diffusers_helpers import record_steps  # noqa: E402
+
 import meancache_kernels as mck  # noqa: E402
 from meancache_kernels.diffusers import (  # noqa: E402
     MeanCacheConfig,
@@ -65,19 +67,6 @@ def _count_forwards(module):
     return counter, lambda: module.__dict__.pop("forward", None)
 
 
-def _record_steps(scheduler):
-    """Record (z, v) at every scheduler.step that reaches the scheduler's own step (computed steps under MeanCache)."""
-    seen = []
-    original = scheduler.step
-
-    def step(model_output, timestep, sample, *args, **kwargs):
-        seen.append((sample.clone(), model_output.clone()))
-        return original(model_output, timestep, sample, *args, **kwargs)
-
-    scheduler.step = step
-    return seen, lambda: scheduler.__dict__.pop("step", None)
-
-
 # ---------------------------------------------------------------------------------------------------- config
 def test_config_validation():
     assert MeanCacheConfig(schedule=SCHEDULE).schedule is SCHEDULE
@@ -113,7 +102,7 @@ def test_pipeline_calls_core_equivalence_and_removal(kind, dtype):
     reference = _latents(pipe(**tiny_call_kwargs(kind, num_inference_steps=N)))  # never accelerated
 
     counter, uncount = _count_forwards(pipe.transformer)
-    seen, unrecord = _record_steps(pipe.scheduler)
+    seen, unrecord = record_steps(pipe.scheduler)
     apply_mean_cache(pipe, MeanCacheConfig(schedule=SCHEDULE))
     try:
         out = _latents(pipe(**tiny_call_kwargs(kind, num_inference_steps=N)))
@@ -281,7 +270,7 @@ def test_call_that_raised_midway_does_not_poison_the_next():
 def test_batch_of_two_prompts_equals_each_alone(kind):
     pipe = _pipe(kind)
     prompts = ["a red cube", "two blue spheres"]
-    seen, unrecord = _record_steps(pipe.scheduler)  # under the adapter: sees the computed steps
+    seen, unrecord = record_steps(pipe.scheduler)  # under the adapter: sees the computed steps
     apply_mean_cache(pipe, MeanCacheConfig(schedule=SCHEDULE))
     try:
         alone, inits = [], []

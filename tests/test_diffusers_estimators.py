@@ -8,6 +8,8 @@ import torch
 import meancache_kernels as mck
 
 pytest.importorskip("diffusers")
+from _diffusers_helpers import record_steps  # noqa: E402
+
 from meancache_kernels.diffusers import (  # noqa: E402
     MeanCacheConfig,
     apply_mean_cache,
@@ -35,24 +37,12 @@ def flux():
         return tiny_pipeline("flux")
 
 
-def _record_steps(scheduler):
-    seen = []
-    original = scheduler.step
-
-    def step(model_output, timestep, sample, *args, **kwargs):
-        seen.append((sample.clone(), model_output.clone()))
-        return original(model_output, timestep, sample, *args, **kwargs)
-
-    scheduler.step = step
-    return seen, lambda: scheduler.__dict__.pop("step", None)
-
-
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_mixed_estimators_through_the_pipeline_equal_the_core_sampler(flux, dtype):
     pipe = flux.to(dtype)
     try:
         reference = pipe(**tiny_call_kwargs("flux", num_inference_steps=N))[0]
-        seen, unrecord = _record_steps(pipe.scheduler)
+        seen, unrecord = record_steps(pipe.scheduler)
         apply_mean_cache(pipe, MeanCacheConfig(schedule=MIXED))
         try:
             out = pipe(**tiny_call_kwargs("flux", num_inference_steps=N))[0]

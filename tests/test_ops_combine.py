@@ -11,6 +11,7 @@ almost a whole ulp off: seen at M = 2, where half an ulp was not enough).
 
 import pytest
 import torch
+from _accuracy import assert_as_accurate
 from _triton_env import DEVICE, HAS_TRITON, INTERPRET, triton_ok  # noqa: E402, F401
 
 from meancache_kernels import ops
@@ -32,25 +33,8 @@ COEFFS = (0.83, -1.37, 0.29, 2.06)
 DS = -0.137
 
 
-def _eps(out: torch.Tensor, ref64: torch.Tensor) -> float:
-    scale = float(ref64.abs().max()) if ref64.numel() else 0.0
-    if out.dtype == torch.bfloat16 and INTERPRET:
-        return torch.finfo(torch.bfloat16).eps * scale  # truncation: < 1 ulp of the element <= eps * scale
-    return 1e-6 * max(scale, 1e-30)
-
-
 def _assert_as_accurate(out: torch.Tensor, out_torch: torch.Tensor, ref64: torch.Tensor) -> float:
-    """Kernel error <= 2x the same-precision torch error + tiny eps, both against float64; returns the error."""
-    assert out.shape == ref64.shape and out.dtype == out_torch.dtype
-    assert not torch.isnan(out).any(), "output has NaN (an element was not written)"
-    err = (out.double() - ref64).abs().max().item()
-    err_torch = (out_torch.double() - ref64).abs().max().item()
-    # the baseline must itself be as accurate as float32 arithmetic rounded to the output dtype allows (measured: at
-    # most 1.5 ulp of the output dtype at the output's scale), so the torch-backend rows check something too
-    scale = float(ref64.abs().max()) if ref64.numel() else 0.0
-    assert err_torch <= 4 * torch.finfo(out.dtype).eps * scale + 1e-30, (err_torch, scale)
-    assert err <= 2 * err_torch + _eps(out, ref64), (err, err_torch)
-    return err
+    return assert_as_accurate(out, out_torch, ref64, bf16_interp_ulps=1.0)
 
 
 def _randn(shape, dtype, scale=1.0):

@@ -12,6 +12,7 @@ import sys
 
 import pytest
 import torch
+from _accuracy import assert_as_accurate
 from _triton_env import DEVICE, HAS_TRITON, INTERPRET, triton_ok  # noqa: E402, F401
 
 from meancache_kernels import ops
@@ -29,25 +30,8 @@ DTYPES = [
 ]
 
 
-def _eps(out: torch.Tensor, ref64: torch.Tensor) -> float:
-    scale = float(ref64.abs().max()) if ref64.numel() else 0.0
-    if out.dtype == torch.bfloat16 and INTERPRET:
-        return 0.5 * torch.finfo(torch.bfloat16).eps * scale
-    return 1e-6 * max(scale, 1e-30)
-
-
-def _assert_as_accurate(out: torch.Tensor, out_torch: torch.Tensor, ref64: torch.Tensor) -> None:
-    """Kernel error <= 2x the same-precision torch error + tiny eps, both measured against float64."""
-    assert out.shape == ref64.shape and out.dtype == out_torch.dtype
-    assert not torch.isnan(out).any(), "output has NaN (an element was not written)"
-    err = (out.double() - ref64).abs().max().item()
-    err_torch = (out_torch.double() - ref64).abs().max().item()
-    # the same-precision baseline must itself be as accurate as float32 arithmetic rounded to the output dtype
-    # allows (measured: at most 1.6 ulp of the output dtype at the output's scale); otherwise the torch-backend
-    # rows, where out is out_torch, would check nothing
-    scale = float(ref64.abs().max()) if ref64.numel() else 0.0
-    assert err_torch <= 4 * torch.finfo(out.dtype).eps * scale + 1e-30, (err_torch, scale)
-    assert err <= 2 * err_torch + _eps(out, ref64), (err, err_torch)
+def _assert_as_accurate(out: torch.Tensor, out_torch: torch.Tensor, ref64: torch.Tensor) -> float:
+    return assert_as_accurate(out, out_torch, ref64, bf16_interp_ulps=0.5)
 
 
 def _randn(shape, dtype, scale=1.0):

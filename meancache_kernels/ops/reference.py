@@ -38,6 +38,15 @@ def compute_dtype(*tensors: torch.Tensor) -> torch.dtype:
     return torch.float64 if any(t.dtype == torch.float64 for t in tensors) else torch.float32
 
 
+def _store(v_res: torch.Tensor, z_res: torch.Tensor, out_v, out_z) -> tuple[torch.Tensor, torch.Tensor]:
+    """(v_hat, z_next), copied into the optional outputs."""
+    if out_v is not None:
+        v_res = out_v.copy_(v_res)
+    if out_z is not None:
+        z_res = out_z.copy_(z_res)
+    return v_res, z_res
+
+
 def mean_velocity_step(
     z: torch.Tensor,
     z_anchor: torch.Tensor,
@@ -63,15 +72,7 @@ def mean_velocity_step(
     w.neg_().add_(v_anchor).div_(span)  # jvp = (v_a - avg) / span
     w.mul_(ds).neg_().add_(v_last)  # v_hat = v_last - jvp * ds
     z_next = torch.mul(w, ds).add_(zf)  # z + ds * v_hat
-    v_res = w.to(v_last.dtype)
-    z_res = z_next.to(z.dtype)
-    if out_v is not None:
-        out_v.copy_(v_res)
-        v_res = out_v
-    if out_z is not None:
-        out_z.copy_(z_res)
-        z_res = out_z
-    return v_res, z_res
+    return _store(w.to(v_last.dtype), z_next.to(z.dtype), out_v, out_z)
 
 
 def combine_step(
@@ -99,15 +100,7 @@ def combine_step(
         acc.add_(scratch.copy_(x).mul_(c))
     z_next = torch.mul(acc, ds, out=scratch) if scratch is not None else torch.mul(acc, ds)
     z_next.add_(z)  # z + ds * v_hat
-    v_res = acc.to(v_dtype)
-    z_res = z_next.to(z.dtype)
-    if out_v is not None:
-        out_v.copy_(v_res)
-        v_res = out_v
-    if out_z is not None:
-        out_z.copy_(z_res)
-        z_res = out_z
-    return v_res, z_res
+    return _store(acc.to(v_dtype), z_next.to(z.dtype), out_v, out_z)
 
 
 def euler_step(z: torch.Tensor, v: torch.Tensor, ds: float, *, out: torch.Tensor | None = None) -> torch.Tensor:
