@@ -128,8 +128,12 @@ def tune(
         The best :class:`Schedule`; ``meta["tune"]`` holds ``best``, ``metric``, ``model_calls`` and
         ``candidates``: ``[{"name", "error"}]`` for every candidate, best first. Ties go to the earlier candidate.
     """
+    from .calibrate import Profile
+
     if not callable(model_fn):
         raise TypeError(f"model_fn must be callable, got {type(model_fn).__name__}")
+    if not isinstance(profile, Profile):
+        raise TypeError(f"profile must be a meancache_kernels.Profile, got {type(profile).__name__}")
     if not isinstance(latents, torch.Tensor) or latents.dim() < 1 or latents.shape[0] < 1:
         raise TypeError(f"latents must be a torch.Tensor [S, ...] with S >= 1, got {type(latents).__name__}")
     sig = as_sigmas(sigmas, profile.num_steps)

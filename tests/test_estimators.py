@@ -368,6 +368,12 @@ def test_tune_returns_the_lowest_error_candidate_where_the_answer_is_known():
     got = mck.tune(flow, torch.randn(4, 6, dtype=torch.float64), sig, prof, 5, progress=False)
     cs = got.meta["tune"]["candidates"]
     assert len(cs) >= 5 and cs[0]["error"] == min(c["error"] for c in cs) and got.budget == 5
+    with pytest.raises(TypeError, match="profile must be"):
+        mck.tune(flow, lat, sig, {"costs": 1}, 5, progress=False)
+    with pytest.raises(TypeError, match="latents"):
+        mck.tune(flow, [1.0], sig, prof, 5, progress=False)
+    with pytest.raises(ValueError, match="budget"):
+        mck.tune(flow, lat, sig, prof, 0, progress=False)
     with pytest.raises(ValueError, match="candidates"):
         mck.tune(flow, lat[:, :1].repeat(1, 6), sig, prof, 5, candidates={"x": mck.Schedule.full(3)}, progress=False)
 
