@@ -356,6 +356,7 @@ class PipelineBench:
             m[f"{key}psnr_min"] = float(np.min(p))
             m[f"{key}ssim_mean"] = float(np.mean(s))
             m[f"{key}ssim_min"] = float(np.min(s))
+            m[f"{key}psnr_prompts"] = [float(x) for x in p]
         eq = self.equiv()
         row = Row(family, method, budget, setting, "ok", eq, self.counter.forwards, wall,
                   abs(eq - budget) > TOLERANCE * budget, m)
