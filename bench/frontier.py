@@ -28,15 +28,17 @@ Methods at matched transformer work:
   schedule, the published presets for this N and B, and, when ``meancache_kernels.estimators`` exists, PSSP and
   uniform schedules for every estimator in ``estimators.available()``, the library default and the tuned schedule.
 
-Cost is counted, not assumed: ``forwards`` = transformer forwards that reached proj_out unanswered by a cache;
-``equiv`` = multiply-accumulates of every Linear layer of the transformer divided by those of one full forward (a
-cache's always-computed first block or embedders included). A row whose ``equiv`` misses B by more than 10 % is
-marked ``*`` and takes no part in "best per budget".
+Cost is counted, not assumed: ``forwards`` (``fwd``) = transformer calls, counted at proj_out (the diffusers caches
+skip work inside a call, so they show N; fewer steps and MeanCache make fewer calls); ``equiv`` =
+multiply-accumulates of every Linear layer of the transformer divided by those of one full forward (a cache's
+always-computed first block or embedders included), the measure every method is matched on. A row whose ``equiv``
+misses B by more than 10 % is marked ``*`` and takes no part in "best per budget".
 
 Data: evaluation prompts (seeds 0..), tuning prompts (seeds 200..; cache thresholds, MeanCache tuning) and
 calibration prompts (seeds 100..; MeanCache profile, MagCache ratios) are three disjoint prompt sets. The shipped
-model's profile was calibrated on the calibration prompts by python/tools/calibrate_tiny_flux.py; any other model
-(``--model``) is calibrated in the run, as a user would.
+model's profile was calibrated on the calibration prompts by python/tools/calibrate_tiny_flux.py and is used when it
+holds costs for every estimator the library offers; any other model (``--model``), or a shipped profile without some
+estimator, is calibrated in the run on the calibration prompts, as a user would.
 
 Analytic part (meancache_kernels.testing.GaussianMixtureFlow, float64, exact velocity): Euler-B, UniPC-B and
 DPM-Solver++-B driven directly on the velocity function (their sigmas replaced by the same shifted flow sigmas as
@@ -122,7 +124,8 @@ def calibration_prompts(n: int | None = None) -> list[str]:
 
 # ---------------------------------------------------------------------------------------------------- counting
 class Counter:
-    """Counts real work in a transformer: forwards reaching proj_out, evaluated blocks, Linear MACs."""
+    """Counts real work in a transformer: calls (at proj_out's pre-hook, which fires even when a cache replaces
+    proj_out's forward), evaluated blocks, Linear MACs (the cost measure)."""
 
     def __init__(self, tr):
         self.handles = []

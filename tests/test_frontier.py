@@ -89,3 +89,11 @@ def test_heun_steps_and_taylor_count():
         assert abs(2 * module.heun_steps(b) - 1 - b) <= 1
     # diffusers' TaylorSeer rule at N = 50 with the default warm-up of 3 steps and interval 2: steps 0, 1, 2, 4, 6, ...
     assert module.taylor_computed(50, 3, 2) == 3 + len(range(4, 50, 2))
+
+
+def test_prompt_sets_are_disjoint():
+    module = load_script()
+    evaluation, tuning, calibration = (set(module.eval_prompts(8)), set(module.tuning_prompts(8)),
+                                       set(module.calibration_prompts()))
+    assert len(evaluation) == len(tuning) == len(calibration) == 8
+    assert not (evaluation & tuning) and not (evaluation & calibration) and not (tuning & calibration)
