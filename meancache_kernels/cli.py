@@ -428,6 +428,9 @@ def _add_tune(sub) -> None:
     p.add_argument("--out", required=True, metavar="SCHEDULE", help="output schedule file (JSON)")
     p.add_argument("--gammas", type=float, nargs="+", default=[1.0, 2.0, 3.0], help="PSSP gammas tried")
     p.add_argument("--seed", type=int, default=10_000, help="noise seed of the first tuning prompt")
+    p.add_argument("--reference-steps", type=int, default=None, metavar="M",
+                   help="judge candidates against M-step generations (default N, the uncached output; e.g. 4N to "
+                   "prefer the schedule closest to the converged solution)")
     p.set_defaults(func=_cmd_tune)
 
 
@@ -445,7 +448,8 @@ def _cmd_tune(args) -> int:
     t0 = time.perf_counter()
     try:
         best = tune_pipeline(pipe, prompts, profile=prof, budget=args.budget, num_inference_steps=args.steps,
-                             seed=args.seed, gammas=tuple(args.gammas), progress=not args.no_progress, **call)
+                             seed=args.seed, gammas=tuple(args.gammas), reference_steps=args.reference_steps,
+                             progress=not args.no_progress, **call)
     except (ValueError, TypeError) as e:
         raise SystemExit(f"meancache tune: {e}")
     best.to_json(args.out)

@@ -114,6 +114,13 @@ def test_profile_config_uses_every_estimator_by_default_and_tune_pipeline(flux):
     per = ((got.double() - ref.double()).flatten(1).norm(dim=1) / ref.double().flatten(1).norm(dim=1))
     err = per.log().mean().exp().item()  # the geometric mean of the per-prompt relative errors
     assert abs(err - errors[0]) <= 1e-6 * max(err, 1e-12) + 1e-12
+    conv = tune_pipeline(flux, ["a blue ball"], profile=profile, budget=4, num_inference_steps=N, progress=False,
+                         reference_steps=3 * N, candidates={"a": best, "b": mck.Schedule.uniform(N, 4, "taylor1")},
+                         **kw)
+    assert conv.meta["tune"]["reference_steps"] == 3 * N and conv.meta["tune"]["model_calls"] == 3 * N + 2 * 4
+    with pytest.raises(ValueError, match="reference_steps"):
+        tune_pipeline(flux, ["x"], profile=profile, budget=4, num_inference_steps=N, reference_steps=0,
+                      progress=False, **kw)
     with pytest.raises(ValueError, match="num_inference_steps"):
         tune_pipeline(flux, ["x"], profile=profile, budget=4, num_inference_steps=N + 1, progress=False, **kw)
 

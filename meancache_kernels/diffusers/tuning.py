@@ -40,6 +40,7 @@ def tune_pipeline(
     seed: int = 10_000,
     candidates: dict[str, Schedule] | None = None,
     gammas: Sequence[float] = DEFAULT_GAMMAS,
+    reference_steps: int | None = None,
     progress: bool = True,
     backend: str = "auto",
     **call_kwargs,
@@ -56,6 +57,9 @@ def tune_pipeline(
         seed: prompt k uses a generator seeded ``seed + k``.
         candidates: ``{name: Schedule}`` instead of the default set.
         gammas: gammas of the PSSP candidates.
+        reference_steps: steps of the reference generations the candidates are judged against; None:
+            ``num_inference_steps`` (the uncached N-step output, what MeanCache approximates); e.g. ``4 * N`` to
+            prefer the schedule closest to the converged ODE solution instead.
         progress: print the model-call cost and show a progress bar over the candidates.
         call_kwargs: further pipeline arguments (height, width, guidance_scale, ...).
 
@@ -76,14 +80,18 @@ def tune_pipeline(
 
     prompts = list(prompts)
     n, num = num_inference_steps, len(prompts)
-    cost = n * num + sum(c.budget for c in candidates.values()) * num
+    if reference_steps is None:
+        reference_steps = n
+    elif isinstance(reference_steps, bool) or not isinstance(reference_steps, int) or reference_steps < 1:
+        raise ValueError(f"reference_steps must be an int >= 1 or None, got {reference_steps!r}")
+    cost = reference_steps * num + sum(c.budget for c in candidates.values()) * num
     if progress:
         print(f"meancache tune: {len(candidates)} candidates x {num} prompts: about {cost} transformer-call steps "
-              f"({n * num} for the full-step references)")
+              f"({reference_steps * num} for the {reference_steps}-step references)")
     if hasattr(pipe, "set_progress_bar_config"):
         pipe.set_progress_bar_config(disable=True)
-    references = _latents(pipe, prompts, n, seed, call_kwargs)
-    calls = n * num
+    references = _latents(pipe, prompts, reference_steps, seed, call_kwargs)
+    calls = reference_steps * num
     results = []
     for name, s in tqdm(candidates.items(), desc="meancache tune", unit="candidate", disable=not progress):
         apply_mean_cache(pipe, MeanCacheConfig(schedule=s, backend=backend))
@@ -94,4 +102,6 @@ def tune_pipeline(
             remove_mean_cache(pipe)
         err = sample_error(out, references)
         results.append({"name": name, "error": err if math.isfinite(err) else None})
-    return _best(candidates, results, calls, budget)
+    best = _best(candidates, results, calls, budget)
+    best.meta["tune"]["reference_steps"] = reference_steps
+    return best
