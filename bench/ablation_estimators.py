@@ -2,6 +2,7 @@
 
     python bench/ablation_estimators.py                 # analytic flows + shipped pipeline (a few minutes on 2 cores)
     python bench/ablation_estimators.py --no-pipeline   # analytic flows only (about a minute)
+    python bench/ablation_estimators.py --no-flows --tune-converged   # + tune_pipeline(reference_steps=4N)
 
 The decisions this backs (meancache_kernels.schedule.solve's defaults): PSSP over the polynomial estimators without
 jvp (jvp's calibrated cost assumes a full-step history), the "state" edge cost for them, and the taylorc corrector.
@@ -9,12 +10,15 @@ For every budget B of N = 50 it runs, with the same latents / prompts and seeds:
 
 - ``uniform[e]``: evenly spaced computed steps with estimator e;
 - ``pssp[set, cost]@g``: :func:`meancache_kernels.solve` with that estimator set (``paper`` = ``("jvp",)``,
-  ``all`` = every estimator, ``poly`` = the default, the polynomial ones) and edge cost at gamma g.
+  ``all`` = every estimator, ``poly`` = the default, the polynomial ones; ``jvp+taylor+mean`` and ``taylor+mean``:
+  the same without the taylorc corrector) and edge cost at gamma g.
 
 Flows (meancache_kernels.testing.GaussianMixtureFlow, float64): relative RMSE of the final latent against the N-step
 Euler output, 64 evaluation latents, calibration on 32 other latents. Pipeline (the shipped tiny FluxPipeline): mean
 PSNR over the 8 evaluation prompts of bench/frontier.py against the uncached N-step output, with the shipped profile.
-Nothing here is tuned on the evaluation data: it only compares fixed rules.
+Nothing here is tuned on the evaluation data: it only compares fixed rules. ``--tune-converged`` adds
+:func:`meancache_kernels.diffusers.tune_pipeline` with ``reference_steps=4N`` on bench/frontier.py's 8 tuning prompts
+(seeds 200..), judged on the evaluation prompts against the 4N-step output (and the N-step one).
 """
 
 from __future__ import annotations
@@ -36,7 +40,14 @@ N = 50
 BUDGETS = (25, 17, 10)
 FLOWS = [(0, 64, 6, 3.0), (1, 32, 4, 1.0), (2, 16, 8, 6.0)]  # seed, dim, components, shift
 UNIFORM = ("taylor1", "taylor2", "mean1", "taylorc1", "taylorc2")
-SETS = {"paper": ("jvp",), "all": "all", "poly": None}
+SETS = {
+    "paper": ("jvp",),
+    "all": "all",
+    "poly": None,  # the default
+    # without the corrector: does mixing jvp in help or hurt the plain polynomial estimators?
+    "jvp+taylor+mean": ("jvp", "taylor1", "taylor2", "mean1", "mean2"),
+    "taylor+mean": ("taylor1", "taylor2", "mean1", "mean2"),
+}
 COSTS = ("velocity", "state")
 GAMMAS = (1.0, 2.0, 3.0)
 
@@ -68,12 +79,18 @@ def flows() -> list[str]:
     return lines
 
 
-def pipeline(threads: int) -> list[str]:
+def pipeline(threads: int, tune_converged: bool = False) -> list[str]:
     sys.path[:0] = [str(ROOT / "bench"), str(ROOT / "python" / "tools")]
-    from frontier import eval_prompts
+    from frontier import TUNE_SEED, eval_prompts, tuning_prompts
 
     from meancache_kernels._assets import SHIPPED_PROFILE
-    from meancache_kernels.diffusers import MeanCacheConfig, apply_mean_cache, load_pipeline, remove_mean_cache
+    from meancache_kernels.diffusers import (
+        MeanCacheConfig,
+        apply_mean_cache,
+        load_pipeline,
+        remove_mean_cache,
+        tune_pipeline,
+    )
 
     torch.set_num_threads(threads)
     with warnings.catch_warnings():
@@ -83,20 +100,20 @@ def pipeline(threads: int) -> list[str]:
     prof = mck.Profile.load(SHIPPED_PROFILE)
     prompts = eval_prompts(8)
 
-    def run(schedule=None):
+    def run(schedule=None, steps=N):
         if schedule is not None:
             apply_mean_cache(pipe, MeanCacheConfig(schedule=schedule))
         try:
             gens = [torch.Generator().manual_seed(k) for k in range(len(prompts))]
-            return pipe(prompts, num_inference_steps=N, generator=gens, output_type="np", **kw).images
+            return pipe(prompts, num_inference_steps=steps, generator=gens, output_type="np", **kw).images
         finally:
             if schedule is not None:
                 remove_mean_cache(pipe)
 
     ref = run()
 
-    def psnr(x):
-        mse = ((x - ref) ** 2).reshape(len(x), -1).mean(1)
+    def psnr(x, against=ref):
+        mse = ((x - against) ** 2).reshape(len(x), -1).mean(1)
         return float(np.mean(10 * np.log10(1.0 / np.maximum(mse, 1e-20))))
 
     rows = {}
@@ -105,7 +122,17 @@ def pipeline(threads: int) -> list[str]:
             rows.setdefault(name, {})[b] = psnr(run(s))
     head = [f"\n#### Shipped tiny FluxPipeline: mean PSNR [dB] over 8 evaluation prompts (estimators in the profile: "
             f"{list(prof.estimators)})\n"]
-    return head + _table(rows, "{:.2f}", lower_is_better=False)
+    out = head + _table(rows, "{:.2f}", lower_is_better=False)
+    if tune_converged:
+        conv = run(steps=4 * N)
+        out += ["\n#### tune_pipeline(reference_steps=4N) on the tuning prompts: mean PSNR [dB] on the evaluation "
+                "prompts\n", "| B | vs 4N steps | vs N steps | chosen |", "|---|---|---|---|"]
+        for b in BUDGETS:
+            s = tune_pipeline(pipe, tuning_prompts(8), profile=prof, budget=b, num_inference_steps=N, seed=TUNE_SEED,
+                              reference_steps=4 * N, progress=False, **kw)
+            x = run(s)
+            out.append(f"| {b} | {psnr(x, conv):.2f} | {psnr(x):.2f} | {s.meta['tune']['best']} |")
+    return out
 
 
 def _table(rows: dict[str, dict[int, float]], fmt: str, lower_is_better: bool) -> list[str]:
@@ -122,6 +149,7 @@ def main(argv=None) -> int:
     ap.add_argument("--no-pipeline", action="store_true")
     ap.add_argument("--no-flows", action="store_true")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--tune-converged", action="store_true", help="also tune_pipeline(reference_steps=4N)")
     args = ap.parse_args(argv)
     t0 = time.time()
     lines = [f"`python bench/ablation_estimators.py{' --no-pipeline' if args.no_pipeline else ''}`, "
@@ -129,7 +157,7 @@ def main(argv=None) -> int:
     if not args.no_flows:
         lines += flows()
     if not args.no_pipeline:
-        lines += pipeline(args.threads)
+        lines += pipeline(args.threads, args.tune_converged)
     lines.append(f"\n({time.time() - t0:.0f} s)")
     print("\n".join(lines))
     return 0
