@@ -388,3 +388,20 @@ def test_sample_error_is_the_geometric_mean_of_per_sample_relative_errors():
     x[2] += 0.001
     assert math.isclose(sample_error(x, ref), 0.01, rel_tol=1e-12)
     assert sample_error(ref, ref) < 1e-200
+
+
+def test_files_written_before_estimators_load_and_solve_as_before():
+    from pathlib import Path
+
+    data = Path(__file__).parent / "data"
+    # the shipped profile and a schedule as the library wrote them at git 282b657 (format version 1)
+    prof = mck.Profile.load(data / "profile_v1.npz")
+    assert prof.estimators == ("jvp",) and prof.poly_costs is None
+    for b in (25, 17, 10):
+        expected = mck.schedule.solve_costs(prof.costs, b, max_skip=prof.max_skip).to_schedule({})
+        assert mck.solve(prof, b) == expected == mck.solve(prof, b, estimators=("jvp",))
+        assert mck.solve(prof, b).meta["edge_cost"] == "velocity"
+    sched = mck.Schedule.from_json(data / "schedule_v1.json")
+    assert sched.is_official and sched.to_official() == ([0, 1, 3, 7, 14, 21, 28, 35, 42, 49],
+                                                         [0, 2, 1, 1, 1, 1, 1, 1, 4])
+    assert json.loads(sched.to_json())["version"] == 1  # and it is written back in the old format
