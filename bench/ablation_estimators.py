@@ -2,7 +2,7 @@
 
     python bench/ablation_estimators.py                 # analytic flows + shipped pipeline (a few minutes on 2 cores)
     python bench/ablation_estimators.py --no-pipeline   # analytic flows only (about a minute)
-    python bench/ablation_estimators.py --no-flows --tune-converged   # + tune_pipeline(reference_steps=4N)
+    python bench/ablation_estimators.py --no-flows --tune   # + tune_pipeline: full, halving, reference_steps=4N
 
 The decisions this backs (meancache_kernels.schedule.solve's defaults): PSSP over the polynomial estimators without
 jvp (jvp's calibrated cost assumes a full-step history), the "state" edge cost for them, and the taylorc corrector.
@@ -16,9 +16,10 @@ For every budget B of N = 50 it runs, with the same latents / prompts and seeds:
 Flows (meancache_kernels.testing.GaussianMixtureFlow, float64): relative RMSE of the final latent against the N-step
 Euler output, 64 evaluation latents, calibration on 32 other latents. Pipeline (the shipped tiny FluxPipeline): mean
 PSNR over the 8 evaluation prompts of bench/frontier.py against the uncached N-step output, with the shipped profile.
-Nothing here is tuned on the evaluation data: it only compares fixed rules. ``--tune-converged`` adds
-:func:`meancache_kernels.diffusers.tune_pipeline` with ``reference_steps=4N`` on bench/frontier.py's 8 tuning prompts
-(seeds 200..), judged on the evaluation prompts against the 4N-step output (and the N-step one).
+Nothing here is tuned on the evaluation data: it only compares fixed rules. ``--tune`` adds
+:func:`meancache_kernels.diffusers.tune_pipeline` on bench/frontier.py's 8 tuning prompts (seeds 200..), judged on
+the evaluation prompts: every candidate on every prompt (the default), with successive halving (``halving=True``),
+and against 4N-step references (``reference_steps=4N``), with the transformer calls each one cost.
 """
 
 from __future__ import annotations
@@ -79,7 +80,7 @@ def flows() -> list[str]:
     return lines
 
 
-def pipeline(threads: int, tune_converged: bool = False) -> list[str]:
+def pipeline(threads: int, tune: bool = False) -> list[str]:
     sys.path[:0] = [str(ROOT / "bench"), str(ROOT / "python" / "tools")]
     from frontier import TUNE_SEED, eval_prompts, tuning_prompts
 
@@ -123,15 +124,19 @@ def pipeline(threads: int, tune_converged: bool = False) -> list[str]:
     head = [f"\n#### Shipped tiny FluxPipeline: mean PSNR [dB] over 8 evaluation prompts (estimators in the profile: "
             f"{list(prof.estimators)})\n"]
     out = head + _table(rows, "{:.2f}", lower_is_better=False)
-    if tune_converged:
+    if tune:
         conv = run(steps=4 * N)
-        out += ["\n#### tune_pipeline(reference_steps=4N) on the tuning prompts: mean PSNR [dB] on the evaluation "
-                "prompts\n", "| B | vs 4N steps | vs N steps | chosen |", "|---|---|---|---|"]
+        out += ["\n#### tune_pipeline on the 8 tuning prompts: mean PSNR [dB] on the evaluation prompts\n",
+                "| B | mode | vs N steps | vs 4N steps | transformer-call steps | chosen |",
+                "|---|---|---|---|---|---|"]
         for b in BUDGETS:
-            s = tune_pipeline(pipe, tuning_prompts(8), profile=prof, budget=b, num_inference_steps=N, seed=TUNE_SEED,
-                              reference_steps=4 * N, progress=False, **kw)
-            x = run(s)
-            out.append(f"| {b} | {psnr(x, conv):.2f} | {psnr(x):.2f} | {s.meta['tune']['best']} |")
+            for mode, extra in (("every candidate on every prompt", {}), ("halving=True", {"halving": True}),
+                                ("reference_steps=4N", {"reference_steps": 4 * N})):
+                s = tune_pipeline(pipe, tuning_prompts(8), profile=prof, budget=b, num_inference_steps=N,
+                                  seed=TUNE_SEED, progress=False, **extra, **kw)
+                x = run(s)
+                t = s.meta["tune"]
+                out.append(f"| {b} | {mode} | {psnr(x):.2f} | {psnr(x, conv):.2f} | {t['model_calls']} | {t['best']} |")
     return out
 
 
@@ -149,15 +154,16 @@ def main(argv=None) -> int:
     ap.add_argument("--no-pipeline", action="store_true")
     ap.add_argument("--no-flows", action="store_true")
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--tune-converged", action="store_true", help="also tune_pipeline(reference_steps=4N)")
+    ap.add_argument("--tune", action="store_true", help="also tune_pipeline (full, halving, reference_steps=4N)")
     args = ap.parse_args(argv)
     t0 = time.time()
-    lines = [f"`python bench/ablation_estimators.py{' --no-pipeline' if args.no_pipeline else ''}`, "
+    flags = "".join(f" --{k.replace('_', '-')}" for k in ("no_pipeline", "no_flows", "tune") if getattr(args, k))
+    lines = [f"`python bench/ablation_estimators.py{flags} --threads {args.threads}`, "
              f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, torch {torch.__version__}"]
     if not args.no_flows:
         lines += flows()
     if not args.no_pipeline:
-        lines += pipeline(args.threads, args.tune_converged)
+        lines += pipeline(args.threads, args.tune)
     lines.append(f"\n({time.time() - t0:.0f} s)")
     print("\n".join(lines))
     return 0

@@ -431,6 +431,8 @@ def _add_tune(sub) -> None:
     p.add_argument("--reference-steps", type=int, default=None, metavar="M",
                    help="judge candidates against M-step generations (default N, the uncached output; e.g. 4N to "
                    "prefer the schedule closest to the converged solution)")
+    p.add_argument("--halving", action="store_true",
+                   help="successive halving over the prompts: about a third of the calls, may pick a worse schedule")
     p.set_defaults(func=_cmd_tune)
 
 
@@ -449,7 +451,7 @@ def _cmd_tune(args) -> int:
     try:
         best = tune_pipeline(pipe, prompts, profile=prof, budget=args.budget, num_inference_steps=args.steps,
                              seed=args.seed, gammas=tuple(args.gammas), reference_steps=args.reference_steps,
-                             progress=not args.no_progress, **call)
+                             halving=args.halving, progress=not args.no_progress, **call)
     except (ValueError, TypeError) as e:
         raise SystemExit(f"meancache tune: {e}")
     best.to_json(args.out)

@@ -142,7 +142,7 @@ def test_cli_calibrate_then_tune_writes_the_best_schedule(flux, tmp_path, capsys
     out = tmp_path / "best.json"
     capsys.readouterr()
     assert main(["tune", *common, "--prompts", str(tun), "--profile", str(prof), "--budget", "3",
-                 "--out", str(out), "--gammas", "2"]) == 0
+                 "--out", str(out), "--gammas", "2", "--halving"]) == 0
     text = capsys.readouterr().out
     best = mck.Schedule.from_json(out)
     assert best.budget == 3 and best.meta["tune"]["best"] in text and "model calls" in text

@@ -405,3 +405,46 @@ def test_files_written_before_estimators_load_and_solve_as_before():
     assert sched.is_official and sched.to_official() == ([0, 1, 3, 7, 14, 21, 28, 35, 42, 49],
                                                          [0, 2, 1, 1, 1, 1, 1, 1, 4])
     assert json.loads(sched.to_json())["version"] == 1  # and it is written back in the old format
+
+
+def test_successive_halving_select():
+    from meancache_kernels.tune import select
+
+    # per-sample errors of 8 candidates on 8 samples; c3 is best everywhere, c7 is poor on sample 0 only
+    table = {f"c{k}": [1.0 + k + 0.1 * j for j in range(8)] for k in range(8)}
+    table["c3"] = [0.5] * 8
+    table["c7"] = [100.0] + [0.1] * 7
+    calls = []
+
+    def run(name, idx):
+        calls.append((name, tuple(idx)))
+        return [table[name][j] for j in idx]
+
+    full = select(list(table), 8, run, progress=False)
+    assert len(calls) == 8 and all(c[1] == tuple(range(8)) for c in calls)
+    best_full = min(full, key=lambda r: r["error"])
+    assert best_full["name"] == "c7" and all(r["samples"] == 8 for r in full)  # geometric mean: 0.1 * 1000^(1/8)
+    calls.clear()
+    half = select(list(table), 8, run, progress=False)  # same answer again without halving
+    assert half == full
+    calls.clear()
+    halved = select(list(table), 8, run, halving=True, progress=False)
+    evaluated = sum(len(i) for _, i in calls)
+    assert evaluated == 8 * 1 + 4 * 1 + 2 * 2 + 1 * 4 == 20 < 64
+    by = {r["name"]: r for r in halved}
+    assert by["c3"]["samples"] == 8 and by["c7"]["samples"] == 1  # c7 was dropped after its poor first sample
+    assert math.isclose(by["c3"]["error"], 0.5)
+
+
+def test_tune_with_halving_costs_fewer_calls_and_picks_a_fully_evaluated_candidate():
+    flow = GaussianMixtureFlow.random(6, components=3, seed=0)
+    sig = flow_sigmas(N, 3.0)
+    prof = mck.calibrate(flow, torch.randn(6, 6, dtype=torch.float64), sig, max_span=2, max_skip=5, progress=False)
+    lat = torch.randn(8, 6, dtype=torch.float64)
+    full = mck.tune(flow, lat, sig, prof, 5, progress=False)
+    halved = mck.tune(flow, lat, sig, prof, 5, halving=True, progress=False)
+    cs = halved.meta["tune"]["candidates"]
+    assert cs[0]["samples"] == 8 and cs[0]["error"] == min(c["error"] for c in cs if c["samples"] == 8)
+    assert halved.meta["tune"]["model_calls"] < full.meta["tune"]["model_calls"] / 2
+    # the best candidate of the full evaluation survived the halving here, so both choose it
+    assert halved == full

@@ -7,26 +7,27 @@ latents, ``output_type="latent"``), and the best schedule is returned.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import torch
 
 from ..calibrate import Profile
 from ..schedule import Schedule
-from ..tune import DEFAULT_GAMMAS, _best, candidate_schedules, sample_error
+from ..tune import DEFAULT_GAMMAS, _best, candidate_schedules, per_sample_errors, select
 from .config import MeanCacheConfig
 from .hooks import apply_mean_cache, get_mean_cache_stats, remove_mean_cache
 
 __all__ = ["tune_pipeline"]
 
 
-def _latents(pipe, prompts: list[str], n: int, seed: int, call_kwargs: dict) -> torch.Tensor:
+def _latents(pipe, prompts: list[str], idx: list[int], n: int, seed: int, call_kwargs: dict) -> torch.Tensor:
+    """Final latents of prompts[k] for k in idx (prompt k with a generator seeded seed + k), in one call."""
     kwargs = dict(call_kwargs)
     if isinstance(kwargs.get("negative_prompt"), str):
-        kwargs["negative_prompt"] = [kwargs["negative_prompt"]] * len(prompts)
-    generators = [torch.Generator().manual_seed(seed + k) for k in range(len(prompts))]
-    out = pipe(prompt=prompts, num_inference_steps=n, generator=generators, output_type="latent", **kwargs)
+        kwargs["negative_prompt"] = [kwargs["negative_prompt"]] * len(idx)
+    generators = [torch.Generator().manual_seed(seed + k) for k in idx]
+    out = pipe(prompt=[prompts[k] for k in idx], num_inference_steps=n, generator=generators, output_type="latent",
+               **kwargs)
     return out[0].detach().float().cpu()
 
 
@@ -41,6 +42,7 @@ def tune_pipeline(
     candidates: dict[str, Schedule] | None = None,
     gammas: Sequence[float] = DEFAULT_GAMMAS,
     reference_steps: int | None = None,
+    halving: bool = False,
     progress: bool = True,
     backend: str = "auto",
     **call_kwargs,
@@ -60,6 +62,8 @@ def tune_pipeline(
         reference_steps: steps of the reference generations the candidates are judged against; None:
             ``num_inference_steps`` (the uncached N-step output, what MeanCache approximates); e.g. ``4 * N`` to
             prefer the schedule closest to the converged ODE solution instead.
+        halving: successive halving over the prompts (:func:`meancache_kernels.tune.select`) instead of every
+            candidate on every prompt: about a third of the transformer calls with 8 prompts.
         progress: print the model-call cost and show a progress bar over the candidates.
         call_kwargs: further pipeline arguments (height, width, guidance_scale, ...).
 
@@ -76,8 +80,6 @@ def tune_pipeline(
         raise ValueError("tune_pipeline needs the pipeline without MeanCache: remove_mean_cache(pipe) first")
     if candidates is None:
         candidates = candidate_schedules(profile, budget, gammas=gammas)
-    from tqdm.auto import tqdm
-
     prompts = list(prompts)
     n, num = num_inference_steps, len(prompts)
     if reference_steps is None:
@@ -86,22 +88,26 @@ def tune_pipeline(
         raise ValueError(f"reference_steps must be an int >= 1 or None, got {reference_steps!r}")
     cost = reference_steps * num + sum(c.budget for c in candidates.values()) * num
     if progress:
-        print(f"meancache tune: {len(candidates)} candidates x {num} prompts: about {cost} transformer-call steps "
-              f"({reference_steps * num} for the {reference_steps}-step references)")
+        print(f"meancache tune: {len(candidates)} candidates x {num} prompts: {'at most ' if halving else 'about '}"
+              f"{cost} transformer-call steps ({reference_steps * num} for the {reference_steps}-step references)")
     if hasattr(pipe, "set_progress_bar_config"):
         pipe.set_progress_bar_config(disable=True)
-    references = _latents(pipe, prompts, reference_steps, seed, call_kwargs)
-    calls = reference_steps * num
-    results = []
-    for name, s in tqdm(candidates.items(), desc="meancache tune", unit="candidate", disable=not progress):
-        apply_mean_cache(pipe, MeanCacheConfig(schedule=s, backend=backend))
+    everything = list(range(num))
+    references = _latents(pipe, prompts, everything, reference_steps, seed, call_kwargs)
+    calls = [reference_steps * num]
+
+    def run(name: str, idx: list[int]) -> list[float]:
+        if not idx:
+            return []
+        apply_mean_cache(pipe, MeanCacheConfig(schedule=candidates[name], backend=backend))
         try:
-            out = _latents(pipe, prompts, n, seed, call_kwargs)
-            calls += get_mean_cache_stats(pipe).steps_computed * num
+            out = _latents(pipe, prompts, idx, n, seed, call_kwargs)
+            calls[0] += get_mean_cache_stats(pipe).steps_computed * len(idx)
         finally:
             remove_mean_cache(pipe)
-        err = sample_error(out, references)
-        results.append({"name": name, "error": err if math.isfinite(err) else None})
-    best = _best(candidates, results, calls, budget)
+        return per_sample_errors(out, references[idx])
+
+    results = select(list(candidates), num, run, halving=halving, progress=progress)
+    best = _best(candidates, results, calls[0], budget)
     best.meta["tune"]["reference_steps"] = reference_steps
     return best
