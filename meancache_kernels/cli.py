@@ -183,13 +183,16 @@ def _add_show(sub) -> None:
     p = sub.add_parser(
         "show",
         help="plot a profile's cost heatmap, a solved path and the budget frontier",
-        description="Draws the min-over-K edge cost L(i, j) as a heatmap with the path solved for --budget, and the "
-        "frontier (optimal objective and nominal speedup N/B against B) to a PNG (needs matplotlib).",
+        description="Draws the edge cost L(i, j) (minimum over the selected estimators, their parameters and the "
+        "solver states) as a heatmap with the path solved for --budget, and the frontier (optimal objective and "
+        "nominal speedup N/B against B) to a PNG (needs matplotlib).",
     )
     p.add_argument("profile", help="profile file")
     p.add_argument("--budget", "-b", type=int, default=None, help="budget whose solved path is drawn")
     p.add_argument("--gamma", type=float, default=2.0)
     p.add_argument("--max-skip", type=int, default=None)
+    p.add_argument("--estimators", nargs="+", default=None, metavar="NAME",
+                   help="estimators allowed (default: as meancache solve; 'jvp' alone: the paper's PSSP)")
     p.add_argument("-o", "--output", default="profile.png", help="output image (default profile.png)")
     p.set_defaults(func=_cmd_show)
 
@@ -198,7 +201,7 @@ def _cmd_show(args) -> int:
     import numpy as np
 
     from .calibrate import Profile
-    from .schedule import solve_frontier
+    from .schedule import _estimator_names, solve_frontier
 
     try:
         import matplotlib
@@ -209,7 +212,7 @@ def _cmd_show(args) -> int:
 
     try:
         prof = Profile.load(args.profile)
-        front = solve_frontier(prof, gamma=args.gamma, max_skip=args.max_skip)
+        front = solve_frontier(prof, gamma=args.gamma, max_skip=args.max_skip, estimators=args.estimators)
     except (ValueError, TypeError, FileNotFoundError) as e:
         raise SystemExit(f"meancache show: {e}") from None
     n = prof.num_steps
@@ -218,15 +221,17 @@ def _cmd_show(args) -> int:
                          f"({_limits_text(prof, args.max_skip)}); {_feasible_text(list(front))}")
     if not front:
         raise SystemExit(f"meancache show: {_feasible_text([])} ({_limits_text(prof, args.max_skip)})")
-    cost = prof.min_cost()
+    names = _estimator_names(prof, args.estimators)
+    cost = _edge_cost_map(prof, names)
     with np.errstate(divide="ignore"):
         img = np.where(np.isfinite(cost) & (cost > 0), np.log10(np.where(cost > 0, cost, 1.0)), np.nan)
     fig, (ax0, ax1) = plt.subplots(1, 2, figsize=(12, 5))
     im = ax0.imshow(img, origin="upper", cmap="viridis", interpolation="nearest")
-    fig.colorbar(im, ax=ax0, label="log10 min_K L_K(i, j)")
+    fig.colorbar(im, ax=ax0, label="log10 min_K L_K(i, j)" if names == ("jvp",) else
+                 "log10 min over estimators and states of L(i, j)")
     ax0.set_xlabel("next computed step j")
     ax0.set_ylabel("computed step i")
-    title = f"edge costs (N={n}, K_max={prof.k_max})"
+    title = f"edge costs (N={n}, {'K_max=' + str(prof.k_max) if names == ('jvp',) else f'{len(names)} estimators'})"
     if args.budget is not None:
         s = front[args.budget]
         nodes = s.compute_steps + [n]
@@ -255,6 +260,23 @@ def _cmd_show(args) -> int:
           f"median CV={st.get('cv_median', float('nan')):.3f})")
     print(f"{_feasible_text(bs)}; plot written to {args.output}")
     return 0
+
+
+def _edge_cost_map(prof, names):
+    """[N+1, N+1]: the smallest calibrated cost L(i, j) of each edge over the estimators ``names`` (jvp: over K;
+    polynomial ones: over every solver state (a, b) too); 0 on chain edges, +inf where none is allowed."""
+    import numpy as np
+
+    n = prof.num_steps
+    cost = prof.min_cost() if "jvp" in names else np.full((n + 1, n + 1), np.inf)
+    poly = [prof.poly_estimators.index(e) for e in names if e != "jvp"]
+    if poly:
+        best = prof.poly_costs[poly].min(axis=(0, 2, 3))  # [N, D+1]: over estimators and states
+        for d in range(2, best.shape[1]):
+            i = np.arange(max(n - d + 1, 0))
+            cost[i, i + d] = np.minimum(cost[i, i + d], best[i, d])
+        cost[np.arange(n), np.arange(1, n + 1)] = 0.0
+    return cost
 
 
 # ---------------------------------------------------------------------------------------------------- demo

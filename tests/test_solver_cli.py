@@ -91,3 +91,20 @@ def test_show_writes_png(profile_path, tmp_path, capsys):
     assert "feasible budgets: 2..12" in capsys.readouterr().out
     with pytest.raises(SystemExit, match="infeasible"):
         main(["show", str(profile_path), "--budget", "1", "-o", str(out)])
+    assert main(["show", str(profile_path), "--budget", "4", "--estimators", "jvp", "-o", str(out)]) == 0
+
+
+def test_show_heatmap_is_the_cheapest_cost_of_each_edge(profile_path):
+    import numpy as np
+
+    from meancache_kernels.cli import _edge_cost_map
+
+    prof = mck.Profile.load(profile_path)
+    np.testing.assert_array_equal(_edge_cost_map(prof, ("jvp",)), prof.min_cost())
+    poly = _edge_cost_map(prof, prof.poly_estimators)
+    both = _edge_cost_map(prof, prof.estimators)
+    n = prof.num_steps
+    i, d = 3, 4  # edge 3 -> 7: the minimum over estimators and states of the calibrated polynomial costs
+    assert poly[i, i + d] == prof.poly_costs[:, i, :, :, d].min()
+    assert both[i, i + d] == min(poly[i, i + d], prof.min_cost()[i, i + d])
+    assert (np.diag(both, 1) == 0).all() and np.isinf(both[n, 0])
