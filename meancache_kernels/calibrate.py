@@ -464,18 +464,14 @@ def poly_edge_rows(sigmas, d_max: int, names) -> tuple[np.ndarray, np.ndarray, n
     return np.array(keys, np.int64), np.array(index, np.int64), np.array(coef, np.float64)
 
 
-def _poly_table(keys: np.ndarray, values: np.ndarray, num_names: int, n: int, d_max: int) -> np.ndarray:
-    """Scatter row values into [E, N, D+1, D+1, D+1] (+inf elsewhere, 0 on chain edges of valid states); an order-1
-    row (b = 0 with a state that has b > 0 as well) is broadcast over b."""
-    out = np.full((num_names, n, d_max + 1, d_max + 1, d_max + 1), np.inf)
-    e, i, a, b, d = keys.T
-    out[e, i, a, b, d] = values
-    return out
-
-
-def _fill_poly_table(table: np.ndarray, names, n: int, d_max: int) -> np.ndarray:
+def _poly_table(keys: np.ndarray, values: np.ndarray, names, n: int, d_max: int) -> np.ndarray:
+    """Row values scattered into [E, N, D+1, D+1, D+1] (+inf elsewhere); an order-1 estimator's rows (measured at
+    b = 0) are copied to every state (a, b) the solver may visit, and chain edges of those states cost 0."""
     from . import estimators as est
 
+    table = np.full((len(names), n, d_max + 1, d_max + 1, d_max + 1), np.inf)
+    e, i, a, b, d = keys.T
+    table[e, i, a, b, d] = values
     for e, name in enumerate(names):
         order = est.get(*est.parse(name)).param
         for i in range(n):
@@ -583,8 +579,7 @@ def profile_from_trajectories(
     full_meta.update(meta or {})
     poly = None
     if poly_names:
-        poly = _poly_table(keys, poly_sum / acc.count, len(poly_names), n, d_max)
-        poly = _fill_poly_table(poly, poly_names, n, d_max)
+        poly = _poly_table(keys, poly_sum / acc.count, poly_names, n, d_max)
         full_meta["estimators"] = ["jvp", *poly_names]
     return Profile(costs, sig, meta=full_meta, cv=cv, poly_costs=poly, poly_estimators=poly_names or None)
 

@@ -122,16 +122,6 @@ class JvpEstimator(Estimator):
         self.trajectory_depth = self.param
         self.computed_depth = 0
 
-    def coefficients(self, i: int, sigmas: Sequence[float]) -> tuple[int, float, float, float]:
-        """(anchor step i-K', c_vlast, c_vanchor, c_zdiff) with K' = min(K, i): v_hat = c_vlast v_{i-1} +
-        c_vanchor v_{i-K'} + c_zdiff (z_i - z_{i-K'}). For reference only: the sampler evaluates the rule with
-        ``ops.mean_velocity_step`` (the release's order of operations)."""
-        k = min(self.param, i)
-        a = i - k
-        d = sigmas[i] - sigmas[a]
-        ds = sigmas[i + 1] - sigmas[i]
-        return a, 1.0, -ds / d, ds / (d * d)
-
 
 class PolynomialEstimator(Estimator):
     """Lagrange extrapolation in sigma through the last p + 1 computed velocities: at s_i (``taylor``) or averaged
