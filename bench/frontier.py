@@ -898,6 +898,8 @@ def main(argv=None) -> int:
     ap.add_argument("--budgets", default=",".join(map(str, BUDGETS)))
     ap.add_argument("--no-flows", action="store_true", help="skip the analytic flows")
     ap.add_argument("--no-pipeline", action="store_true", help="only the analytic flows")
+    ap.add_argument("--flow", action="append", default=None, type=_flow_spec, metavar="DIM,COMPONENTS,SHIFT,SEED",
+                    help="an analytic flow to run instead of the default two (repeatable), e.g. --flow 32,8,1.5,7")
     ap.add_argument("--out-dir", default=None, help="where NAME.md/.json/.png go (default bench/; --smoke: a tmp dir)")
     ap.add_argument("--name", default=None, help="output file stem (default frontier, or frontier_<model dir name>)")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default 2; --smoke: 1)")
@@ -917,7 +919,7 @@ def main(argv=None) -> int:
         flow_sizes = dict(n_eval=16, n_cal=16, n_tune=8)
     else:
         n, budgets, n_eval, n_tune, flows = args.steps, [int(b) for b in args.budgets.split(",")], args.prompts, \
-            args.tune_prompts, FLOWS
+            args.tune_prompts, tuple(args.flow) if args.flow else FLOWS
         flow_sizes = dict(n_eval=256, n_cal=64, n_tune=32)
     name = args.name or ("frontier" if args.model is None else f"frontier_{Path(args.model).name}")
     out_dir = Path(args.out_dir) if args.out_dir else (Path(tempfile.mkdtemp()) if args.smoke else ROOT / "bench")
@@ -946,6 +948,22 @@ def main(argv=None) -> int:
     print(text)
     print(f"wrote {out_dir / name}.md, .json, .png ({result['seconds']:.0f} s)")
     return 0
+
+
+def _flow_spec(text: str) -> dict:
+    """``"dim,components,shift,seed"`` -> the flow spec of :func:`bench_flow` (argparse type of ``--flow``)."""
+    parts = text.split(",")
+    try:
+        if len(parts) != 4:
+            raise ValueError
+        dim, comps, shift, seed = int(parts[0]), int(parts[1]), float(parts[2]), int(parts[3])
+        if dim < 1 or comps < 1 or not shift > 0 or seed < 0:
+            raise ValueError
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"--flow wants DIM,COMPONENTS,SHIFT,SEED (dim, components >= 1, shift > 0, seed >= 0), got {text!r}"
+        ) from None
+    return dict(dim=dim, components=comps, shift=shift, seed=seed)
 
 
 def _library_version() -> str:
