@@ -455,6 +455,9 @@ def _add_tune(sub) -> None:
                    "prefer the schedule closest to the converged solution)")
     p.add_argument("--halving", action="store_true",
                    help="successive halving over the prompts: about a third of the calls, may pick a worse schedule")
+    p.add_argument("--default-margin-se", type=float, default=1.0, metavar="T",
+                   help="keep the untuned default schedule unless a candidate beats it by more than T standard "
+                   "errors of the per-prompt log-error differences (default 1; 0: always the lowest error)")
     p.set_defaults(func=_cmd_tune)
 
 
@@ -473,14 +476,19 @@ def _cmd_tune(args) -> int:
     try:
         best = tune_pipeline(pipe, prompts, profile=prof, budget=args.budget, num_inference_steps=args.steps,
                              seed=args.seed, gammas=tuple(args.gammas), reference_steps=args.reference_steps,
-                             halving=args.halving, progress=not args.no_progress, **call)
+                             halving=args.halving, default_margin_se=args.default_margin_se,
+                             progress=not args.no_progress, **call)
     except (ValueError, TypeError) as e:
         raise SystemExit(f"meancache tune: {e}")
     best.to_json(args.out)
     t = best.meta["tune"]
+    err = {c["name"]: c["error"] for c in t["candidates"]}
     print(f"tuned B={args.budget} on {len(prompts)} prompts in {time.perf_counter() - t0:.1f} s "
-          f"({t['model_calls']} model calls): best {t['best']} "
-          f"(relative latent RMSE {t['candidates'][0]['error']:.3g})")
+          f"({t['model_calls']} model calls): chose {t['best']} (relative latent RMSE {err[t['best']]:.3g})")
+    d = t.get("default")
+    if d and d["kept"] and t["best"] != t["lowest"]:
+        print(f"  kept the untuned default: {t['lowest']} was lower by {d['advantage_db']:.2f} dB, within "
+              f"{d['margin_se']:g} standard error(s) ({d['se_db']:.2f} dB) over the prompts")
     for c in t["candidates"]:
         print(f"  {c['name']:<32} {c['error'] if c['error'] is not None else float('nan'):.4g}")
     print(f"schedule written to {args.out}")

@@ -18,8 +18,8 @@ import torch
 from ._utils import as_sigmas
 from .schedule import Schedule, solve
 
-__all__ = ["DEFAULT_GAMMAS", "DEFAULT_ESTIMATOR_SETS", "DEFAULT_EDGE_COSTS", "DEFAULT_WARPS", "candidate_schedules",
-           "per_sample_errors", "sample_error", "select", "tune"]
+__all__ = ["DEFAULT_GAMMAS", "DEFAULT_ESTIMATOR_SETS", "DEFAULT_EDGE_COSTS", "DEFAULT_WARPS", "DEFAULT_MARGIN_SE",
+           "candidate_schedules", "choose", "default_candidate", "per_sample_errors", "sample_error", "select", "tune"]
 
 DEFAULT_GAMMAS = (1.0, 2.0, 3.0)
 # None: solve()'s default (the polynomial estimators); the paper's rule alone; taylor and taylorc alone
@@ -28,6 +28,9 @@ DEFAULT_EDGE_COSTS = ("state", "velocity")
 # evenly spaced steps, warped towards the start (warp > 1) or the end (< 1), with these estimators
 DEFAULT_WARPS = (0.85, 1.15, 1.3, 1.5)
 WARPED_ESTIMATORS = ("taylor1", "taylorc1", "taylorc2")
+# tune keeps solve()'s untuned default unless the lowest-error candidate beats it by more than this many standard
+# errors (one: the usual convention; measured in bench/RESULTS.md, "Tuning: how well the choice holds")
+DEFAULT_MARGIN_SE = 1.0
 
 
 def candidate_schedules(profile, budget: int, *, gammas: Sequence[float] = DEFAULT_GAMMAS,
@@ -109,7 +112,8 @@ def sample_error(x: torch.Tensor, ref: torch.Tensor) -> float:
 def select(names: Sequence[str], num_samples: int, run: Callable[[str, list[int]], list[float]], *,
            halving: bool = False, progress: bool = True) -> list[dict]:
     """Evaluate candidates with ``run(name, sample_indices) -> per-sample errors``; ``[{"name", "error",
-    "samples"}]`` in the order of ``names`` (error: :func:`sample_error`'s geometric mean, None when non-finite).
+    "samples", "errors"}]`` in the order of ``names`` (error: :func:`sample_error`'s geometric mean, None when
+    non-finite; errors: the per-sample errors, in sample order).
 
     ``halving=False``: every candidate on every sample. ``halving=True``: successive halving, every candidate on the
     first sample, the better half on the first 2, then 4, ... up to all of them (ties: the earlier candidate), about
@@ -137,7 +141,8 @@ def select(names: Sequence[str], num_samples: int, run: Callable[[str, list[int]
     out = []
     for name in names:
         g = _geometric_mean(errs[name])
-        out.append({"name": name, "error": g if math.isfinite(g) else None, "samples": len(errs[name])})
+        out.append({"name": name, "error": g if math.isfinite(g) else None, "samples": len(errs[name]),
+                    "errors": [float(e) for e in errs[name]]})
     return out
 
 
@@ -152,11 +157,13 @@ def tune(
     references: torch.Tensor | None = None,
     gammas: Sequence[float] = DEFAULT_GAMMAS,
     halving: bool = False,
+    default_margin_se: float = DEFAULT_MARGIN_SE,
     progress: bool = True,
     backend: str = "auto",
 ) -> Schedule:
     """The candidate schedule with the lowest error of the final latents against the full-step outputs
-    (:func:`sample_error`: the geometric mean over samples of the per-sample relative RMSE).
+    (:func:`sample_error`: the geometric mean over samples of the per-sample relative RMSE), unless the library's
+    untuned default is not clearly worse (``default_margin_se``).
 
     Args:
         model_fn: ``model_fn(z, sigma) -> v``, as for :func:`meancache_kernels.sample`.
@@ -169,13 +176,17 @@ def tune(
         gammas: gammas of the PSSP candidates.
         halving: successive halving over the samples instead of every candidate on every sample (:func:`select`):
             about a third of the model calls with 8 samples and ~45 candidates.
+        default_margin_se: with the default candidates, the library's default schedule (``solve(profile,
+            budget)``) is kept unless the lowest-error candidate beats it by more than this many standard errors of
+            the paired per-sample differences of log error (:func:`choose`); 0: always the lowest error.
         progress: a tqdm bar over the candidates, and the model-call cost printed first.
         backend: op backend.
 
     Returns:
-        The best :class:`Schedule` (among those evaluated on the most samples); ``meta["tune"]`` holds ``best``,
-        ``metric``, ``model_calls`` and ``candidates``: ``[{"name", "error", "samples"}]`` for every candidate,
-        best first. Ties go to the earlier candidate.
+        The chosen :class:`Schedule` (among those evaluated on the most samples); ``meta["tune"]`` holds ``best``
+        (its name), ``lowest`` (the lowest-error candidate's), ``default`` (how the default was weighed, or None),
+        ``metric``, ``model_calls`` and ``candidates``: ``[{"name", "error", "samples", "errors"}]`` for every
+        candidate, lowest error first. Ties go to the earlier candidate.
     """
     from .calibrate import Profile
 
@@ -186,8 +197,11 @@ def tune(
     if not isinstance(latents, torch.Tensor) or latents.dim() < 1 or latents.shape[0] < 1:
         raise TypeError(f"latents must be a torch.Tensor [S, ...] with S >= 1, got {type(latents).__name__}")
     sig = as_sigmas(sigmas, profile.num_steps)
+    _check_margin(default_margin_se)
+    baseline = None
     if candidates is None:
         candidates = candidate_schedules(profile, budget, gammas=gammas, backend=backend)
+        baseline = default_candidate(candidates, profile, budget, backend=backend)
     elif not isinstance(candidates, dict) or not candidates:
         raise TypeError("candidates must be a non-empty dict {name: Schedule}")
     for name, s in candidates.items():
@@ -217,20 +231,69 @@ def tune(
         return per_sample_errors(out, references[idx])
 
     results = select(list(candidates), num, run, halving=halving, progress=progress)
-    return _best(candidates, results, calls[0], budget)
+    return _best(candidates, results, calls[0], budget, baseline=baseline, margin_se=default_margin_se)
 
 
-def _best(candidates: dict[str, Schedule], results: list[dict], model_calls: int, budget: int) -> Schedule:
+def _check_margin(margin_se) -> None:
+    if isinstance(margin_se, bool) or not isinstance(margin_se, (int, float)) or not (
+            math.isfinite(margin_se) and margin_se >= 0):
+        raise ValueError(f"default_margin_se must be a finite number >= 0, got {margin_se!r}")
+
+
+def default_candidate(candidates: dict[str, Schedule], profile, budget: int, *, backend: str = "auto") -> str | None:
+    """The name under which ``candidates`` holds the library's untuned default ``solve(profile, budget)``, or None."""
+    try:
+        default = solve(profile, budget, backend=backend)
+    except ValueError:
+        return None
+    return next((name for name, s in candidates.items() if s == default), None)
+
+
+def choose(results: list[dict], baseline: str | None = None,
+           margin_se: float = DEFAULT_MARGIN_SE) -> tuple[str, dict | None]:
+    """The chosen candidate's name among ``results`` (:func:`select`'s), and how the baseline was weighed.
+
+    The lowest geometric-mean error among the candidates evaluated on the most samples wins, unless ``baseline``
+    (the untuned default) was evaluated on the same samples and the winner's advantage, the mean over samples of
+    ``log e_baseline - log e_winner``, is at most ``margin_se`` standard errors of those paired differences: then the
+    baseline is kept. With 8 tuning prompts the candidate that is lowest on the tuning data is often not the best on
+    other prompts (bench/RESULTS.md, "Tuning: how well the choice holds"); keeping the default when the evidence
+    against it is within noise lowered that loss there. ``margin_se=0`` or a single sample: the lowest error.
+    """
+    _check_margin(margin_se)
     most = max(r["samples"] for r in results)
     order = sorted(range(len(results)), key=lambda k: (results[k]["error"] is None, -results[k]["samples"],
                                                        results[k]["error"] or 0.0, k))
     best = results[order[0]]
     if best["error"] is None or best["samples"] != most:
         raise ValueError("every candidate schedule that was evaluated on every sample diverged (non-finite error)")
-    s = candidates[best["name"]]
+    base = next((r for r in results if r["name"] == baseline), None)
+    if base is None or base["error"] is None or base["samples"] != most:
+        return best["name"], None
+    how = {"name": baseline, "margin_se": float(margin_se), "advantage_db": 0.0, "se_db": 0.0, "kept": True}
+    if base["name"] == best["name"]:
+        return best["name"], how
+    diffs = [math.log(max(a, 1e-300)) - math.log(max(b, 1e-300)) for a, b in zip(base["errors"], best["errors"])]
+    mean = sum(diffs) / len(diffs)
+    se = (math.sqrt(sum((d - mean) ** 2 for d in diffs) / (len(diffs) - 1) / len(diffs))
+          if len(diffs) > 1 else math.inf)
+    db = 20.0 / math.log(10.0)  # log error -> dB
+    kept = len(diffs) > 1 and margin_se > 0 and mean <= margin_se * se
+    how.update(advantage_db=mean * db, se_db=se * db if math.isfinite(se) else None, kept=kept)
+    return (baseline if kept else best["name"]), how
+
+
+def _best(candidates: dict[str, Schedule], results: list[dict], model_calls: int, budget: int, *,
+          baseline: str | None = None, margin_se: float = DEFAULT_MARGIN_SE) -> Schedule:
+    name, how = choose(results, baseline, margin_se)
+    order = sorted(range(len(results)), key=lambda k: (results[k]["error"] is None, -results[k]["samples"],
+                                                       results[k]["error"] or 0.0, k))
+    s = candidates[name]
     meta = dict(s.meta or {})
     meta["tune"] = {
-        "best": best["name"],
+        "best": name,
+        "lowest": results[order[0]]["name"],
+        "default": how,
         "metric": "geometric mean over samples of the relative RMSE of the final latent vs the full-step output",
         "budget": budget,
         "model_calls": model_calls,

@@ -101,6 +101,10 @@ def test_profile_config_uses_every_estimator_by_default_and_tune_pipeline(flux):
     errors = [c["error"] for c in t["candidates"]]
     assert best.budget == 4 and len(errors) >= 5 and errors == sorted(errors)
     assert t["model_calls"] == 2 * N + 2 * 4 * len(errors)
+    # the untuned default was weighed: kept (returned) only when the lowest-error candidate is within its margin
+    d = t["default"]
+    assert d is not None and d["margin_se"] == 1.0 and d["kept"] == (t["best"] == d["name"])
+    assert (best == mck.solve(profile, 4)) if d["kept"] else (t["best"] == t["lowest"] == t["candidates"][0]["name"])
     # the returned schedule's error is reproducible by running it
     gens = lambda: [torch.Generator().manual_seed(10_000 + k) for k in range(2)]  # noqa: E731
     ref = flux(prompt=["a blue ball", "a yellow star"], num_inference_steps=N, generator=gens(), output_type="latent",
@@ -113,7 +117,14 @@ def test_profile_config_uses_every_estimator_by_default_and_tune_pipeline(flux):
         remove_mean_cache(flux)
     per = ((got.double() - ref.double()).flatten(1).norm(dim=1) / ref.double().flatten(1).norm(dim=1))
     err = per.log().mean().exp().item()  # the geometric mean of the per-prompt relative errors
-    assert abs(err - errors[0]) <= 1e-6 * max(err, 1e-12) + 1e-12
+    chosen = {c["name"]: c["error"] for c in t["candidates"]}[t["best"]]
+    assert abs(err - chosen) <= 1e-6 * max(err, 1e-12) + 1e-12
+    lowest = tune_pipeline(flux, ["a blue ball", "a yellow star"], profile=profile, budget=4, num_inference_steps=N,
+                           default_margin_se=0, progress=False, **kw)
+    assert lowest.meta["tune"]["best"] == t["lowest"]  # margin 0: the lowest error, whatever the default
+    with pytest.raises(ValueError, match="default_margin_se"):
+        tune_pipeline(flux, ["x"], profile=profile, budget=4, num_inference_steps=N, default_margin_se=-0.5,
+                      progress=False, **kw)
     conv = tune_pipeline(flux, ["a blue ball"], profile=profile, budget=4, num_inference_steps=N, progress=False,
                          reference_steps=3 * N, candidates={"a": best, "b": mck.Schedule.uniform(N, 4, "taylor1")},
                          **kw)

@@ -448,3 +448,52 @@ def test_tune_with_halving_costs_fewer_calls_and_picks_a_fully_evaluated_candida
     assert halved.meta["tune"]["model_calls"] < full.meta["tune"]["model_calls"] / 2
     # the best candidate of the full evaluation survived the halving here, so both choose it
     assert halved == full
+
+
+def test_choose_keeps_the_default_unless_it_is_beaten_by_more_than_the_margin():
+    from meancache_kernels.tune import choose
+
+    def res(name, errors):
+        g = math.exp(sum(math.log(e) for e in errors) / len(errors))
+        return {"name": name, "error": g, "samples": len(errors), "errors": list(errors)}
+
+    noisy = [res("default", [1.0, 1.0, 1.0, 1.0]), res("tuned", [0.5, 2.0, 0.5, 1.5])]  # lower on average, noisy
+    name, how = choose(noisy, "default", 1.0)
+    assert name == "default" and how["kept"] and how["name"] == "default"
+    assert math.isclose(how["advantage_db"], -20 * math.log10(math.prod([0.5, 2.0, 0.5, 1.5]) ** 0.25))
+    assert choose(noisy, "default", 0.0)[0] == "tuned"  # margin 0: the lowest error
+    assert choose(noisy, None)[0] == "tuned" and choose(noisy, None)[1] is None
+    clear = [res("default", [1.0, 1.1, 0.9, 1.0]), res("tuned", [0.5, 0.56, 0.44, 0.5])]  # 6 dB better, every time
+    name, how = choose(clear, "default", 1.0)
+    assert name == "tuned" and not how["kept"] and how["advantage_db"] > 5.9
+    assert choose([res("default", [1.0]), res("tuned", [0.5])], "default", 1.0)[0] == "tuned"  # one sample: no s.e.
+    halved = [res("default", [1.0]), res("tuned", [0.9, 0.9, 0.9, 1.0])]  # default dropped by successive halving
+    assert choose(halved, "default", 1.0) == ("tuned", None)
+    for bad in (-1.0, float("nan"), True, "1"):
+        with pytest.raises(ValueError, match="default_margin_se"):
+            choose(noisy, "default", bad)
+
+
+def test_tune_weighs_the_library_default_and_says_so():
+    from meancache_kernels.tune import candidate_schedules, default_candidate
+
+    flow = GaussianMixtureFlow.random(6, components=3, seed=0)
+    sig = flow_sigmas(N, 3.0)
+    prof = mck.calibrate(flow, torch.randn(6, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(8)),
+                         sig, max_span=2, max_skip=5, progress=False)
+    lat = torch.randn(6, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(9))
+    lowest = mck.tune(flow, lat, sig, prof, 5, default_margin_se=0.0, progress=False)
+    t = lowest.meta["tune"]
+    assert t["best"] == t["lowest"] == t["candidates"][0]["name"]
+    assert t["default"]["name"] == default_candidate(candidate_schedules(prof, 5), prof, 5)
+    for margin in (1.0, 1e9):  # a huge margin always keeps the default
+        got = mck.tune(flow, lat, sig, prof, 5, default_margin_se=margin, progress=False)
+        d = got.meta["tune"]["default"]
+        assert d["kept"] == (got.meta["tune"]["best"] == d["name"])
+        if d["kept"]:
+            assert got == mck.solve(prof, 5)
+        else:
+            assert got == lowest and d["advantage_db"] > margin * d["se_db"]
+    assert got.meta["tune"]["default"]["kept"] and got == mck.solve(prof, 5)
+    with pytest.raises(ValueError, match="default_margin_se"):
+        mck.tune(flow, lat, sig, prof, 5, default_margin_se=-1, progress=False)

@@ -13,7 +13,16 @@ import torch
 
 from ..calibrate import Profile
 from ..schedule import Schedule
-from ..tune import DEFAULT_GAMMAS, _best, candidate_schedules, per_sample_errors, select
+from ..tune import (
+    DEFAULT_GAMMAS,
+    DEFAULT_MARGIN_SE,
+    _best,
+    _check_margin,
+    candidate_schedules,
+    default_candidate,
+    per_sample_errors,
+    select,
+)
 from .config import MeanCacheConfig
 from .hooks import apply_mean_cache, get_mean_cache_stats, remove_mean_cache
 
@@ -43,6 +52,7 @@ def tune_pipeline(
     gammas: Sequence[float] = DEFAULT_GAMMAS,
     reference_steps: int | None = None,
     halving: bool = False,
+    default_margin_se: float = DEFAULT_MARGIN_SE,
     progress: bool = True,
     backend: str = "auto",
     **call_kwargs,
@@ -64,6 +74,9 @@ def tune_pipeline(
             prefer the schedule closest to the converged ODE solution instead.
         halving: successive halving over the prompts (:func:`meancache_kernels.tune.select`) instead of every
             candidate on every prompt: about a third of the transformer calls with 8 prompts.
+        default_margin_se: with the default candidates, ``solve(profile, budget)`` (the untuned default) is kept
+            unless the lowest-error candidate beats it by more than this many standard errors of the paired
+            per-prompt differences of log error (:func:`meancache_kernels.tune.choose`); 0: the lowest error.
         progress: print the model-call cost and show a progress bar over the candidates.
         call_kwargs: further pipeline arguments (height, width, guidance_scale, ...).
 
@@ -78,8 +91,11 @@ def tune_pipeline(
         raise ValueError(f"num_inference_steps={num_inference_steps} differs from the profile's N={profile.num_steps}")
     if getattr(pipe, "_meancache_context", None) is not None:
         raise ValueError("tune_pipeline needs the pipeline without MeanCache: remove_mean_cache(pipe) first")
+    _check_margin(default_margin_se)
+    baseline = None
     if candidates is None:
         candidates = candidate_schedules(profile, budget, gammas=gammas)
+        baseline = default_candidate(candidates, profile, budget)
     prompts = list(prompts)
     n, num = num_inference_steps, len(prompts)
     if reference_steps is None:
@@ -108,6 +124,6 @@ def tune_pipeline(
         return per_sample_errors(out, references[idx])
 
     results = select(list(candidates), num, run, halving=halving, progress=progress)
-    best = _best(candidates, results, calls[0], budget)
+    best = _best(candidates, results, calls[0], budget, baseline=baseline, margin_se=default_margin_se)
     best.meta["tune"]["reference_steps"] = reference_steps
     return best
