@@ -1,6 +1,6 @@
 """How well does tuning's choice on the tuning data hold on the evaluation data? And which selection rule is best?
 
-    python bench/tune_selection.py               # collect (6 min on 2 cores) + report -> bench/tune_selection.*
+    python bench/tune_selection.py               # collect (7 min on 2 cores) + report -> bench/tune_selection.*
     python bench/tune_selection.py --report bench/tune_selection.json   # the report again from collected errors
 
 (bench/tune_selection.json, the collected errors, is a few MB and is not committed; bench/tune_selection.md is.)
@@ -19,12 +19,15 @@ the tuning errors; it is judged by the evaluation error of what it picks:
 
 Rules (all on the per-sample tuning errors e_k of a candidate, S samples, log l_k = log e_k):
 
-- ``geo``: the lowest mean(l) (the library's rule: mean PSNR);
+- ``geo``: the lowest mean(l) (mean PSNR; the library's rule before ``default_margin_se``);
+- ``keep default T s.e.``: ``geo``, unless the library's untuned default ``solve(profile, B)`` is within T standard
+  errors of the paired differences of l (``meancache_kernels.tune.choose``; the library's rule, T = 1);
 - ``mean``: the lowest mean(e);
 - ``rms``: the lowest sqrt(mean(e^2)) (the pooled MSE);
 - ``risk λ``: the lowest mean(l) + λ std(l);
 - ``1se-worst``: the candidates whose paired mean log-ratio to the ``geo`` pick is within one standard error of it,
-  then the lowest max(e) among them.
+  then the lowest max(e) among them;
+- ``untuned default``: no tuning, ``solve(profile, B)`` (for comparison).
 """
 
 from __future__ import annotations
@@ -60,7 +63,7 @@ MODELS = (None, str(ROOT / "bench" / "tiny_flux_seed1"))
 def collect_flows(log) -> list[dict]:
     import meancache_kernels as mck
     from meancache_kernels.testing import GaussianMixtureFlow, flow_sigmas
-    from meancache_kernels.tune import candidate_schedules, per_sample_errors
+    from meancache_kernels.tune import candidate_schedules, default_candidate, per_sample_errors
 
     out = []
     for spec in FLOWS:
@@ -76,11 +79,13 @@ def collect_flows(log) -> list[dict]:
         r_tune, r_eval = mck.sample(flow, z_tune, sig, full), mck.sample(flow, z_eval, sig, full)
         for b in (25, 17, 10, 6):
             cands = {}
-            for name, s in candidate_schedules(profile, b).items():
+            schedules = candidate_schedules(profile, b)
+            for name, s in schedules.items():
                 cands[name] = dict(tune=per_sample_errors(mck.sample(flow, z_tune, sig, s), r_tune),
                                    eval=per_sample_errors(mck.sample(flow, z_eval, sig, s), r_eval))
             out.append(dict(kind="flow", setting=f"flow {spec['dim']},{spec['components']},{spec['shift']:g},"
-                                                 f"{spec['seed']} N=50 B={b}", candidates=cands))
+                                                 f"{spec['seed']} N=50 B={b}", candidates=cands,
+                            default=default_candidate(schedules, profile, b)))
             log(f"  {out[-1]['setting']}: {len(cands)} candidates")
     return out
 
@@ -89,7 +94,7 @@ def collect_pipelines(log) -> list[dict]:
     from meancache_kernels.diffusers import MeanCacheConfig, apply_mean_cache, calibrate_pipeline, remove_mean_cache
     from meancache_kernels.diffusers.loading import load_pipeline
     from meancache_kernels.diffusers.tuning import _latents
-    from meancache_kernels.tune import candidate_schedules, per_sample_errors
+    from meancache_kernels.tune import candidate_schedules, default_candidate, per_sample_errors
 
     out = []
     tune_p, eval_p, cal_p = F.tuning_prompts(8), F.eval_prompts(8), F.calibration_prompts()
@@ -111,10 +116,12 @@ def collect_pipelines(log) -> list[dict]:
                     remove_mean_cache(pipe)
 
             for b in budgets:
+                schedules = candidate_schedules(profile, b)
                 cands = {name: dict(tune=errors(tune_p, F.TUNE_SEED, s, r_tune), eval=errors(eval_p, 0, s, r_eval))
-                         for name, s in candidate_schedules(profile, b).items()}
+                         for name, s in schedules.items()}
                 label = "shipped" if model is None else Path(model).name
-                out.append(dict(kind="pipeline", setting=f"{label} N={n} B={b}", candidates=cands))
+                out.append(dict(kind="pipeline", setting=f"{label} N={n} B={b}", candidates=cands,
+                                default=default_candidate(schedules, profile, b)))
                 log(f"  {out[-1]['setting']}: {len(cands)} candidates")
     return out
 
@@ -124,25 +131,25 @@ def _logs(e):
     return np.log(np.maximum(np.asarray(e, np.float64), 1e-300))
 
 
-def rule_geo(c):
+def rule_geo(c, default=None):
     return min(c, key=lambda n: _logs(c[n]["tune"]).mean())
 
 
-def rule_mean(c):
+def rule_mean(c, default=None):
     return min(c, key=lambda n: float(np.mean(c[n]["tune"])))
 
 
-def rule_rms(c):
+def rule_rms(c, default=None):
     return min(c, key=lambda n: float(np.sqrt(np.mean(np.square(c[n]["tune"])))))
 
 
 def rule_risk(lam):
-    def rule(c):
+    def rule(c, default=None):
         return min(c, key=lambda n: _logs(c[n]["tune"]).mean() + lam * _logs(c[n]["tune"]).std())
     return rule
 
 
-def rule_1se_worst(c):
+def rule_1se_worst(c, default=None):
     best = rule_geo(c)
     lb = _logs(c[best]["tune"])
     tied = []
@@ -154,8 +161,29 @@ def rule_1se_worst(c):
     return min(tied, key=lambda n: max(c[n]["tune"]))
 
 
-RULES = {"geo": rule_geo, "mean": rule_mean, "rms": rule_rms, "risk 0.5": rule_risk(0.5), "risk 1": rule_risk(1.0),
-         "1se-worst": rule_1se_worst}
+def rule_keep_default(margin_se):
+    """The library's rule (meancache_kernels.tune.choose): the geo pick unless the untuned default is within
+    ``margin_se`` standard errors of it."""
+    from meancache_kernels.tune import choose
+
+    def rule(c, default=None):
+        results = [{"name": n, "error": math.exp(_logs(v["tune"]).mean()), "samples": len(v["tune"]),
+                    "errors": list(v["tune"])} for n, v in c.items()]
+        return choose(results, default if default in c else None, margin_se)[0]
+    return rule
+
+
+RULES = {"geo": rule_geo, "keep default 1 s.e. (library)": rule_keep_default(1.0),
+         "keep default 0.5 s.e.": rule_keep_default(0.5), "keep default 2 s.e.": rule_keep_default(2.0),
+         "mean": rule_mean, "rms": rule_rms, "risk 0.5": rule_risk(0.5), "risk 1": rule_risk(1.0),
+         "1se-worst": rule_1se_worst,
+         "untuned default": lambda c, default=None: default if default in c else rule_geo(c)}
+
+
+def _default_by_name(c):
+    """For files collected before the default was recorded: solve()'s default is gamma 2 with the state cost, kept
+    under the gamma-1 name when both solved to the same schedule."""
+    return next((n for n in ("pssp[default,state]@g2", "pssp[default,state]@g1") if n in c), None)
 
 
 def report(data: dict) -> str:
@@ -166,10 +194,11 @@ def report(data: dict) -> str:
         c = {n: v for n, v in st["candidates"].items() if all(map(math.isfinite, v["tune"] + v["eval"]))}
         ev = {n: _logs(v["eval"]).mean() for n, v in c.items()}
         oracle = min(ev.values())
+        default = st.get("default") or _default_by_name(c)
         ref_worst = max(c[rule_geo(c)]["eval"])
         cells = []
         for r, fn in RULES.items():
-            pick = fn(c)
+            pick = fn(c, default)
             regret = 20 / math.log(10) * (ev[pick] - oracle)
             worst = 20 * math.log10(max(c[pick]["eval"]) / ref_worst)
             per_rule[r]["regret"].append(regret)

@@ -440,7 +440,8 @@ def _add_tune(sub) -> None:
         help="pick the best schedule for a budget end to end on a few tuning prompts (after calibrate)",
         description="Evaluates candidate schedules (PSSP at several gamma and estimator sets, evenly spaced computed "
         "steps with each estimator) on the --prompts against the pipeline's own full-step outputs and writes the "
-        "best one as JSON (use it with MeanCacheConfig(schedule=Schedule.from_json(...))). Costs N model calls per "
+        "best one (the untuned default unless a candidate beats it by more than --default-margin-se standard errors) "
+        "as JSON (use it with MeanCacheConfig(schedule=Schedule.from_json(...))). Costs N model calls per "
         "prompt for the references plus B per candidate per prompt; the count is printed first. Use tuning prompts "
         "that differ from the ones you evaluate on.",
     )

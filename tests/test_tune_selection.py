@@ -70,3 +70,13 @@ def test_frontier_flow_spec_is_checked():
     for bad in ("32,8,1.5", "a,8,1.5,7", "0,8,1.5,7", "32,8,-1,7", "32,8,1.5,-1"):
         with pytest.raises(argparse.ArgumentTypeError, match="DIM,COMPONENTS,SHIFT,SEED"):
             fr._flow_spec(bad)
+
+
+def test_keep_default_rule_is_the_librarys_choice():
+    ts = load("tune_selection")
+    c = {"default": dict(tune=[1.0, 1.0, 1.0, 1.0], eval=[1e-3] * 4),
+         "noisy": dict(tune=[0.5, 2.0, 0.5, 1.5], eval=[1e-2] * 4)}
+    assert ts.rule_geo(c) == "noisy"
+    assert ts.RULES["keep default 1 s.e. (library)"](c, "default") == "default"
+    assert ts.RULES["keep default 1 s.e. (library)"](c, None) == "noisy"  # no default recorded: the geo pick
+    assert ts.RULES["untuned default"](c, "default") == "default"
