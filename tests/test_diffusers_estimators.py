@@ -159,3 +159,37 @@ def test_cli_calibrate_then_tune_writes_the_best_schedule(flux, tmp_path, capsys
     assert best.budget == 3 and best.meta["tune"]["best"] in text and "model calls" in text
     with pytest.raises(SystemExit, match="meancache tune: .*profile"):
         main(["tune", *common, "--prompts", str(tun), "--profile", str(cal), "--budget", "3", "--out", str(out)])
+
+
+@pytest.mark.parametrize("kind", ["qwen-image", "wan"])
+def test_calibrate_and_tune_on_cfg_pipelines(kind):
+    """The recommended path on a true-CFG pipeline (two transformer calls per step) and on Wan's two-stage one
+    (two transformers): calibrate, tune, apply; the chosen candidate's recorded error is what it gives."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        pipe = tiny_pipeline(kind, two_stage=(kind == "wan"))
+    kw = tiny_call_kwargs(kind, num_inference_steps=N)
+    for key in ("prompt", "num_inference_steps", "generator", "output_type"):
+        kw.pop(key)
+    prompts = ["a red cube", "a green tree"]
+    profile = calibrate_pipeline(pipe, prompts, N, max_span=2, max_skip=4, progress=False, **kw)
+    assert "taylorc2" in profile.estimators
+    best = tune_pipeline(pipe, prompts, profile=profile, budget=5, num_inference_steps=N, progress=False,
+                         gammas=(2.0,), **kw)
+    t = best.meta["tune"]
+    assert best.budget == 5 and t["default"] is not None and t["best"] in {c["name"] for c in t["candidates"]}
+    gens = [torch.Generator().manual_seed(10_000 + k) for k in range(2)]
+    ref = pipe(prompt=prompts, num_inference_steps=N, generator=gens, output_type="latent", **kw)[0]
+    apply_mean_cache(pipe, MeanCacheConfig(schedule=best))
+    try:
+        gens = [torch.Generator().manual_seed(10_000 + k) for k in range(2)]
+        got = pipe(prompt=prompts, num_inference_steps=N, generator=gens, output_type="latent", **kw)[0]
+        stats = get_mean_cache_stats(pipe)
+    finally:
+        remove_mean_cache(pipe)
+    # two transformer calls per computed step: conditional and unconditional (Qwen's true CFG; Wan's CFG on the
+    # transformer active at that step), none on the skipped ones
+    assert stats.transformer_calls == 2 * best.budget
+    per = ((got.double() - ref.double()).flatten(1).norm(dim=1) / ref.double().flatten(1).norm(dim=1))
+    chosen = {c["name"]: c["error"] for c in t["candidates"]}[t["best"]]
+    assert abs(per.log().mean().exp().item() - chosen) <= 1e-6 * chosen + 1e-12
