@@ -15,7 +15,8 @@ Which steps run the transformer is decided in Python from host-side counters, ou
 ``torch.compile``, compile the transformer's blocks (``pipe.transformer.compile_repeated_blocks()``) rather than the
 whole hooked module. ``calibrate_pipeline`` (or ``meancache calibrate``) measures the edge costs of a pipeline for
 ``MeanCacheConfig(profile=..., budget=B)``; ``tune_pipeline`` (or ``meancache tune``) picks the best schedule end to
-end on a few tuning prompts.
+end on a few tuning prompts. ``FlowMatchAdamsScheduler`` is a few-step solver (Adams-Bashforth in sigma) for
+when the converged ODE solution, not the N-step output, is the target.
 """
 
 try:
@@ -25,6 +26,7 @@ except ImportError as e:  # pragma: no cover - depends on the environment
         "meancache_kernels.diffusers needs diffusers: pip install 'meancache_kernels[diffusers]'"
     ) from e
 
+from .adams import FlowMatchAdamsScheduler
 from .calibration import calibrate_pipeline
 from .config import MeanCacheConfig
 from .hooks import MeanCacheHook, apply_mean_cache, get_mean_cache_stats, remove_mean_cache
@@ -33,6 +35,7 @@ from .stats import MeanCacheStats
 from .tuning import tune_pipeline
 
 __all__ = [
+    "FlowMatchAdamsScheduler",
     "MeanCacheConfig",
     "MeanCacheHook",
     "MeanCacheStats",

@@ -36,6 +36,12 @@ def check_scheduler(scheduler) -> None:
             f"the pipeline's scheduler is {type(scheduler).__name__}. For a flow-matching model, switch first: "
             "pipe.scheduler = FlowMatchEulerDiscreteScheduler.from_config(pipe.scheduler.config)"
         )
+    if type(scheduler).step is not FlowMatchEulerDiscreteScheduler.step:
+        raise TypeError(
+            f"MeanCache supports the flow-matching Euler step; {type(scheduler).__name__} overrides step() (a "
+            "different solver, e.g. FlowMatchAdamsScheduler, which is used instead of MeanCache, not with it). "
+            "Switch first: pipe.scheduler = FlowMatchEulerDiscreteScheduler.from_config(pipe.scheduler.config)"
+        )
     cfg = scheduler.config
     for flag in ("stochastic_sampling", "invert_sigmas"):
         if cfg.get(flag, False):
