@@ -17,7 +17,9 @@ Methods at matched transformer work:
   UniPC and DPM-Solver++ use diffusers' flow sigmas (``use_flow_sigmas=True`` and the pipeline's dynamic shift
   ``mu``: FluxPipeline then passes no ``sigmas``, which DPMSolverMultistepScheduler does not take); FlowMatchHeun
   with (B + 1) // 2 steps (2 evaluations per step but the last: 2n - 1 calls), run on the pipeline's own Euler sigmas
-  through a subclass whose ``set_timesteps`` takes FluxPipeline's ``sigmas`` and ``mu``;
+  through a subclass whose ``set_timesteps`` takes FluxPipeline's ``sigmas`` and ``mu``; the library's own few-step
+  solver ``FlowMatchAdamsScheduler`` (orders 1 and 2, B steps on the pipeline's Euler sigmas), counted as an
+  alternative to MeanCache like the others;
 - caches, all through ``transformer.enable_cache``: FirstBlockCache and MagCache (thresholds bisected so that the
   counted cost on the TUNING prompts is closest to B; MagCache first calibrates its magnitude ratios on the
   calibration prompts; max_skip_steps 8 and retention_ratio 0.1 so that small budgets are reachable); TaylorSeer lite
@@ -42,8 +44,8 @@ estimator, is calibrated in the run on the calibration prompts, as a user would.
 
 Analytic part (meancache_kernels.testing.GaussianMixtureFlow, float64, exact velocity): Euler-B, UniPC-B and
 DPM-Solver++-B driven directly on the velocity function (their sigmas replaced by the same shifted flow sigmas as
-Euler's), Heun with (B + 1) // 2 steps, and MeanCache (profile calibrated and schedules tuned on latents disjoint from
-the evaluation latents). Relative RMSE of the final latent against the N-step Euler output (headline) and against a
+Euler's), Heun with (B + 1) // 2 steps, the library's FlowMatchAdamsScheduler (driven the same way), and MeanCache
+(profile calibrated and schedules tuned on latents disjoint from the evaluation latents). Relative RMSE of the final latent against the N-step Euler output (headline) and against a
 converged reference (classical RK4, 400 steps on the same shifted sigma curve).
 
 Outputs: a markdown report (``NAME.md``), strict JSON (``NAME.json``, no NaN/Infinity: an identical image has PSNR
@@ -78,7 +80,7 @@ N = 50
 BUDGETS = (25, 17, 10)
 SMOKE_N = 8
 SMOKE_BUDGETS = (5, 3)
-FAMILIES = ("Euler", "UniPC", "DPM", "Heun", "FirstBlockCache", "MagCache", "TaylorSeer", "MeanCache")
+FAMILIES = ("Euler", "UniPC", "DPM", "Heun", "Adams", "FirstBlockCache", "MagCache", "TaylorSeer", "MeanCache")
 FLOWS = (  # the two analytic flows of the default run
     dict(dim=64, components=6, shift=3.0, seed=0),
     dict(dim=128, components=4, shift=2.0, seed=1),
@@ -250,6 +252,21 @@ def heun_scheduler(euler):
             self._begin_index = None
 
     return FlowMatchHeunOnEulerGrid(num_train_timesteps=euler.config.num_train_timesteps)
+
+
+ADAMS_ORDERS = (1, 2)  # FlowMatchAdamsScheduler orders run (the library's default, 1, and one more)
+
+
+def adams(euler, order: int):
+    """``make() -> FlowMatchAdamsScheduler`` with the Euler scheduler's config (None: diffusers' defaults); raises
+    ImportError (an n/a row) when the library has no such scheduler."""
+    from meancache_kernels.diffusers import FlowMatchAdamsScheduler
+
+    def make():
+        if euler is None:
+            return FlowMatchAdamsScheduler(adams_order=order)
+        return FlowMatchAdamsScheduler.from_config(euler.config, adams_order=order)
+    return make
 
 
 def heun_steps(budget: int) -> int:
@@ -508,6 +525,9 @@ class PipelineBench:
                 self.attempt("DPM", f"DPM-Solver++ {order}M, B steps", b, with_scheduler(dpm(order), b))
             self.attempt("Heun", "FlowMatchHeun, (B+1)//2 steps", b,
                          with_scheduler(lambda: heun_scheduler(self.euler), heun_steps(b)))
+            for order in ADAMS_ORDERS:
+                self.attempt("Adams", f"Adams order {order} (this library), B steps", b,
+                             with_scheduler(adams(self.euler, order), b))
             self.attempt("FirstBlockCache", "FirstBlockCache", b,
                          cached(lambda t: FirstBlockCacheConfig(threshold=t), 1e-4, 4.0, b))
             self.attempt("MagCache", "MagCache", b, cached(
@@ -676,6 +696,9 @@ def bench_flow(spec, num_steps, budgets, n_eval, n_cal, n_tune, log=print):
                                                             solver_order=o), b))
         add("Heun", "Heun, (B+1)//2 steps", b,
             lambda: (heun(flow, z_eval, flow_sigmas(heun_steps(b), shift=shift))[0], f"{heun_steps(b)} steps"))
+        for order in ADAMS_ORDERS:
+            add("Adams", f"Adams order {order} (this library), B steps", b,
+                sched_run(lambda o=order: adams(None, o)(), b))
         for name, make in meancache_methods(profile, b, num_steps, tune if hasattr(mck, "tune") else None):
             def fn(make=make):
                 s = make()

@@ -82,8 +82,9 @@ class FlowMatchAdamsScheduler(FlowMatchEulerDiscreteScheduler):
         self._history = self._history[-(self.config.adams_order + 1):]
         nodes = [sig[k] for k, _ in self._history]
         weights = lagrange_mean_weights(nodes, sig[i], sig[i + 1])
-        _, z_next = ops.combine_step(sample.to(torch.float32), [v for _, v in self._history], weights,
-                                     sig[i + 1] - sig[i], v_dtype=torch.float32)
+        acc = torch.float64 if sample.dtype == torch.float64 else torch.float32  # Euler's step upcasts to float32
+        _, z_next = ops.combine_step(sample.to(acc), [v for _, v in self._history], weights, sig[i + 1] - sig[i],
+                                     v_dtype=acc)
         self._step_index += 1
         prev_sample = z_next.to(model_output.dtype)
         if not return_dict:
