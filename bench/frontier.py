@@ -45,8 +45,9 @@ estimator, is calibrated in the run on the calibration prompts, as a user would.
 Analytic part (meancache_kernels.testing.GaussianMixtureFlow, float64, exact velocity): Euler-B, UniPC-B and
 DPM-Solver++-B driven directly on the velocity function (their sigmas replaced by the same shifted flow sigmas as
 Euler's), Heun with (B + 1) // 2 steps, the library's FlowMatchAdamsScheduler (driven the same way), and MeanCache
-(profile calibrated and schedules tuned on latents disjoint from the evaluation latents). Relative RMSE of the final latent against the N-step Euler output (headline) and against a
-converged reference (classical RK4, 400 steps on the same shifted sigma curve).
+(profile calibrated and schedules tuned on latents disjoint from the evaluation latents). Relative RMSE of the final
+latent against the N-step Euler output (headline) and against a converged reference (classical RK4, 400 steps on the
+same shifted sigma curve).
 
 Outputs: a markdown report (``NAME.md``), strict JSON (``NAME.json``, no NaN/Infinity: an identical image has PSNR
 null) and a plot (``NAME.png``: PSNR against equiv, one line per method family, the family's best variant at each
