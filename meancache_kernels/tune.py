@@ -234,6 +234,12 @@ def tune(
     return _best(candidates, results, calls[0], budget, baseline=baseline, margin_se=default_margin_se)
 
 
+def _order(results: list[dict]) -> list[int]:
+    """Indices of ``results``: most samples first, then the lowest error (non-finite last), then the earlier one."""
+    return sorted(range(len(results)), key=lambda k: (results[k]["error"] is None, -results[k]["samples"],
+                                                      results[k]["error"] or 0.0, k))
+
+
 def _check_margin(margin_se) -> None:
     if isinstance(margin_se, bool) or not isinstance(margin_se, (int, float)) or not (
             math.isfinite(margin_se) and margin_se >= 0):
@@ -262,9 +268,7 @@ def choose(results: list[dict], baseline: str | None = None,
     """
     _check_margin(margin_se)
     most = max(r["samples"] for r in results)
-    order = sorted(range(len(results)), key=lambda k: (results[k]["error"] is None, -results[k]["samples"],
-                                                       results[k]["error"] or 0.0, k))
-    best = results[order[0]]
+    best = results[_order(results)[0]]
     if best["error"] is None or best["samples"] != most:
         raise ValueError("every candidate schedule that was evaluated on every sample diverged (non-finite error)")
     base = next((r for r in results if r["name"] == baseline), None)
@@ -286,8 +290,7 @@ def choose(results: list[dict], baseline: str | None = None,
 def _best(candidates: dict[str, Schedule], results: list[dict], model_calls: int, budget: int, *,
           baseline: str | None = None, margin_se: float = DEFAULT_MARGIN_SE) -> Schedule:
     name, how = choose(results, baseline, margin_se)
-    order = sorted(range(len(results)), key=lambda k: (results[k]["error"] is None, -results[k]["samples"],
-                                                       results[k]["error"] or 0.0, k))
+    order = _order(results)
     s = candidates[name]
     meta = dict(s.meta or {})
     meta["tune"] = {
