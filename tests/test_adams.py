@@ -109,7 +109,11 @@ def test_bad_input_is_named():
     with pytest.raises(ValueError, match="stochastic_sampling"):
         FlowMatchAdamsScheduler(stochastic_sampling=True)
     s = FlowMatchAdamsScheduler()
+    with pytest.raises(ValueError, match="set_timesteps"):
+        s.step(torch.zeros(2, 3), torch.tensor(1.0), torch.zeros(2, 3))
     s.set_timesteps(4)
+    with pytest.raises(ValueError, match="model_output and sample"):
+        s.step(torch.zeros(2, 3), s.timesteps[0], torch.zeros(2, 4))
     z = torch.zeros(2, 3)
     with pytest.raises(ValueError, match="s_churn"):
         s.step(z, s.timesteps[0], z, s_churn=1.0)

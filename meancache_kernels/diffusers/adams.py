@@ -72,6 +72,13 @@ class FlowMatchAdamsScheduler(FlowMatchEulerDiscreteScheduler):
             raise ValueError("FlowMatchAdamsScheduler.step: s_churn and per_token_timesteps are not supported")
         if isinstance(timestep, int) or (isinstance(timestep, torch.Tensor) and not timestep.is_floating_point()):
             raise ValueError("pass one of the scheduler.timesteps as timestep, not an integer index")
+        if getattr(self, "num_inference_steps", None) is None:
+            raise ValueError("FlowMatchAdamsScheduler.step: call set_timesteps(num_inference_steps) first")
+        if not isinstance(model_output, torch.Tensor) or not isinstance(sample, torch.Tensor) or (
+                model_output.shape != sample.shape):
+            shapes = tuple(getattr(model_output, "shape", ())), tuple(getattr(sample, "shape", ()))
+            raise ValueError("FlowMatchAdamsScheduler.step: model_output and sample must be tensors of one shape, "
+                             f"got {shapes[0]} and {shapes[1]}")
         if self.step_index is None:
             self._init_step_index(timestep)
         i = self.step_index
