@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from ._assets import SHIPPED_MODEL_DIR, SHIPPED_PROFILE
+from .metrics import _ssim_numpy, psnr, ssim  # noqa: F401  (re-exported: demo.psnr / demo.ssim)
 
 __all__ = ["SHIPPED_MODEL_DIR", "SHIPPED_PROFILE", "DEFAULT_PROMPTS", "DEFAULT_BUDGETS", "DemoRow", "psnr", "ssim",
            "run_demo"]
@@ -65,46 +66,6 @@ def _timed(fn):
     t0, c0 = time.perf_counter(), time.process_time()
     out = fn()
     return out, time.perf_counter() - t0, time.process_time() - c0
-
-
-# ---------------------------------------------------------------------------------------------------- metrics
-def psnr(a: np.ndarray, b: np.ndarray, data_range: float = 1.0) -> float:
-    """Peak signal-to-noise ratio in dB of image ``a`` against reference ``b`` (inf when identical)."""
-    mse = float(np.mean((np.asarray(a, np.float64) - np.asarray(b, np.float64)) ** 2))
-    return math.inf if mse == 0 else 10.0 * math.log10(data_range**2 / mse)
-
-
-def ssim(a: np.ndarray, b: np.ndarray, data_range: float = 1.0) -> float:
-    """Structural similarity of two (H, W, C) images with a 7x7 uniform window (Wang et al. 2004, K1 = 0.01,
-    K2 = 0.03, sample covariances), averaged over channels: scikit-image's when installed, else the same formula in
-    numpy (:func:`_ssim_numpy`)."""
-    a = np.asarray(a, np.float64)
-    b = np.asarray(b, np.float64)
-    win = min(7, a.shape[0], a.shape[1])
-    win -= 1 - win % 2
-    try:
-        from skimage.metrics import structural_similarity
-    except ImportError:
-        return _ssim_numpy(a, b, data_range, win)
-    return float(structural_similarity(a, b, data_range=data_range, channel_axis=-1, win_size=win))
-
-
-def _ssim_numpy(a: np.ndarray, b: np.ndarray, data_range: float, win: int) -> float:
-    from numpy.lib.stride_tricks import sliding_window_view
-
-    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
-    n = win * win
-    vals = []
-    for ch in range(a.shape[-1]):
-        x = sliding_window_view(a[..., ch], (win, win))
-        y = sliding_window_view(b[..., ch], (win, win))
-        mx, my = x.mean((-1, -2)), y.mean((-1, -2))
-        vx = x.var((-1, -2)) * n / (n - 1)
-        vy = y.var((-1, -2)) * n / (n - 1)
-        cxy = ((x - mx[..., None, None]) * (y - my[..., None, None])).sum((-1, -2)) / (n - 1)
-        s = ((2 * mx * my + c1) * (2 * cxy + c2)) / ((mx**2 + my**2 + c1) * (vx + vy + c2))
-        vals.append(s.mean())
-    return float(np.mean(vals))
 
 
 # ---------------------------------------------------------------------------------------------------- demo

@@ -16,6 +16,8 @@ from collections.abc import Callable, Sequence
 import torch
 
 from ._utils import as_sigmas
+from .metrics import geometric_mean as _geometric_mean
+from .metrics import per_sample_errors, sample_error
 from .schedule import Schedule, solve
 
 __all__ = ["DEFAULT_GAMMAS", "DEFAULT_ESTIMATOR_SETS", "DEFAULT_EDGE_COSTS", "DEFAULT_WARPS", "DEFAULT_MARGIN_SE",
@@ -86,27 +88,6 @@ def candidate_schedules(profile, budget: int, *, gammas: Sequence[float] = DEFAU
     if not out:
         raise ValueError(f"no feasible candidate schedule for budget={budget} with gammas={list(gammas)}")
     return out
-
-
-def per_sample_errors(x: torch.Tensor, ref: torch.Tensor) -> list[float]:
-    """Each sample's relative RMSE ``||x_k - ref_k|| / ||ref_k||`` (float64; the absolute one where ref_k = 0)."""
-    x, ref = x.double().flatten(1), ref.double().flatten(1)
-    num = (x - ref).norm(dim=1)
-    den = ref.norm(dim=1)
-    return torch.where(den > 0, num / torch.where(den > 0, den, 1.0), num).tolist()
-
-
-def _geometric_mean(errors: Sequence[float]) -> float:
-    if not errors or not all(math.isfinite(e) for e in errors):
-        return math.inf
-    return math.exp(sum(math.log(max(e, 1e-300)) for e in errors) / len(errors))
-
-
-def sample_error(x: torch.Tensor, ref: torch.Tensor) -> float:
-    """The tuning metric: the geometric mean over samples of each sample's relative RMSE ``||x_k - ref_k|| /
-    ||ref_k||`` (float64). Its logarithm is an affine function of the mean per-sample PSNR, the headline quality
-    measure, so a schedule that is very good on one prompt and poor on the others does not win."""
-    return _geometric_mean(per_sample_errors(x, ref))
 
 
 def select(names: Sequence[str], num_samples: int, run: Callable[[str, list[int]], list[float]], *,
