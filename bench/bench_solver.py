@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 import meancache_kernels as mck
-from meancache_kernels import schedule as sch
+from meancache_kernels import solver as sch
 
 try:
     import meancache_kernels._C

@@ -7,7 +7,7 @@
 
 For every setting (both trained FluxPipelines at N = 50, B = 25 / 17 / 10 and N = 28, B = 14 / 10 / 7; eight
 Gaussian-mixture flows, the two of bench/frontier.py and six others, at N = 50, B = 25 / 17 / 10 / 6) every tuning
-candidate (:func:`meancache_kernels.tune.candidate_schedules`) is run on the tuning data and on the evaluation data
+candidate (:func:`meancache_kernels.tuning.candidate_schedules`) is run on the tuning data and on the evaluation data
 (bench/frontier.py's disjoint prompt sets and seeds; for the flows 32 tuning and 256 evaluation latents), and the
 per-sample relative RMSE of the final latent against the uncached N-step output is kept. A selection rule sees only
 the tuning errors; it is judged by the evaluation error of what it picks:
@@ -21,7 +21,7 @@ Rules (all on the per-sample tuning errors e_k of a candidate, S samples, log l_
 
 - ``geo``: the lowest mean(l) (mean PSNR; the library's rule before ``default_margin_se``);
 - ``keep default T s.e.``: ``geo``, unless the library's untuned default ``solve(profile, B)`` is within T standard
-  errors of the paired differences of l (``meancache_kernels.tune.choose``; the library's rule, T = 1);
+  errors of the paired differences of l (``meancache_kernels.tuning.choose``; the library's rule, T = 1);
 - ``mean``: the lowest mean(e);
 - ``rms``: the lowest sqrt(mean(e^2)) (the pooled MSE);
 - ``risk λ``: the lowest mean(l) + λ std(l);
@@ -63,7 +63,7 @@ MODELS = (None, str(ROOT / "bench" / "tiny_flux_seed1"))
 def collect_flows(log) -> list[dict]:
     import meancache_kernels as mck
     from meancache_kernels.testing import GaussianMixtureFlow, flow_sigmas
-    from meancache_kernels.tune import candidate_schedules, default_candidate, per_sample_errors
+    from meancache_kernels.tuning import candidate_schedules, default_candidate, per_sample_errors
 
     out = []
     for spec in FLOWS:
@@ -94,7 +94,7 @@ def collect_pipelines(log) -> list[dict]:
     from meancache_kernels.diffusers import MeanCacheConfig, apply_mean_cache, calibrate_pipeline, remove_mean_cache
     from meancache_kernels.diffusers.loading import load_pipeline
     from meancache_kernels.diffusers.tuning import _latents
-    from meancache_kernels.tune import candidate_schedules, default_candidate, per_sample_errors
+    from meancache_kernels.tuning import candidate_schedules, default_candidate, per_sample_errors
 
     out = []
     tune_p, eval_p, cal_p = F.tuning_prompts(8), F.eval_prompts(8), F.calibration_prompts()
@@ -162,9 +162,9 @@ def rule_1se_worst(c, default=None):
 
 
 def rule_keep_default(margin_se):
-    """The library's rule (meancache_kernels.tune.choose): the geo pick unless the untuned default is within
+    """The library's rule (meancache_kernels.tuning.choose): the geo pick unless the untuned default is within
     ``margin_se`` standard errors of it."""
-    from meancache_kernels.tune import choose
+    from meancache_kernels.tuning import choose
 
     def rule(c, default=None):
         results = [{"name": n, "error": math.exp(_logs(v["tune"]).mean()), "samples": len(v["tune"]),

@@ -18,11 +18,13 @@ except ImportError as e:  # torch is not a pip dependency on purpose: an unpinne
 from . import estimators, ops, presets  # noqa: E402
 from ._version import __version__  # noqa: E402
 from .cache import MeanCacheState, sample  # noqa: E402
-from .calibrate import Profile, calibrate  # noqa: E402
-from .schedule import Schedule, solve  # noqa: E402
-from .tune import tune  # noqa: E402
+from .calibration import calibrate  # noqa: E402
+from .profile import Profile  # noqa: E402
+from .schedule import Schedule  # noqa: E402
+from .solver import solve, solve_frontier  # noqa: E402
+from .tuning import tune  # noqa: E402
 
 __all__ = [
     "__version__", "Schedule", "presets", "ops", "estimators", "MeanCacheState", "sample", "Profile", "calibrate",
-    "solve", "tune",
+    "solve", "solve_frontier", "tune",
 ]

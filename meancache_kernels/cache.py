@@ -18,8 +18,8 @@ from collections.abc import Callable
 import torch
 
 from . import ops
-from ._utils import as_sigmas
-from .estimators import JvpEstimator, correction_coefficients
+from .checks import as_sigmas, check_ops_backend
+from .estimators import correction_coefficients
 from .schedule import Schedule
 
 __all__ = ["MeanCacheState", "sample"]
@@ -48,7 +48,7 @@ class MeanCacheState:
             raise TypeError(f"schedule must be a meancache_kernels.Schedule, got {type(schedule).__name__}")
         self.schedule = schedule
         self.sigmas = as_sigmas(sigmas, schedule.num_steps)
-        ops._check_backend(backend)
+        check_ops_backend(backend)
         self.backend = backend
         self.capacity = schedule.k_max
         self.history: deque[tuple[int, torch.Tensor, torch.Tensor]] = deque(maxlen=max(self.capacity, 1))
@@ -145,24 +145,7 @@ class MeanCacheState:
         self._expect(i)
         if self.should_compute(i):
             raise RuntimeError(f"step {i} is a computed step: run the model there, not estimate()")
-        est = self._estimators[i]
-        s = self.sigmas
-        if isinstance(est, JvpEstimator):  # the paper's rule, evaluated as the release does (bit-compatible)
-            k = self.span(i)
-            anchor = i - k
-            entries = {j: (zj, vj) for j, zj, vj in self.history}
-            if anchor not in entries or (i - 1) not in entries:
-                raise RuntimeError(f"history for step {i} (anchor step {anchor}) is missing: steps were not recorded")
-            z_a, v_a = entries[anchor]
-            v_last = entries[i - 1][1]
-            return ops.mean_velocity_step(z, z_a, v_a, v_last, s[anchor], s[i], s[i + 1], backend=self.backend)
-        if not self.computed:
-            raise RuntimeError(f"history for step {i} is missing: no computed step was recorded before it")
-        used = list(self.computed)[-est.computed_depth:]
-        coeffs = est.weights([s[j] for j, _ in used], s[i], s[i + 1])
-        tensors = [v for _, v in used]
-        return ops.combine_step(z, tensors, coeffs, s[i + 1] - s[i], v_dtype=tensors[-1].dtype,
-                                backend=self.backend)
+        return self._estimators[i].estimate_step(ops, i, z, self.sigmas, self.history, self.computed, self.backend)
 
     def step(self, i: int, z: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         """Record (z_i, v_i, s_i) and return the Euler step ``z + (s_{i+1} - s_i) * v``."""

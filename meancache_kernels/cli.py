@@ -130,8 +130,8 @@ def _limits_text(prof, max_skip) -> str:
 
 
 def _cmd_solve(args) -> int:
-    from .calibrate import Profile
-    from .schedule import solve, solve_frontier
+    from .profile import Profile
+    from .solver import solve, solve_frontier
 
     try:
         prof = Profile.load(args.profile)
@@ -200,8 +200,9 @@ def _add_show(sub) -> None:
 def _cmd_show(args) -> int:
     import numpy as np
 
-    from .calibrate import Profile
-    from .schedule import _estimator_names, solve_frontier
+    from .profile import Profile
+    from .solver import solve_frontier
+    from .solver.pssp import _estimator_names
 
     try:
         import matplotlib
@@ -464,7 +465,7 @@ def _add_tune(sub) -> None:
 
 def _cmd_tune(args) -> int:
     _check_out_dir("tune", args.out)
-    from .calibrate import Profile
+    from .profile import Profile
 
     try:
         prof = Profile.load(args.profile)

@@ -329,7 +329,7 @@ def run_demo(
     """
     from tqdm.auto import tqdm
 
-    from .calibrate import Profile
+    from .profile import Profile
 
     prompts = list(prompts)
     if not prompts or not all(isinstance(p, str) and p for p in prompts):

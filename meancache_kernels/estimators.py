@@ -111,6 +111,17 @@ class Estimator:
     def __hash__(self) -> int:
         return hash((self.family, self.param))
 
+    def estimate_step(self, ops, i: int, z, sigmas: Sequence[float], trajectory, computed, backend: str):
+        """The estimate at skipped step ``i`` and the Euler step with it, fused: ``(v_hat, z_next)``.
+
+        The one interface the sampler calls (it never asks which estimator it holds). ``ops``: the op module that
+        applies the coefficients (:mod:`meancache_kernels.ops`, passed in so this module stays pure Python);
+        ``trajectory``: the last entries ``(j, z_j, v_j)`` of the trajectory, oldest first; ``computed``: the last
+        ``(j, v_j)`` of computed steps, oldest first. Each estimator reads only the history it declares
+        (``trajectory_depth``, ``computed_depth``).
+        """
+        raise NotImplementedError
+
 
 class JvpEstimator(Estimator):
     """The paper's finite-difference JVP estimate with span K (DESIGN.md section 2)."""
@@ -121,6 +132,16 @@ class JvpEstimator(Estimator):
         self.param = int(k)
         self.trajectory_depth = self.param
         self.computed_depth = 0
+
+    def estimate_step(self, ops, i, z, sigmas, trajectory, computed, backend):
+        # the paper's rule, evaluated as the release does (bit-compatible): K = min(K_i, i)
+        anchor = i - min(self.param, i)
+        entries = {j: (zj, vj) for j, zj, vj in trajectory}
+        if anchor not in entries or (i - 1) not in entries:
+            raise RuntimeError(f"history for step {i} (anchor step {anchor}) is missing: steps were not recorded")
+        z_a, v_a = entries[anchor]
+        v_last = entries[i - 1][1]
+        return ops.mean_velocity_step(z, z_a, v_a, v_last, sigmas[anchor], sigmas[i], sigmas[i + 1], backend=backend)
 
 
 class PolynomialEstimator(Estimator):
@@ -145,6 +166,15 @@ class PolynomialEstimator(Estimator):
         if self.family == "mean":
             return lagrange_mean_weights(nodes, s_i, s_next)
         return lagrange_weights(nodes, s_i)
+
+    def estimate_step(self, ops, i, z, sigmas, trajectory, computed, backend):
+        if not computed:
+            raise RuntimeError(f"history for step {i} is missing: no computed step was recorded before it")
+        used = list(computed)[-self.computed_depth:]
+        coeffs = self.weights([sigmas[j] for j, _ in used], sigmas[i], sigmas[i + 1])
+        tensors = [v for _, v in used]
+        return ops.combine_step(z, tensors, coeffs, sigmas[i + 1] - sigmas[i], v_dtype=tensors[-1].dtype,
+                                backend=backend)
 
 
 class CorrectedEstimator(PolynomialEstimator):

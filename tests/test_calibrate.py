@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import meancache_kernels as mck
-from meancache_kernels.calibrate import profile_from_trajectories
+from meancache_kernels.calibration import profile_from_trajectories
 from meancache_kernels.testing import GaussianMixtureFlow, flow_sigmas
 
 

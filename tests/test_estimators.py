@@ -9,7 +9,7 @@ import torch
 
 import meancache_kernels as mck
 from meancache_kernels import estimators as est
-from meancache_kernels.calibrate import poly_edge_rows
+from meancache_kernels.calibration import poly_edge_rows
 from meancache_kernels.testing import GaussianMixtureFlow, flow_sigmas
 
 N = 12
@@ -299,7 +299,7 @@ def test_jvp_only_calibration_is_the_old_profile(tmp_path):
     assert back.poly_estimators == new.poly_estimators
     # the paper's PSSP on either profile is the one it always was
     for b in (4, 6, 9):
-        assert mck.solve(new, b, estimators=("jvp",)) == mck.solve(old, b) == mck.schedule.solve_costs(
+        assert mck.solve(new, b, estimators=("jvp",)) == mck.solve(old, b) == mck.solver.solve_costs(
             old.costs, b, max_skip=old.max_skip).to_schedule({})
     with pytest.raises(ValueError, match="no costs for 'taylor1'"):
         mck.solve(old, 4, estimators=("taylor1",))
@@ -337,7 +337,7 @@ def test_solve_frontier_is_lazy_and_matches_solve():
     sig = flow_sigmas(16, 3.0)
     prof = mck.calibrate(flow, torch.randn(4, 6, dtype=torch.float64), sig, max_span=2, max_skip=5, progress=False)
     for estimators in (None, ("jvp",), ("taylor2", "mean1")):
-        fr = mck.schedule.solve_frontier(prof, estimators=estimators)
+        fr = mck.solver.solve_frontier(prof, estimators=estimators)
         budgets = list(fr)
         assert budgets and budgets[-1] == 16
         for b in budgets[::3]:
@@ -379,7 +379,7 @@ def test_tune_returns_the_lowest_error_candidate_where_the_answer_is_known():
 
 
 def test_sample_error_is_the_geometric_mean_of_per_sample_relative_errors():
-    from meancache_kernels.tune import sample_error
+    from meancache_kernels.tuning import sample_error
 
     ref = torch.ones(3, 4, dtype=torch.float64)
     x = ref.clone()
@@ -398,7 +398,7 @@ def test_files_written_before_estimators_load_and_solve_as_before():
     prof = mck.Profile.load(data / "profile_v1.npz")
     assert prof.estimators == ("jvp",) and prof.poly_costs is None
     for b in (25, 17, 10):
-        expected = mck.schedule.solve_costs(prof.costs, b, max_skip=prof.max_skip).to_schedule({})
+        expected = mck.solver.solve_costs(prof.costs, b, max_skip=prof.max_skip).to_schedule({})
         assert mck.solve(prof, b) == expected == mck.solve(prof, b, estimators=("jvp",))
         assert mck.solve(prof, b).meta["edge_cost"] == "velocity"
     sched = mck.Schedule.from_json(data / "schedule_v1.json")
@@ -408,7 +408,7 @@ def test_files_written_before_estimators_load_and_solve_as_before():
 
 
 def test_successive_halving_select():
-    from meancache_kernels.tune import select
+    from meancache_kernels.tuning import select
 
     # per-sample errors of 8 candidates on 8 samples; c3 is best everywhere, c7 is poor on sample 0 only
     table = {f"c{k}": [1.0 + k + 0.1 * j for j in range(8)] for k in range(8)}
@@ -451,7 +451,7 @@ def test_tune_with_halving_costs_fewer_calls_and_picks_a_fully_evaluated_candida
 
 
 def test_choose_keeps_the_default_unless_it_is_beaten_by_more_than_the_margin():
-    from meancache_kernels.tune import choose
+    from meancache_kernels.tuning import choose
 
     def res(name, errors):
         g = math.exp(sum(math.log(e) for e in errors) / len(errors))
@@ -475,7 +475,7 @@ def test_choose_keeps_the_default_unless_it_is_beaten_by_more_than_the_margin():
 
 
 def test_tune_weighs_the_library_default_and_says_so():
-    from meancache_kernels.tune import candidate_schedules, default_candidate
+    from meancache_kernels.tuning import candidate_schedules, default_candidate
 
     flow = GaussianMixtureFlow.random(6, components=3, seed=0)
     sig = flow_sigmas(N, 3.0)

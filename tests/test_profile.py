@@ -88,7 +88,7 @@ def _write(path, header, costs, sigmas):
 
 
 def test_foreign_version_and_mismatched_files(tmp_path):
-    from meancache_kernels.calibrate import _digest
+    from meancache_kernels.profile import _digest
 
     p = _profile(cv=False)
     arrays = {"costs": p.costs, "sigmas": p.sigmas}
@@ -136,7 +136,7 @@ def test_bad_argument_types_are_named():
     import torch
 
     from meancache_kernels import Profile, calibrate
-    from meancache_kernels.calibrate import profile_from_trajectories
+    from meancache_kernels.calibration import profile_from_trajectories
     from meancache_kernels.testing import flow_sigmas
 
     with pytest.raises(TypeError, match="path must be a file path"):

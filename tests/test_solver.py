@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import meancache_kernels as mck
-from meancache_kernels import schedule as sch
+from meancache_kernels import solver as sch
 from meancache_kernels.testing import flow_sigmas
 
 try:
@@ -260,19 +260,19 @@ def test_fit_schedule_by_sigma_round_trip():
     s50, s100 = flow_sigmas(50, 3.0), flow_sigmas(100, 3.0)
     preset = mck.presets.get("qwen-image", 10)
     with pytest.warns(UserWarning, match="N=50 steps over to N=100"):
-        s = sch.fit_schedule(preset, s50, s100)
+        s = mck.schedule.fit_schedule(preset, s50, s100)
     # flow_sigmas(50)[c] == flow_sigmas(100)[2c]: computed steps double, per-interval K is kept
     assert s.num_steps == 100 and s.compute_steps == [2 * c for c in preset.compute_steps]
     ks = preset.to_official()[1]
     # chains (0 -> 1, and 49 -> N) now skip a step (1, 99): K = 1 there
     assert s.to_official()[1] == [k if k else 1 for k in ks] + [1]
     with pytest.warns(UserWarning):
-        back = sch.fit_schedule(s, s100, s50)
+        back = mck.schedule.fit_schedule(s, s100, s50)
     assert back.compute_steps == preset.compute_steps
     assert back.to_official()[1] == [k if b - a > 1 else 0 for k, (a, b) in
                                      zip(ks, zip(preset.compute_steps, preset.compute_steps[1:] + [50]))]
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        assert sch.fit_schedule(preset, s50, s50) is preset  # same grid: unchanged, no warning
+        assert mck.schedule.fit_schedule(preset, s50, s50) is preset  # same grid: unchanged, no warning
     with pytest.raises(ValueError, match="sigmas_from"):
-        sch.fit_schedule(preset, s100, s50)
+        mck.schedule.fit_schedule(preset, s100, s50)

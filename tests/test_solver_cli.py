@@ -6,7 +6,7 @@ import torch
 
 import meancache_kernels as mck
 from meancache_kernels.cli import main
-from meancache_kernels.schedule import solve_frontier
+from meancache_kernels.solver import solve_frontier
 from meancache_kernels.testing import GaussianMixtureFlow, flow_sigmas
 
 

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 import meancache_kernels as mck
-from meancache_kernels import schedule as sch
+from meancache_kernels import solver as sch
+from meancache_kernels.solver import pssp as _pssp
 from meancache_kernels import solver as slv
 
 try:
@@ -252,7 +253,7 @@ def test_cpp_equals_python_on_profiles(seed, integer):
         kw = _random_args(rng, profile)
         if kw["estimators"] == ("jvp",):
             kw["estimators"] = "all"
-        table, forced, _ = sch._states_setup(
+        table, forced, _ = _pssp._states_setup(
             profile, kw["gamma"], kw["always_compute"], kw["max_skip"], kw["k_range"], kw["estimators"], kw["edge_cost"]
         )[0]
         F, ch = slv.dp_reference(table.w, forced, n)
@@ -310,7 +311,7 @@ def test_missing_states_extension_falls_back_to_python(monkeypatch):
     class OldExt:  # an extension built before the estimator-aware DP
         pass
 
-    monkeypatch.setattr(slv, "_load_ext", lambda: OldExt())
+    monkeypatch.setattr(slv._ext, "load", lambda: OldExt())
     got = mck.solve(profile, 4, backend="auto", max_skip=7)
     assert got == ref and got.meta["solver"] == "python" and got.meta["objective"] == ref.meta["objective"]
     with pytest.raises(ImportError, match="backend='cpp'"):

@@ -2,7 +2,7 @@
 
 At every step the scheduler receives the guided velocity v_i (after CFG and any rescaling the pipeline does) and the
 state z_i; the recorder keeps both (on the CPU) and the final state, giving the trajectories
-``(z [N+1, S, ...], v [N, S, ...])`` that :func:`meancache_kernels.calibrate.profile_from_trajectories` consumes.
+``(z [N+1, S, ...], v [N, S, ...])`` that :func:`meancache_kernels.calibration.profile_from_trajectories` consumes.
 """
 
 from __future__ import annotations
@@ -11,7 +11,8 @@ from collections.abc import Callable, Iterable, Sequence
 
 import torch
 
-from ..calibrate import Profile, profile_from_trajectories
+from ..calibration import profile_from_trajectories
+from ..profile import Profile
 from .scheduler import check_scheduler
 
 __all__ = ["record_trajectory", "calibrate_pipeline"]
@@ -81,7 +82,7 @@ def calibrate_pipeline(
         pipe: a diffusers pipeline with a flow-matching Euler scheduler (MeanCache not applied).
         prompts: the calibration prompts (one sample each).
         num_inference_steps: N, the step count the profile (and the schedules solved from it) is for.
-        max_span, max_skip: as :func:`meancache_kernels.calibrate.profile_from_trajectories`.
+        max_span, max_skip: as :func:`meancache_kernels.calibration.profile_from_trajectories`.
         batch_size: prompts generated together in one pipeline call.
         seed: seed of the initial noise (prompt k of a batch starting at b uses a generator seeded ``seed + b + k``).
         progress: show a tqdm progress bar over the denoising steps.

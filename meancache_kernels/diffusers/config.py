@@ -1,8 +1,19 @@
-"""MeanCacheConfig: where the schedule of a generation comes from, validated at construction.
+"""MeanCacheConfig: what a generation computes and how, as plain data validated at construction.
 
-Exactly one source: a :class:`~meancache_kernels.Schedule`, a published preset (model name + budget), or a
-calibration :class:`~meancache_kernels.calibrate.Profile` + budget solved with PSSP (DESIGN.md section 2). The
-schedule is fitted to the actual number of steps of each generation by :func:`resolve_schedule`.
+Where the schedule comes from (one of):
+
+- ``budget`` alone: the calibration-free default rule (:func:`meancache_kernels.default_schedule`), fitted to the
+  sigmas of every generation (any N, any shift): no model calls, no files;
+- ``budget`` with ``adaptive=True``, or ``tol`` alone: online error control per generation
+  (:mod:`meancache_kernels.adaptive`): which steps run is decided while generating, from the error of the estimate
+  at each computed step;
+- ``schedule``: a :class:`~meancache_kernels.Schedule`;
+- ``preset`` with ``budget``: a published schedule;
+- ``profile`` with ``budget``: PSSP on a calibration :class:`~meancache_kernels.Profile` (DESIGN.md section 2), with
+  every option ``meancache solve`` has (``estimators``, ``gamma``, ``edge_cost``, ``max_skip``, ``always_compute``,
+  ``k_range``).
+
+:func:`resolve_schedule` gives the static schedule of a generation from its sigmas.
 """
 
 from __future__ import annotations
@@ -10,117 +21,171 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import KW_ONLY, dataclass, field
 from numbers import Real
 from typing import Any
 
 import numpy as np
 
 from .. import presets
-from ..calibrate import Profile
+from ..checks import (
+    as_int,
+    check_budget,
+    check_estimator_names,
+    check_gamma,
+    check_ops_backend,
+    check_solver_backend,
+    int_list,
+)
+from ..profile import Profile
 from ..schedule import Schedule, fit_schedule
 
 __all__ = ["MeanCacheConfig", "resolve_schedule"]
 
-_BACKENDS = ("auto", "torch", "triton")
+EDGE_COSTS = ("velocity", "state")
 
 
 @dataclass(frozen=True)
 class MeanCacheConfig:
     """Configuration of :func:`~meancache_kernels.diffusers.apply_mean_cache`.
 
+    ``MeanCacheConfig(budget=B)`` is all most users need: B transformer calls per generation, steps and estimator
+    chosen by the calibration-free default rule.
+
     Args:
+        budget: B, the number of computed steps per generation (1..N; checked against each generation's N).
         schedule: a :class:`Schedule`; used as is when its N equals the generation's number of steps.
         preset: a published preset model name (``meancache_kernels.presets.available()``), with ``budget``.
-        profile: a calibration ``Profile`` (``meancache_kernels.calibrate``), with ``budget``: the schedule is
-            solved with PSSP for that budget.
-        budget: B, the number of computed steps (with ``preset`` or ``profile`` only).
-        gamma: peak-suppression exponent of PSSP (> 0; with ``profile``).
+        profile: a calibration :class:`~meancache_kernels.Profile`, with ``budget``: the schedule is solved with
+            PSSP for that budget (:func:`meancache_kernels.solve`, whose arguments the next six fields are).
+        adaptive: with ``budget``: decide which steps run while generating, spending exactly B calls
+            (:mod:`meancache_kernels.adaptive`).
+        tol: error tolerance of the adaptive mode without a budget: a step is computed when the estimated error of
+            skipping on exceeds it (0: every step computed); the calls made are in the stats.
+        estimators: the estimator names skipped steps may use. With ``profile``: PSSP's candidates (None: the
+            polynomial ones the profile has; ``("jvp",)``: the paper's method exactly). With ``budget`` alone or
+            adaptive: restricts the default rule (None: the rule's choice).
+        gamma: PSSP's peak-suppression exponent (> 0; with ``profile``).
+        edge_cost: PSSP's edge cost, ``"velocity"`` or ``"state"`` (None: solve's default; with ``profile``).
+        max_skip: longest run of skipped steps (None: as calibrated; with ``profile``).
+        always_compute: steps that must be computed (with ``profile``).
+        k_range: ``(k_lo, k_hi)``, the JVP spans allowed (with ``profile``).
         backend: op backend of the fused estimate: ``"auto"``, ``"torch"`` or ``"triton"``.
-        estimators: with ``profile``: the estimators PSSP may use on skipped steps; None (default): every one the
-            profile has (:mod:`meancache_kernels.estimators`); ``("jvp",)``: the paper's method exactly.
+        solver_backend: PSSP solver backend: ``"auto"``, ``"cpp"`` or ``"python"``.
     """
 
+    budget: int | None = None
+    _: KW_ONLY
     schedule: Schedule | None = None
     preset: str | None = None
     profile: Any = None
-    budget: int | None = None
-    gamma: float = 2.0
-    backend: str = "auto"
+    adaptive: bool = False
+    tol: float | None = None
     estimators: tuple[str, ...] | None = None
+    gamma: float = 2.0
+    edge_cost: str | None = None
+    max_skip: int | None = None
+    always_compute: tuple[int, ...] = (0,)
+    k_range: tuple[int, int] | None = None
+    backend: str = "auto"
+    solver_backend: str = "auto"
     _solved: Schedule | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self):
         given = [name for name in ("schedule", "preset", "profile") if getattr(self, name) is not None]
-        if len(given) != 1:
-            raise ValueError(
-                "MeanCacheConfig needs exactly one schedule source: schedule=Schedule(...), preset='<model>' with "
-                f"budget=B, or profile=Profile with budget=B; got {given or 'none'}"
-            )
+        if len(given) > 1:
+            raise ValueError(f"MeanCacheConfig takes exactly one schedule source or none (budget= alone: the "
+                             f"default rule); got {given}")
+        if not isinstance(self.adaptive, bool):
+            raise TypeError(f"adaptive must be a bool, got {self.adaptive!r}")
+        if self.tol is not None:
+            if isinstance(self.tol, bool) or not isinstance(self.tol, Real) or not (
+                    math.isfinite(self.tol) and self.tol >= 0):
+                raise ValueError(f"tol must be a finite number >= 0 (or None), got {self.tol!r}")
+            if self.budget is not None:
+                raise ValueError("give budget= (exactly B calls) or tol= (as many calls as the tolerance needs), "
+                                 "not both")
+            object.__setattr__(self, "adaptive", True)
+        if self.adaptive and given:
+            raise ValueError(f"adaptive control decides the steps itself: it takes budget= or tol=, not {given[0]}=")
         if self.schedule is not None:
             if not isinstance(self.schedule, Schedule):
                 raise TypeError(f"schedule must be a meancache_kernels.Schedule, got {type(self.schedule).__name__}")
             if self.budget is not None:
                 raise ValueError(
-                    f"budget={self.budget!r} is only used with preset= or profile=; a Schedule carries its own budget "
+                    f"budget={self.budget!r} is not used with schedule=; a Schedule carries its own budget "
                     f"(B={self.schedule.budget})"
                 )
-        else:
-            if self.budget is None:
-                raise ValueError(f"budget is required with {given[0]}= (the number of computed steps B)")
-            if isinstance(self.budget, bool) or not isinstance(self.budget, int):
-                raise TypeError(f"budget must be an int, got {self.budget!r} ({type(self.budget).__name__})")
-            if self.budget < 1:
-                raise ValueError(f"budget must be >= 1, got {self.budget}")
+        elif self.budget is None and self.tol is None:
+            what = f" with {given[0]}=" if given else ""
+            raise ValueError(
+                f"MeanCacheConfig needs budget=B{what}: MeanCacheConfig(budget=B) alone uses the calibration-free "
+                "default; otherwise give exactly one schedule source: schedule=Schedule(...), preset='<model>' with "
+                "budget=B, or profile=Profile with budget=B (budget is required with preset= and profile=)"
+            )
+        if self.budget is not None:
+            check_budget(self.budget)
         if self.preset is not None:
             if not isinstance(self.preset, str):
                 raise TypeError(f"preset must be a model name string, got {type(self.preset).__name__}")
             presets.get(self.preset, self.budget)  # raises ValueError naming the available models / budgets
-        if self.profile is not None:
-            if not isinstance(self.profile, Profile):
-                raise TypeError(
-                    f"profile must be a meancache_kernels.calibrate.Profile, got {type(self.profile).__name__}"
-                )
-        if isinstance(self.gamma, bool) or not isinstance(self.gamma, Real):
-            raise TypeError(f"gamma must be a real number, got {self.gamma!r}")
-        if not (math.isfinite(self.gamma) and self.gamma > 0):
-            raise ValueError(f"gamma must be finite and > 0, got {self.gamma}")
-        if self.backend not in _BACKENDS:
-            raise ValueError(f"backend must be one of {_BACKENDS}, got {self.backend!r}")
+        if self.profile is not None and not isinstance(self.profile, Profile):
+            raise TypeError(f"profile must be a meancache_kernels.Profile, got {type(self.profile).__name__}")
+        check_gamma(self.gamma)
+        check_ops_backend(self.backend)
+        check_solver_backend(self.solver_backend, "solver_backend")
         if self.estimators is not None:
-            if self.profile is None:
-                raise ValueError("estimators= is only used with profile= (a schedule or preset fixes its estimators)")
-            if isinstance(self.estimators, str) or not isinstance(self.estimators, (list, tuple)):
-                raise TypeError(f"estimators must be a tuple of estimator names or None, got {self.estimators!r}")
-            object.__setattr__(self, "estimators", tuple(self.estimators))
+            if self.schedule is not None or self.preset is not None:
+                raise ValueError("estimators= is only used with profile=, budget= alone or adaptive control (a "
+                                 "schedule or preset fixes its estimators)")
+            object.__setattr__(self, "estimators", check_estimator_names(self.estimators))
+        self._check_solver_options()
         if self.profile is not None:
-            if self.budget > self.profile.num_steps:
-                raise ValueError(
-                    f"budget={self.budget} exceeds the profile's num_steps={self.profile.num_steps} (B must be 1..N)"
-                )
-            from ..schedule import solve
+            check_budget(self.budget, self.profile.num_steps)
+            from ..solver import solve
 
             # Solved once here: an infeasible budget is reported at construction, not at the first generation.
-            object.__setattr__(self, "_solved", solve(self.profile, self.budget, gamma=float(self.gamma),
-                                                      estimators=self.estimators))
+            object.__setattr__(self, "_solved", solve(self.profile, self.budget, **self.solve_kwargs()))
+
+    def _check_solver_options(self) -> None:
+        pssp_only = {"gamma": self.gamma != 2.0, "edge_cost": self.edge_cost is not None,
+                     "max_skip": self.max_skip is not None, "always_compute": tuple(self.always_compute or ()) != (0,),
+                     "k_range": self.k_range is not None}
+        used = [k for k, v in pssp_only.items() if v]
+        if used and self.profile is None:
+            raise ValueError(f"{', '.join(used)} {'is' if len(used) == 1 else 'are'} PSSP options: only used with "
+                             "profile=")
+        if self.edge_cost is not None and self.edge_cost not in EDGE_COSTS:
+            raise ValueError(f"edge_cost must be one of {EDGE_COSTS} or None, got {self.edge_cost!r}")
+        if self.max_skip is not None and as_int(self.max_skip, "max_skip") < 0:
+            raise ValueError(f"max_skip must be >= 0 or None, got {self.max_skip}")
+        ac = () if self.always_compute is None else self.always_compute
+        object.__setattr__(self, "always_compute", tuple(int_list(list(ac), "always_compute")))
+        if self.k_range is not None:
+            k = int_list(self.k_range, "k_range")
+            if len(k) != 2:
+                raise ValueError(f"k_range must be a pair (k_lo, k_hi), got {self.k_range!r}")
+            object.__setattr__(self, "k_range", tuple(k))
+
+    def solve_kwargs(self) -> dict:
+        """The keyword arguments of :func:`meancache_kernels.solve` this configuration stands for."""
+        return {"gamma": float(self.gamma), "always_compute": self.always_compute, "max_skip": self.max_skip,
+                "k_range": self.k_range, "backend": self.solver_backend, "estimators": self.estimators,
+                "edge_cost": self.edge_cost}
 
     @property
     def source(self) -> str:
         """Human-readable name of the schedule source."""
+        est = "" if self.estimators is None else f" estimators={list(self.estimators)}"
         if self.schedule is not None:
             return f"schedule (N={self.schedule.num_steps}, B={self.schedule.budget})"
         if self.preset is not None:
             return f"preset {self.preset!r} B={self.budget}"
-        est = "" if self.estimators is None else f" estimators={list(self.estimators)}"
-        return f"profile B={self.budget} gamma={self.gamma}{est}"
-
-
-def _base_schedule(config: MeanCacheConfig) -> Schedule:
-    if config.schedule is not None:
-        return config.schedule
-    if config.preset is not None:
-        return presets.get(config.preset, config.budget)
-    return config._solved
+        if self.profile is not None:
+            return f"profile B={self.budget} gamma={self.gamma}{est}"
+        if self.adaptive:
+            return (f"adaptive B={self.budget}" if self.tol is None else f"adaptive tol={self.tol:g}") + est
+        return f"default rule B={self.budget}{est}"
 
 
 def same_curve_sigmas(sigmas: list[float], num_steps: int) -> list[float]:
@@ -135,18 +200,32 @@ def same_curve_sigmas(sigmas: list[float], num_steps: int) -> list[float]:
 
 
 def resolve_schedule(
-    config: MeanCacheConfig, sigmas: list[float], source_grid: Callable[[list[float], int], list[float]] | None = None
+    config: MeanCacheConfig, sigmas: list[float], source_grid: Callable[[list[float], int], list[float]] | None = None,
+    *, allowed: tuple[str, ...] | None = None,
 ) -> Schedule:
-    """The schedule of a generation whose N + 1 sigmas are ``sigmas``.
+    """The static schedule of a generation whose N + 1 sigmas are ``sigmas``.
 
-    A schedule (given, preset, or solved from the profile) whose N equals the generation's N is used as is. For
-    another N it is carried over by sigma with ``meancache_kernels.schedule.fit_schedule`` (with a warning). The
-    grid it was made for is the profile's calibration sigmas; for a schedule or a preset it is
+    ``budget`` alone: the default rule on these very sigmas (``allowed``: the estimators the pipeline's scheduler
+    can use). A schedule (given, preset, or solved from the profile) whose N equals the generation's N is used as
+    is. For another N it is carried over by sigma with :func:`meancache_kernels.schedule.fit_schedule` (with a
+    warning). The grid it was made for is the profile's calibration sigmas; for a schedule or a preset it is
     ``source_grid(sigmas, N_schedule)`` (the pipeline's own grid at the schedule's N, from the scheduler adapter), or
     the generation's sigma curve sampled at the schedule's N when no ``source_grid`` is given.
     """
     num_steps = len(sigmas) - 1
-    base = _base_schedule(config)
+    if config.schedule is None and config.preset is None and config.profile is None:
+        from ..default_schedule import default_schedule
+
+        check_budget(config.budget, num_steps, name="budget (num_inference_steps is N)")
+        est = config.estimators
+        if allowed is not None:
+            est = tuple(e for e in (est or allowed) if e in allowed)
+            if not est:
+                raise ValueError(f"estimators={list(config.estimators)}: none of them works with this pipeline's "
+                                 f"scheduler; allowed: {list(allowed)}")
+        return default_schedule(sigmas, config.budget, estimators=est)
+    base = config.schedule if config.schedule is not None else (
+        presets.get(config.preset, config.budget) if config.preset is not None else config._solved)
     if base.num_steps == num_steps:
         return base
     warnings.warn(
@@ -162,3 +241,4 @@ def resolve_schedule(
     else:
         source_sigmas = same_curve_sigmas(sigmas, base.num_steps)
     return fit_schedule(base, source_sigmas, sigmas, warn=False)
+

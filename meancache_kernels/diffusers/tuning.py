@@ -1,6 +1,6 @@
 """End-to-end tuning on a diffusers pipeline: :func:`meancache_kernels.tune` with the pipeline as the model.
 
-The candidates (:func:`meancache_kernels.tune.candidate_schedules`) run through :func:`apply_mean_cache` on the
+The candidates (:func:`meancache_kernels.tuning.candidate_schedules`) run through :func:`apply_mean_cache` on the
 tuning prompts; each is compared with the pipeline's own full-step output of the same prompt and seed (final
 latents, ``output_type="latent"``), and the best schedule is returned.
 """
@@ -11,18 +11,11 @@ from collections.abc import Sequence
 
 import torch
 
-from ..calibrate import Profile
+from ..checks import check_ops_backend
+from ..metrics import per_sample_errors
+from ..profile import Profile
 from ..schedule import Schedule
-from ..tune import (
-    DEFAULT_GAMMAS,
-    DEFAULT_MARGIN_SE,
-    _best,
-    _check_margin,
-    candidate_schedules,
-    default_candidate,
-    per_sample_errors,
-    select,
-)
+from ..tuning import DEFAULT_GAMMAS, DEFAULT_MARGIN_SE, prepare_candidates, run_tuning
 from .config import MeanCacheConfig
 from .hooks import apply_mean_cache, get_mean_cache_stats, remove_mean_cache
 
@@ -55,10 +48,11 @@ def tune_pipeline(
     default_margin_se: float = DEFAULT_MARGIN_SE,
     progress: bool = True,
     backend: str = "auto",
+    solver_backend: str = "auto",
     **call_kwargs,
 ) -> Schedule:
     """The schedule with the lowest error of the final latents against ``pipe``'s full-step outputs
-    (:func:`meancache_kernels.tune.sample_error`, per prompt, geometric mean).
+    (:func:`meancache_kernels.tuning.sample_error`, per prompt, geometric mean).
 
     Args:
         pipe: a diffusers pipeline with a flow-matching Euler scheduler, MeanCache not applied.
@@ -72,12 +66,14 @@ def tune_pipeline(
         reference_steps: steps of the reference generations the candidates are judged against; None:
             ``num_inference_steps`` (the uncached N-step output, what MeanCache approximates); e.g. ``4 * N`` to
             prefer the schedule closest to the converged ODE solution instead.
-        halving: successive halving over the prompts (:func:`meancache_kernels.tune.select`) instead of every
+        halving: successive halving over the prompts (:func:`meancache_kernels.tuning.select`) instead of every
             candidate on every prompt: about a third of the transformer calls with 8 prompts.
         default_margin_se: with the default candidates, ``solve(profile, budget)`` (the untuned default) is kept
             unless the lowest-error candidate beats it by more than this many standard errors of the paired
-            per-prompt differences of log error (:func:`meancache_kernels.tune.choose`); 0: the lowest error.
+            per-prompt differences of log error (:func:`meancache_kernels.tuning.choose`); 0: the lowest error.
         progress: print the model-call cost and show a progress bar over the candidates.
+        backend: op backend of the MeanCache estimate (``"auto"``, ``"torch"``, ``"triton"``).
+        solver_backend: PSSP solver backend of the candidates (``"auto"``, ``"cpp"``, ``"python"``).
         call_kwargs: further pipeline arguments (height, width, guidance_scale, ...).
 
     Returns:
@@ -85,17 +81,15 @@ def tune_pipeline(
     """
     if not isinstance(profile, Profile):
         raise TypeError(f"profile must be a meancache_kernels.Profile, got {type(profile).__name__}")
+    check_ops_backend(backend)
     if isinstance(prompts, str) or not isinstance(prompts, Sequence) or not prompts:
         raise ValueError(f"prompts must be a non-empty list of strings, got {prompts!r}")
     if num_inference_steps != profile.num_steps:
         raise ValueError(f"num_inference_steps={num_inference_steps} differs from the profile's N={profile.num_steps}")
     if getattr(pipe, "_meancache_context", None) is not None:
         raise ValueError("tune_pipeline needs the pipeline without MeanCache: remove_mean_cache(pipe) first")
-    _check_margin(default_margin_se)
-    baseline = None
-    if candidates is None:
-        candidates = candidate_schedules(profile, budget, gammas=gammas)
-        baseline = default_candidate(candidates, profile, budget)
+    candidates, baseline = prepare_candidates(profile, budget, candidates, gammas=gammas,
+                                              margin_se=default_margin_se, solver_backend=solver_backend)
     prompts = list(prompts)
     n, num = num_inference_steps, len(prompts)
     if reference_steps is None:
@@ -123,7 +117,7 @@ def tune_pipeline(
             remove_mean_cache(pipe)
         return per_sample_errors(out, references[idx])
 
-    results = select(list(candidates), num, run, halving=halving, progress=progress)
-    best = _best(candidates, results, calls[0], budget, baseline=baseline, margin_se=default_margin_se)
+    best = run_tuning(candidates, baseline, num, run, lambda: calls[0], budget, halving=halving,
+                      margin_se=default_margin_se, progress=progress)
     best.meta["tune"]["reference_steps"] = reference_steps
     return best

@@ -16,7 +16,7 @@ from numbers import Real
 
 import torch
 
-from .._utils import as_sigmas
+from ..checks import as_sigmas, check_ops_backend
 from . import reference
 
 __all__ = [
@@ -29,7 +29,6 @@ __all__ = [
     "reference",
 ]
 
-_BACKENDS = ("auto", "torch", "triton")
 _FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
@@ -58,12 +57,6 @@ def _check_scalar(name: str, x) -> float:
     return x
 
 
-def _check_backend(backend: str) -> str:
-    if backend not in _BACKENDS:
-        raise ValueError(f"backend must be one of {_BACKENDS}, got {backend!r}")
-    return backend
-
-
 def _triton_importable() -> bool:
     """Whether ``import triton`` works (checked once, lazily: never at package import)."""
     global _TRITON_OK
@@ -87,7 +80,7 @@ def _resolve_backend(backend: str, z: torch.Tensor, *others: torch.Tensor, op: s
     CUDA tensors when Triton imports. ``"triton"`` runs on CUDA tensors, or on CPU tensors through the Triton
     interpreter when ``TRITON_INTERPRET=1``; anything else is a clear error.
     """
-    _check_backend(backend)
+    check_ops_backend(backend)
     if backend == "torch" or any(t.dtype == torch.float64 for t in (z, *others)):
         return "torch"
     if backend == "auto":

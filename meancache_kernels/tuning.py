@@ -15,13 +15,16 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from ._utils import as_sigmas
+from .checks import InfeasibleError, as_sigmas, check_budget, check_ops_backend, check_solver_backend
 from .metrics import geometric_mean as _geometric_mean
 from .metrics import per_sample_errors, sample_error
-from .schedule import Schedule, solve
+from .profile import Profile
+from .schedule import Schedule
+from .solver import solve
 
 __all__ = ["DEFAULT_GAMMAS", "DEFAULT_ESTIMATOR_SETS", "DEFAULT_EDGE_COSTS", "DEFAULT_WARPS", "DEFAULT_MARGIN_SE",
-           "candidate_schedules", "choose", "default_candidate", "per_sample_errors", "sample_error", "select", "tune"]
+           "candidate_schedules", "choose", "default_candidate", "per_sample_errors", "prepare_candidates",
+           "run_tuning", "sample_error", "select", "tune"]
 
 DEFAULT_GAMMAS = (1.0, 2.0, 3.0)
 # None: solve()'s default (the polynomial estimators); the paper's rule alone; taylor and taylorc alone
@@ -38,19 +41,20 @@ DEFAULT_MARGIN_SE = 1.0
 def candidate_schedules(profile, budget: int, *, gammas: Sequence[float] = DEFAULT_GAMMAS,
                         estimator_sets: Sequence = DEFAULT_ESTIMATOR_SETS,
                         edge_costs: Sequence[str] = DEFAULT_EDGE_COSTS, uniform: bool = True,
-                        warps: Sequence[float] = DEFAULT_WARPS, backend: str = "auto") -> dict[str, Schedule]:
+                        warps: Sequence[float] = DEFAULT_WARPS, solver_backend: str = "auto") -> dict[str, Schedule]:
     """The candidates :func:`tune` evaluates, by name, duplicates removed (the first name of a schedule is kept).
 
     ``pssp[<estimators>,<edge cost>]@g<gamma>``: :func:`meancache_kernels.solve` with those estimators
     (``default`` = solve's default) and edge cost at that gamma, for every estimator set the profile has costs for;
     ``uniform[<estimator>]``: :meth:`Schedule.uniform` with each estimator of the profile (jvp with K = 1, 2);
     ``uniform[<estimator>]^<warp>``: the same spacing warped (``Schedule.uniform(warp=)``) for the taylor and
-    taylorc estimators the profile has.
+    taylorc estimators the profile has. ``solver_backend``: the PSSP solver's (``"auto"``, ``"cpp"``, ``"python"``).
+    Only infeasibility drops a PSSP candidate; any other error of :func:`meancache_kernels.solve` propagates.
     """
-    from .calibrate import Profile
-
     if not isinstance(profile, Profile):
         raise TypeError(f"profile must be a meancache_kernels.Profile, got {type(profile).__name__}")
+    budget = check_budget(budget, profile.num_steps)
+    check_solver_backend(solver_backend, "solver_backend")
     if not gammas and not uniform:
         raise ValueError("no candidates: give at least one gamma or uniform=True")
     have = set(profile.estimators)
@@ -69,8 +73,8 @@ def candidate_schedules(profile, budget: int, *, gammas: Sequence[float] = DEFAU
         for cost in edge_costs:
             for g in gammas:
                 try:
-                    s = solve(profile, budget, gamma=float(g), estimators=est, edge_cost=cost, backend=backend)
-                except ValueError:  # infeasible for this estimator set (e.g. edges longer than it was calibrated for)
+                    s = solve(profile, budget, gamma=float(g), estimators=est, edge_cost=cost, backend=solver_backend)
+                except InfeasibleError:  # for this estimator set (e.g. edges longer than it was calibrated for)
                     continue
                 add(f"pssp[{label},{cost}]@g{g:g}", s)
     if uniform:
@@ -127,6 +131,36 @@ def select(names: Sequence[str], num_samples: int, run: Callable[[str, list[int]
     return out
 
 
+def prepare_candidates(profile, budget: int, candidates: dict[str, Schedule] | None, *,
+                       gammas: Sequence[float] = DEFAULT_GAMMAS, margin_se: float = DEFAULT_MARGIN_SE,
+                       solver_backend: str = "auto") -> tuple[dict[str, Schedule], str | None]:
+    """The candidates to evaluate and the name of the untuned default among them (None when ``candidates`` is
+    given): the validation and candidate set shared by :func:`tune` and ``tune_pipeline``."""
+    if not isinstance(profile, Profile):
+        raise TypeError(f"profile must be a meancache_kernels.Profile, got {type(profile).__name__}")
+    budget = check_budget(budget, profile.num_steps)
+    _check_margin(margin_se)
+    if candidates is None:
+        candidates = candidate_schedules(profile, budget, gammas=gammas, solver_backend=solver_backend)
+        return candidates, default_candidate(candidates, profile, budget, solver_backend=solver_backend)
+    if not isinstance(candidates, dict) or not candidates:
+        raise TypeError("candidates must be a non-empty dict {name: Schedule}")
+    for name, s in candidates.items():
+        if not isinstance(s, Schedule) or s.num_steps != profile.num_steps:
+            raise ValueError(f"candidates[{name!r}] must be a Schedule of N={profile.num_steps} steps")
+    return candidates, None
+
+
+def run_tuning(candidates: dict[str, Schedule], baseline: str | None, num_samples: int,
+               run: Callable[[str, list[int]], list[float]], model_calls: Callable[[], int], budget: int, *,
+               halving: bool = False, margin_se: float = DEFAULT_MARGIN_SE, progress: bool = True) -> Schedule:
+    """The tuning loop shared by :func:`tune` and ``tune_pipeline``: evaluate every candidate with ``run(name,
+    sample_indices) -> per-sample errors`` (:func:`select`), then keep the chosen one (:func:`choose`) with every
+    candidate's result in ``meta["tune"]``; ``model_calls()`` is read once, at the end."""
+    results = select(list(candidates), num_samples, run, halving=halving, progress=progress)
+    return _best(candidates, results, model_calls(), budget, baseline=baseline, margin_se=margin_se)
+
+
 def tune(
     model_fn: Callable[[torch.Tensor, float], torch.Tensor],
     latents: torch.Tensor,
@@ -141,6 +175,7 @@ def tune(
     default_margin_se: float = DEFAULT_MARGIN_SE,
     progress: bool = True,
     backend: str = "auto",
+    solver_backend: str = "auto",
 ) -> Schedule:
     """The candidate schedule with the lowest error of the final latents against the full-step outputs
     (:func:`sample_error`: the geometric mean over samples of the per-sample relative RMSE), unless the library's
@@ -161,7 +196,8 @@ def tune(
             budget)``) is kept unless the lowest-error candidate beats it by more than this many standard errors of
             the paired per-sample differences of log error (:func:`choose`); 0: always the lowest error.
         progress: a tqdm bar over the candidates, and the model-call cost printed first.
-        backend: op backend.
+        backend: op backend of the sampler (``"auto"``, ``"torch"``, ``"triton"``).
+        solver_backend: PSSP solver backend of the candidates (``"auto"``, ``"cpp"``, ``"python"``).
 
     Returns:
         The chosen :class:`Schedule` (among those evaluated on the most samples); ``meta["tune"]`` holds ``best``
@@ -169,25 +205,14 @@ def tune(
         ``metric``, ``model_calls`` and ``candidates``: ``[{"name", "error", "samples", "errors"}]`` for every
         candidate, lowest error first. Ties go to the earlier candidate.
     """
-    from .calibrate import Profile
-
     if not callable(model_fn):
         raise TypeError(f"model_fn must be callable, got {type(model_fn).__name__}")
-    if not isinstance(profile, Profile):
-        raise TypeError(f"profile must be a meancache_kernels.Profile, got {type(profile).__name__}")
     if not isinstance(latents, torch.Tensor) or latents.dim() < 1 or latents.shape[0] < 1:
         raise TypeError(f"latents must be a torch.Tensor [S, ...] with S >= 1, got {type(latents).__name__}")
+    check_ops_backend(backend)
+    candidates, baseline = prepare_candidates(profile, budget, candidates, gammas=gammas,
+                                              margin_se=default_margin_se, solver_backend=solver_backend)
     sig = as_sigmas(sigmas, profile.num_steps)
-    _check_margin(default_margin_se)
-    baseline = None
-    if candidates is None:
-        candidates = candidate_schedules(profile, budget, gammas=gammas, backend=backend)
-        baseline = default_candidate(candidates, profile, budget, backend=backend)
-    elif not isinstance(candidates, dict) or not candidates:
-        raise TypeError("candidates must be a non-empty dict {name: Schedule}")
-    for name, s in candidates.items():
-        if not isinstance(s, Schedule) or s.num_steps != profile.num_steps:
-            raise ValueError(f"candidates[{name!r}] must be a Schedule of N={profile.num_steps} steps")
     from .cache import sample
 
     n, num = profile.num_steps, latents.shape[0]
@@ -211,8 +236,8 @@ def tune(
         out = sample(counted, latents[idx], sig, candidates[name], backend=backend)
         return per_sample_errors(out, references[idx])
 
-    results = select(list(candidates), num, run, halving=halving, progress=progress)
-    return _best(candidates, results, calls[0], budget, baseline=baseline, margin_se=default_margin_se)
+    return run_tuning(candidates, baseline, num, run, lambda: calls[0], budget, halving=halving,
+                      margin_se=default_margin_se, progress=progress)
 
 
 def _order(results: list[dict]) -> list[int]:
@@ -227,11 +252,12 @@ def _check_margin(margin_se) -> None:
         raise ValueError(f"default_margin_se must be a finite number >= 0, got {margin_se!r}")
 
 
-def default_candidate(candidates: dict[str, Schedule], profile, budget: int, *, backend: str = "auto") -> str | None:
+def default_candidate(candidates: dict[str, Schedule], profile, budget: int, *,
+                      solver_backend: str = "auto") -> str | None:
     """The name under which ``candidates`` holds the library's untuned default ``solve(profile, budget)``, or None."""
     try:
-        default = solve(profile, budget, backend=backend)
-    except ValueError:
+        default = solve(profile, budget, backend=solver_backend)
+    except InfeasibleError:
         return None
     return next((name for name, s in candidates.items() if s == default), None)
 

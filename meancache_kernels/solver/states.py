@@ -21,17 +21,23 @@ Backward DP over (computed count r, node i, a, b):
 
 scanning d upwards and replacing only on a strictly smaller value (the paper solver's tie rule: smallest objective,
 then the smallest next computed step). The answer is F[B][0][0][0]. Cost O(B N D^3) for the longest edge D.
-``estimators=("jvp",)`` never comes here: :func:`meancache_kernels.schedule.solve` then runs the paper's solver.
+``estimators=("jvp",)`` never comes here: :func:`meancache_kernels.solve` then runs the paper's solver (:mod:`.paper`).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["EdgeTable", "edge_table", "dp_reference", "solve_states", "frontier_states", "LazyFrontier"]
+from ..checks import InfeasibleError
+from ..estimators import parse
+from ..schedule import Schedule
+from . import _ext
+from .frontier import Frontier
+
+__all__ = ["EdgeTable", "edge_table", "dp_reference", "solve_states", "frontier_states"]
 
 
 class EdgeTable:
@@ -99,8 +105,7 @@ def edge_table(profile, gamma: float, estimators: Sequence[str], k_lo: int, k_hi
         # the polynomial estimators, first in profile order on ties; they replace jvp only when strictly better
         first = len(candidates)
         for name in poly:
-            fam = name.rstrip("0123456789")
-            candidates.append((fam, int(name[len(fam):])))
+            candidates.append(parse(name))
         dd = min(d_poly, d_max)
         pc = profile.poly_costs[pidx][:, :, : dd + 1, : dd + 1, : dd + 1]
         if edge_cost == "state":
@@ -178,31 +183,17 @@ def _path(choice_of, code: np.ndarray, n: int, budget: int) -> tuple[list[int], 
     return steps, codes
 
 
-def _load_ext():
-    from .schedule import _load_ext as load
-
-    return load()
-
-
 def _run_dp(table: EdgeTable, forced, r_max: int, backend: str):
     """(objective per budget [r_max+1], choice accessor) from the C++ DP or the numpy reference."""
-    ext = None if backend == "python" else _load_ext()
-    if ext is not None and not hasattr(ext, "frontier_states"):
-        ext = None  # an extension built before the estimator-aware DP
+    ext = _ext.pick(backend, need="frontier_states")
     if ext is None:
-        if backend == "cpp":
-            from .schedule import _INSTALL_HINT
-
-            raise ImportError(f"backend='cpp': {_INSTALL_HINT}")
         F, ch = dp_reference(table.w, forced, r_max)
         return F[:, 0, 0, 0].copy(), (lambda r, i, a, b: ch[r, i, a, b]), "python"
     obj, ch = ext.frontier_states(table.w, sorted(set(int(f) for f in forced)), r_max)
     return np.asarray(obj), (lambda r, i, a, b: ch[r, i, a, b]), "cpp"
 
 
-def _schedule(table: EdgeTable, steps: list[int], codes: list[int], meta: dict):
-    from .schedule import Schedule
-
+def _schedule(table: EdgeTable, steps: list[int], codes: list[int], meta: dict) -> Schedule:
     n = table.num_steps
     mask, est, params = [False] * n, [""] * n, [0] * n
     ends = steps[1:] + [n]
@@ -219,7 +210,7 @@ def solve_states(table: EdgeTable, budget: int, forced, meta: dict, backend: str
     """The optimal :class:`Schedule` with ``budget`` computed steps (ValueError when infeasible)."""
     obj, choice, solver = _run_dp(table, forced, budget, backend)
     if not obj[budget] < math.inf:
-        raise ValueError(
+        raise InfeasibleError(
             f"infeasible: no path 0 -> {table.num_steps} with exactly budget={budget} computed steps exists with "
             f"always_compute={sorted(set(int(f) for f in forced))} and edges of at most {table.d_max} steps for the "
             "selected estimators; try another budget or a larger max_skip"
@@ -228,40 +219,12 @@ def solve_states(table: EdgeTable, budget: int, forced, meta: dict, backend: str
     return _schedule(table, steps, codes, dict(meta, objective=float(obj[budget]), solver=solver))
 
 
-class LazyFrontier(Mapping):
-    """``{B: Schedule}`` for every feasible budget, each Schedule built on first access (the DP ran once)."""
-
-    def __init__(self, budgets: list[int], build):
-        self._budgets = budgets
-        self._build = build
-        self._cache: dict[int, object] = {}
-
-    def __getitem__(self, b: int):
-        if b not in self._budgets:
-            raise KeyError(b)
-        s = self._cache.get(b)
-        if s is None:
-            s = self._cache[b] = self._build(b)
-        return s
-
-    def __iter__(self):
-        return iter(self._budgets)
-
-    def __len__(self) -> int:
-        return len(self._budgets)
-
-    def __repr__(self) -> str:
-        return f"LazyFrontier(budgets={self._budgets})"
-
-
-def frontier_states(table: EdgeTable, forced, meta: dict, backend: str = "auto") -> LazyFrontier:
+def frontier_states(table: EdgeTable, forced, meta: dict, backend: str = "auto") -> Frontier:
     """:func:`solve_states` for every feasible budget, from one DP."""
     n = table.num_steps
     obj, choice, solver = _run_dp(table, forced, n, backend)
-    budgets = [b for b in range(1, n + 1) if obj[b] < math.inf]
-
     def build(b: int):
         steps, codes = _path(choice, table.code, n, b)
         return _schedule(table, steps, codes, dict(meta, objective=float(obj[b]), solver=solver))
 
-    return LazyFrontier(budgets, build)
+    return Frontier(obj, build, n)
