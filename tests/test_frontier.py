@@ -1,14 +1,12 @@
-"""bench/frontier.py runs end to end in its --smoke mode (shipped pipeline at N = 8, budgets 5 and 3, one analytic
-flow), prints a row for every method family, writes strict JSON, and every alternative really runs at its budget:
-the counted transformer forwards of Euler-B and UniPC-B equal B, FlowMatchHeun's are within one of B, and a cache's
-counted cost is within 10 % of B or its row is marked."""
+"""``python -m bench.frontier`` runs end to end in its --smoke mode (shipped pipeline at N = 8, budgets 5 and 3, one
+analytic flow), prints a row for every method family, writes strict JSON, and every alternative really runs at its
+budget: the counted transformer forwards of Euler-B and UniPC-B equal B, FlowMatchHeun's are within one of B, and a
+cache's counted cost is within 10 % of B or its row is marked."""
 
 import contextlib
-import importlib.util
+import importlib
 import io
 import json
-import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -16,15 +14,8 @@ import torch
 pytest.importorskip("diffusers")
 pytest.importorskip("matplotlib")
 
-SCRIPT = Path(__file__).resolve().parents[1] / "bench" / "frontier.py"
-
-
 def load_script():
-    spec = importlib.util.spec_from_file_location("frontier", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("frontier", module)  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
+    return importlib.import_module("bench.frontier")  # the repository root is on sys.path (pyproject: pythonpath)
 
 
 @pytest.fixture(scope="module")

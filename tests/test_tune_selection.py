@@ -1,28 +1,20 @@
-"""bench/tune_selection.py: its selection rules pick what they say on hand-made errors, its report measures regret
-against the evaluation-data oracle, and --flow specs given to bench/frontier.py are checked."""
+"""bench.studies.tune_selection: its selection rules pick what they say on hand-made errors, its report measures
+regret against the evaluation-data oracle, and --flow specs given to ``python -m bench.frontier`` are checked."""
 
-import importlib.util
+import importlib
 import json
 import math
-import sys
-from pathlib import Path
 
 import pytest
 
 pytest.importorskip("diffusers")
 pytest.importorskip("matplotlib")
 
-BENCH = Path(__file__).resolve().parents[1] / "bench"
+MODULES = {"tune_selection": "bench.studies.tune_selection", "frontier": "bench.frontier.cli"}
 
 
 def load(name):
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, BENCH / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
+    return importlib.import_module(MODULES[name])  # the repository root is on sys.path (pyproject: pythonpath)
 
 
 def test_rules_pick_what_they_say():

@@ -11,13 +11,9 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
-from pathlib import Path
 
+import tiny_flux_data as data  # this folder is on sys.path when a script here runs
 import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import tiny_flux_data as data  # noqa: E402
 
 CALIBRATION_PROMPTS = [
     data.prompt_for(c, s, p, z)

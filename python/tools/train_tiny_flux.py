@@ -26,15 +26,12 @@ import argparse
 import json
 import math
 import os
-import sys
 import time
 from pathlib import Path
 
+import tiny_flux_data as data  # this folder is on sys.path when a script here runs
 import torch
 import torch.nn.functional as F
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import tiny_flux_data as data  # noqa: E402
 
 RES = 32
 MAX_SEQ = 12  # T5 sequence length used in training and recommended at inference

@@ -1,6 +1,6 @@
 """Cost of MeanCache's diffusers bookkeeping per denoising step, against a tiny transformer step (pytest-benchmark).
 
-    python -m pytest bench/bench_diffusers_overhead.py --benchmark-only -q --benchmark-columns=median,iqr,rounds
+    python -m pytest bench/micro/bench_diffusers_overhead.py --benchmark-only -q --benchmark-columns=median,iqr,rounds
 
 Groups (one per latent size):
 - ``loop-plain``: N = 50 steps of a denoising loop (transformer call + ``scheduler.step``) with a *null* transformer

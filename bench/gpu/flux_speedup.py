@@ -1,7 +1,7 @@
 """Measured MeanCache speedup on a FLUX.1-size transformer: full 50-step loop vs B = 25, 17, 10.
 
-    python bench/gpu_flux_speedup.py                       # CUDA: FLUX.1-dev-size transformer, bf16, 1024x1024
-    python bench/gpu_flux_speedup.py --smoke               # CPU: tiny transformer, same code path (proves it runs)
+    python -m bench.gpu.flux_speedup            # CUDA: FLUX.1-dev-size transformer, bf16, 1024x1024
+    python -m bench.gpu.flux_speedup --smoke    # CPU: tiny transformer, same code path (proves it runs)
 
 The transformer has FLUX.1-dev's configuration (19 double-stream + 38 single-stream blocks, 24 heads x 128,
 about 12B parameters) with random bfloat16 weights: speed does not depend on the weights. It runs inside the real
@@ -55,7 +55,7 @@ def run(args) -> dict:
 
     cuda = torch.cuda.is_available() and not args.smoke
     if not cuda and not args.smoke:
-        raise SystemExit("gpu_flux_speedup.py needs a CUDA GPU; run with --smoke for the CPU check of the code path")
+        raise SystemExit("bench.gpu.flux_speedup needs a CUDA GPU; run with --smoke for the CPU check of the code path")
     device = "cuda" if cuda else "cpu"
     dtype = torch.bfloat16 if cuda else torch.float32
     cfg = FLUX_DEV if cuda else TINY

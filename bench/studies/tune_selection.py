@@ -1,14 +1,15 @@
 """How well does tuning's choice on the tuning data hold on the evaluation data? And which selection rule is best?
 
-    python bench/tune_selection.py               # collect (7 min on 2 cores) + report -> bench/tune_selection.*
-    python bench/tune_selection.py --report bench/tune_selection.json   # the report again from collected errors
+    python -m bench.studies.tune_selection     # collect (7 min on 2 cores) + report -> bench/results/tune_selection.*
+    python -m bench.studies.tune_selection --report bench/results/tune_selection.json   # the report again
 
-(bench/tune_selection.json, the collected errors, is a few MB and is not committed; bench/tune_selection.md is.)
+(bench/results/tune_selection.json, the collected errors, is a few MB and is not committed;
+bench/results/tune_selection.md is.)
 
 For every setting (both trained FluxPipelines at N = 50, B = 25 / 17 / 10 and N = 28, B = 14 / 10 / 7; eight
-Gaussian-mixture flows, the two of bench/frontier.py and six others, at N = 50, B = 25 / 17 / 10 / 6) every tuning
+Gaussian-mixture flows, the two of bench.frontier and six others, at N = 50, B = 25 / 17 / 10 / 6) every tuning
 candidate (:func:`meancache_kernels.tuning.candidate_schedules`) is run on the tuning data and on the evaluation data
-(bench/frontier.py's disjoint prompt sets and seeds; for the flows 32 tuning and 256 evaluation latents), and the
+(bench.frontier's disjoint prompt sets and seeds; for the flows 32 tuning and 256 evaluation latents), and the
 per-sample relative RMSE of the final latent against the uncached N-step output is kept. A selection rule sees only
 the tuning errors; it is judged by the evaluation error of what it picks:
 
@@ -42,11 +43,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "bench"))
-sys.path.insert(0, str(ROOT / "python" / "tools"))
+from .. import frontier as F
 
-import frontier as F  # noqa: E402
+ROOT = Path(__file__).resolve().parents[2]
 
 FLOWS = F.FLOWS + (
     dict(dim=16, components=3, shift=1.0, seed=11),
@@ -73,7 +72,7 @@ def collect_flows(log) -> list[dict]:
         def latents(n, off, seed=spec["seed"], dim=spec["dim"]):
             return torch.randn(n, dim, generator=torch.Generator().manual_seed(1000 * seed + off), dtype=torch.float64)
 
-        z_eval, z_cal, z_tune = latents(256, 1), latents(64, 2), latents(32, 3)  # bench/frontier.py's latents
+        z_eval, z_cal, z_tune = latents(256, 1), latents(64, 2), latents(32, 3)  # bench.frontier's latents
         profile = mck.calibrate(flow, z_cal, sig, max_span=6, max_skip=12, progress=False, batch_size=64)
         full = mck.Schedule.full(50)
         r_tune, r_eval = mck.sample(flow, z_tune, sig, full), mck.sample(flow, z_eval, sig, full)
@@ -103,7 +102,7 @@ def collect_pipelines(log) -> list[dict]:
         pipe.set_progress_bar_config(disable=True)
         for n, budgets in PIPELINE_SETTINGS:
             profile = calibrate_pipeline(pipe, cal_p * 4, n, max_span=6, max_skip=12, batch_size=len(cal_p),
-                                         seed=F.CAL_SEED, progress=False, **kw)  # as bench/frontier.py for --model
+                                         seed=F.CAL_SEED, progress=False, **kw)  # as bench.frontier for --model
             idx = list(range(8))
             r_tune = _latents(pipe, tune_p, idx, n, F.TUNE_SEED, kw)
             r_eval = _latents(pipe, eval_p, idx, n, 0, kw)
@@ -245,7 +244,8 @@ def main(argv=None) -> int:
     ap.add_argument("--report", default=None, metavar="JSON", help="only the report, from an earlier run's JSON")
     ap.add_argument("--no-pipelines", action="store_true")
     ap.add_argument("--no-flows", action="store_true")
-    ap.add_argument("--out", default=str(ROOT / "bench" / "tune_selection"), help="output stem (.json, .md)")
+    ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "tune_selection"),
+                    help="output stem (.json, .md; default bench/results/tune_selection)")
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args(argv)
     if args.report:
@@ -260,7 +260,8 @@ def main(argv=None) -> int:
         settings += collect_pipelines(lambda s: print(s, flush=True))
     import os
 
-    data = dict(command="python bench/tune_selection.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+    args_text = " ".join(argv if argv is not None else sys.argv[1:])
+    data = dict(command=f"python -m bench.studies.tune_selection {args_text}".strip(),
                 machine=f"cpu-{os.cpu_count()}c, torch {torch.__version__}",
                 date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), seconds=time.perf_counter() - t0,
                 settings=settings)

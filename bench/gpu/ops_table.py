@@ -1,7 +1,7 @@
 """One table of the fused ops against eager torch and a device-to-device copy measured in the same run.
 
-    python bench/gpu_ops_table.py                               # on a CUDA GPU: the full table
-    TRITON_INTERPRET=1 python bench/gpu_ops_table.py --smoke    # CPU check of this script (tiny sizes, interpreter)
+    python -m bench.gpu.ops_table                               # on a CUDA GPU: the full table
+    TRITON_INTERPRET=1 python -m bench.gpu.ops_table --smoke    # CPU check of this script (tiny sizes, interpreter)
 
 Sizes run from a FLUX.1 1024x1024 latent (4096 tokens x 64 channels = 262,144 elements) to a HunyuanVideo 720p,
 129-frame latent (33 x 90 x 160 x 16 = 7,603,200 elements), in float32 and bfloat16. For every op and size: the copy

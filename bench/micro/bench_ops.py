@@ -1,7 +1,7 @@
 """Microbenchmarks of the fused ops (pytest-benchmark; not part of the test suite).
 
-    python -m pytest bench/bench_ops.py --benchmark-only -q
-    python -m pytest bench/bench_ops.py --benchmark-only -q --benchmark-group-by=param:size --benchmark-columns=mean
+    python -m pytest bench/micro/bench_ops.py --benchmark-only -q
+    python -m pytest bench/micro/bench_ops.py --benchmark-only --benchmark-group-by=param:size --benchmark-columns=mean
 
 Each op is timed as: ``copy`` (a same-size device copy, the bandwidth ceiling measured in the same run), ``eager``
 (the torch reference, ``ops/reference.py``, what a framework without the kernel runs) and, only when CUDA is

@@ -1,8 +1,8 @@
 """Ablation of the schedule machinery (issue 10): estimator x schedule source x PSSP edge cost, at matched calls.
 
-    python bench/ablation_estimators.py                 # analytic flows + shipped pipeline (a few minutes on 2 cores)
-    python bench/ablation_estimators.py --no-pipeline   # analytic flows only (about a minute)
-    python bench/ablation_estimators.py --no-flows --tune   # + tune_pipeline: full, halving, reference_steps=4N
+    python -m bench.studies.ablation_estimators                 # analytic flows + shipped pipeline (minutes, 2 cores)
+    python -m bench.studies.ablation_estimators --no-pipeline   # analytic flows only (about a minute)
+    python -m bench.studies.ablation_estimators --no-flows --tune   # + tune_pipeline: full, halving, reference_steps=4N
 
 The decisions this backs (meancache_kernels.schedule.solve's defaults): PSSP over the polynomial estimators without
 jvp (jvp's calibrated cost assumes a full-step history), the "state" edge cost for them, and the taylorc corrector.
@@ -15,9 +15,9 @@ For every budget B of N = 50 it runs, with the same latents / prompts and seeds:
 
 Flows (meancache_kernels.testing.GaussianMixtureFlow, float64): relative RMSE of the final latent against the N-step
 Euler output, 64 evaluation latents, calibration on 32 other latents. Pipeline (the shipped tiny FluxPipeline): mean
-PSNR over the 8 evaluation prompts of bench/frontier.py against the uncached N-step output, with the shipped profile.
+PSNR over the 8 evaluation prompts of bench.frontier against the uncached N-step output, with the shipped profile.
 Nothing here is tuned on the evaluation data: it only compares fixed rules. ``--tune`` adds
-:func:`meancache_kernels.diffusers.tune_pipeline` on bench/frontier.py's 8 tuning prompts (seeds 200..), judged on
+:func:`meancache_kernels.diffusers.tune_pipeline` on bench.frontier's 8 tuning prompts (seeds 200..), judged on
 the evaluation prompts: every candidate on every prompt (the default), with successive halving (``halving=True``),
 and against 4N-step references (``reference_steps=4N``), with the transformer calls each one cost.
 """
@@ -26,17 +26,14 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import sys
 import time
 import warnings
-from pathlib import Path
 
 import numpy as np
 import torch
 
 import meancache_kernels as mck
 
-ROOT = Path(__file__).resolve().parent.parent
 N = 50
 BUDGETS = (25, 17, 10)
 FLOWS = [(0, 64, 6, 3.0), (1, 32, 4, 1.0), (2, 16, 8, 6.0)]  # seed, dim, components, shift
@@ -81,9 +78,6 @@ def flows() -> list[str]:
 
 
 def pipeline(threads: int, tune: bool = False) -> list[str]:
-    sys.path[:0] = [str(ROOT / "bench"), str(ROOT / "python" / "tools")]
-    from frontier import TUNE_SEED, eval_prompts, tuning_prompts
-
     from meancache_kernels._assets import SHIPPED_PROFILE
     from meancache_kernels.diffusers import (
         MeanCacheConfig,
@@ -92,6 +86,8 @@ def pipeline(threads: int, tune: bool = False) -> list[str]:
         remove_mean_cache,
         tune_pipeline,
     )
+
+    from ..frontier import TUNE_SEED, eval_prompts, tuning_prompts
 
     torch.set_num_threads(threads)
     with warnings.catch_warnings():
@@ -158,7 +154,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     t0 = time.time()
     flags = "".join(f" --{k.replace('_', '-')}" for k in ("no_pipeline", "no_flows", "tune") if getattr(args, k))
-    lines = [f"`python bench/ablation_estimators.py{flags} --threads {args.threads}`, "
+    lines = [f"`python -m bench.studies.ablation_estimators{flags} --threads {args.threads}`, "
              f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, torch {torch.__version__}"]
     if not args.no_flows:
         lines += flows()

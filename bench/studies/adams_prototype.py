@@ -2,17 +2,17 @@
 corrector variant that is only a prototype here) against UniPC-B and Euler-B on a trained tiny FluxPipeline. Does
 integrating the interpolated velocity exactly get closer to the converged solution than UniPC does?
 
-    python bench/adams_prototype.py                    # shipped model, N = 50, B = 25 / 17 / 10 (about 1 min)
-    python bench/adams_prototype.py --model bench/tiny_flux_seed1 --steps 28 --budgets 14,10,7
-    (bench/adams.md: the four runs of bench/RESULTS.md, each with --out bench/adams.md)
+    python -m bench.studies.adams_prototype         # shipped model, N = 50, B = 25 / 17 / 10 (about 1 min)
+    python -m bench.studies.adams_prototype --model bench/tiny_flux_seed1 --steps 28 --budgets 14,10,7
+    (bench/results/adams.md: the four runs of bench/RESULTS.md, each with --out bench/results/adams.md)
 
 Every method makes B transformer calls on the pipeline's own B-step sigmas (FluxPipeline's shifted grid; UniPC
-uses diffusers' flow sigmas with the same dynamic shift, as in bench/frontier.py). ``Adams p`` (p = 1, 2, 3; the
+uses diffusers' flow sigmas with the same dynamic shift, as in bench.frontier). ``Adams p`` (p = 1, 2, 3; the
 library's ``FlowMatchAdamsScheduler(adams_order=p)``): from sigma_i to sigma_{i+1} the state moves by the exact
 integral of the Lagrange polynomial through the last p + 1 computed velocities (fewer at the start); ``+c`` (this
 file's prototype, not in the library): once v_{i+1} is known, the state at sigma_{i+1} is re-integrated from sigma_i
 with the polynomial through the last p + 1 velocities including v_{i+1} (no extra call: v_{i+1} stays the one
-evaluated at the predicted state, as in UniPC's corrector). Judged by mean PSNR over bench/frontier.py's 8
+evaluated at the predicted state, as in UniPC's corrector). Judged by mean PSNR over bench.frontier's 8
 evaluation prompts against the uncached N-step Euler output and against 4N Euler steps (the converged reference).
 """
 
@@ -22,15 +22,11 @@ import argparse
 import os
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "bench"))
-
-import frontier as F  # noqa: E402
+from .. import frontier as F
 
 
 def _integral_weights(nodes, a, b):
@@ -114,7 +110,7 @@ def main(argv=None) -> int:
         return (float(np.mean([F.psnr(a, b) for a, b in zip(imgs, ref)])),
                 float(np.mean([F.psnr(a, b) for a, b in zip(imgs, conv)])))
 
-    say(f"`python bench/adams_prototype.py {' '.join(argv if argv is not None else sys.argv[1:])}` "
+    say(f"`python -m bench.studies.adams_prototype {' '.join(argv if argv is not None else sys.argv[1:])}` "
         f"({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, cpu-{os.cpu_count()}c): model "
         f"{args.model or 'shipped'}, N = {n}; mean PSNR [dB] against the uncached N-step output / against {4 * n} "
         f"Euler steps (converged); every row B transformer calls (counted). The uncached N-step output is "
