@@ -33,7 +33,7 @@ try:  # the zero-config static schedule, where this version of the library has i
 except ImportError:
     default_schedule = None
 
-# (dim, components, seed): the held-out flows of bench/frontier_flows_heldout.md plus two of bench/frontier.py's
+# (dim, components, seed): the held-out flows of bench/results/frontier_flows_heldout.md plus two of bench/frontier/'s
 PROMPTS = [(16, 3, 11), (32, 8, 12), (128, 10, 13), (64, 2, 14), (8, 12, 15), (128, 6, 16), (64, 6, 0), (128, 4, 1)]
 SETTINGS = [(50, 10), (50, 17), (50, 25), (28, 10)]
 ESTIMATORS = ("taylor2", "taylorc2")

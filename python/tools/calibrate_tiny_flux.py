@@ -3,7 +3,7 @@
     python python/tools/calibrate_tiny_flux.py            # -> meancache_kernels/assets/tiny_flux_profile.npz
 
 Full 50-step runs of the shipped pipeline (FluxPipeline.from_pretrained, offline) on calibration prompts and seeds
-that differ from the ones `meancache demo` and bench/frontier.py evaluate (seeds 100.. here, 0.. there), recorded at
+that differ from the ones `meancache demo` and bench/frontier/ evaluate (seeds 100.. here, 0.. there), recorded at
 scheduler.step and turned into edge costs by meancache_kernels.diffusers.calibrate_pipeline.
 """
 
