@@ -1,13 +1,30 @@
-"""Adapter of a diffusers flow-matching Euler scheduler: MeanCache bookkeeping at ``step`` and ``set_timesteps``.
+"""Adapter of a diffusers flow-matching scheduler: MeanCache bookkeeping at ``step`` and ``set_timesteps``.
 
 The adapter wraps the *instance's* ``step`` and ``set_timesteps`` (the class is untouched, and removal puts the
-instance back as it was):
+instance back as it was). ``set_timesteps`` runs unchanged, then starts a new generation on the shared context
+(reset, schedule fitted to the actual N and sigmas). What ``step`` does depends on the scheduler:
 
-- ``set_timesteps`` runs unchanged, then starts a new generation on the shared context (reset, schedule fitted to
-  the actual N and sigmas);
-- ``step(v, t, z)`` at step i: on a computed step it records (z_i, v_i, s_i) and runs the scheduler's own Euler
-  step; on a skipped step it replaces the model output with the MeanCache estimate and returns the fused
-  estimate-and-Euler result, advancing the scheduler's step index as its own ``step`` does.
+- **Euler** (``FlowMatchEulerDiscreteScheduler``'s own step): at step i, on a computed step it records
+  (z_i, v_i, s_i) and runs the scheduler's Euler step; on a skipped step it returns the fused estimate-and-Euler
+  result of the MeanCache estimator, advancing the scheduler's step index as its own ``step`` does. Every estimator
+  works here (:func:`allowed_estimators`).
+- **one evaluation per step, any solver** (``UniPCMultistepScheduler`` and ``DPMSolverMultistepScheduler`` in flow
+  mode, ``FlowMatchAdamsScheduler``): the scheduler's *own* step always runs. On a computed step it gets the model
+  output (recorded); on a skipped step it gets the estimate of the model output at that step's sigma, so the
+  solver's multistep history, corrector included, is fed consistently. Only estimators that predict the
+  instantaneous velocity at s_i qualify: ``taylor1`` and ``taylor2`` (the Lagrange polynomial in sigma through the
+  last computed velocities, evaluated at s_i). ``jvp`` and ``mean`` estimate the *average* velocity over an Euler
+  step [s_i, s_{i+1}] and ``taylorc`` rewrites z at the next computed step (a correction of Euler increments): they
+  are Euler-only, and a schedule using them is refused with a TypeError naming the estimators that work.
+- **Heun** (``FlowMatchHeunDiscreteScheduler``, two evaluations per step: its timesteps are duplicated and the
+  pipeline calls ``step`` once per stage). A MeanCache step is one Heun step (sigma interval), so N is the
+  pipeline's ``num_inference_steps``. A computed step runs both stages (2 transformer evaluations; the last step is
+  Euler-only in diffusers: 1); the first stage's output, the velocity at (z_i, s_i) on the trajectory, is recorded.
+  A skipped step runs none: the first stage gets the estimate at s_i, the second the same polynomial at s_{i+1},
+  so Heun's update is the trapezoidal rule on the extrapolated velocity. Same estimators as above.
+
+Schedulers that are not deterministic flow-matching ODE solvers with a velocity (flow) output (DDIM, UniPC without
+``prediction_type="flow_prediction"`` and ``use_flow_sigmas=True``, SDE variants, ``s_churn``) get a TypeError.
 """
 
 from __future__ import annotations
@@ -21,49 +38,189 @@ from diffusers.schedulers.scheduling_flow_match_euler_discrete import (
     FlowMatchEulerDiscreteSchedulerOutput,
 )
 
-__all__ = ["SUPPORTED_SCHEDULERS", "check_scheduler", "wrap_scheduler", "unwrap_scheduler"]
+from .. import estimators as _estimators
+from .. import ops
 
-SUPPORTED_SCHEDULERS = (FlowMatchEulerDiscreteScheduler,)
+__all__ = [
+    "SUPPORTED_SCHEDULERS",
+    "VELOCITY_ESTIMATORS",
+    "allowed_estimators",
+    "check_scheduler",
+    "check_euler_scheduler",
+    "wrap_scheduler",
+    "unwrap_scheduler",
+]
+
 _WRAPPED = ("step", "set_timesteps")
+# Estimators whose estimate is the velocity at s_i itself: what a solver other than Euler consumes as model output.
+VELOCITY_ESTIMATORS = tuple(f"taylor{p}" for p in _estimators.POLY_ORDERS)
+
+_EULER, _ONE_EVAL, _HEUN = "euler", "one evaluation per step", "heun"
 
 
-def check_scheduler(scheduler) -> None:
-    """TypeError unless ``scheduler`` is a deterministic, one-evaluation-per-step flow-matching Euler scheduler."""
+def _multistep_classes() -> tuple[type, ...]:
+    from diffusers import DPMSolverMultistepScheduler, UniPCMultistepScheduler
+
+    return (UniPCMultistepScheduler, DPMSolverMultistepScheduler)
+
+
+def _heun_class() -> type:
+    from diffusers import FlowMatchHeunDiscreteScheduler
+
+    return FlowMatchHeunDiscreteScheduler
+
+
+def _adams_class() -> type:
+    from .adams import FlowMatchAdamsScheduler
+
+    return FlowMatchAdamsScheduler
+
+
+def _supported() -> tuple[type, ...]:
+    return (FlowMatchEulerDiscreteScheduler, _adams_class(), _heun_class()) + _multistep_classes()
+
+
+SUPPORTED_SCHEDULERS = _supported()
+_SWITCH = "pipe.scheduler = FlowMatchEulerDiscreteScheduler.from_config(pipe.scheduler.config)"
+
+
+def _kind(scheduler) -> str:
+    """Which adapter ``scheduler`` takes (``_EULER``, ``_ONE_EVAL`` or ``_HEUN``); TypeError when none fits."""
+    name = type(scheduler).__name__
     supported = ", ".join(c.__name__ for c in SUPPORTED_SCHEDULERS)
     if not isinstance(scheduler, SUPPORTED_SCHEDULERS):
         raise TypeError(
-            f"MeanCache supports flow-matching Euler schedulers ({supported}) with one model evaluation per step; "
-            f"the pipeline's scheduler is {type(scheduler).__name__}. For a flow-matching model, switch first: "
-            "pipe.scheduler = FlowMatchEulerDiscreteScheduler.from_config(pipe.scheduler.config)"
-        )
-    if type(scheduler).step is not FlowMatchEulerDiscreteScheduler.step:
-        raise TypeError(
-            f"MeanCache supports the flow-matching Euler step; {type(scheduler).__name__} overrides step() (a "
-            "different solver, e.g. FlowMatchAdamsScheduler, which is used instead of MeanCache, not with it). "
-            "Switch first: pipe.scheduler = FlowMatchEulerDiscreteScheduler.from_config(pipe.scheduler.config)"
+            f"MeanCache supports deterministic flow-matching schedulers ({supported}; UniPC and DPM-Solver++ with "
+            f"prediction_type='flow_prediction' and use_flow_sigmas=True); the pipeline's scheduler is {name}. For a "
+            f"flow-matching model, switch first: {_SWITCH}"
         )
     cfg = scheduler.config
-    for flag in ("stochastic_sampling", "invert_sigmas"):
-        if cfg.get(flag, False):
-            raise TypeError(
-                f"MeanCache supports the deterministic flow-matching Euler ODE; {type(scheduler).__name__} is "
-                f"configured with {flag}=True"
-            )
-    if getattr(scheduler, "order", 1) != 1:
-        raise TypeError(f"MeanCache supports one model evaluation per step; scheduler.order={scheduler.order}")
     for attr in ("_step_index", "_begin_index"):
         if not hasattr(scheduler, attr):
-            raise TypeError(f"{type(scheduler).__name__} has no {attr}: not a diffusers flow-matching Euler scheduler")
+            raise TypeError(f"{name} has no {attr}: not a diffusers flow-matching scheduler")
+    if isinstance(scheduler, FlowMatchEulerDiscreteScheduler):
+        for flag in ("stochastic_sampling", "invert_sigmas"):
+            if cfg.get(flag, False):
+                raise TypeError(
+                    f"MeanCache supports the deterministic flow-matching ODE; {name} is configured with {flag}=True"
+                )
+        if type(scheduler).step is FlowMatchEulerDiscreteScheduler.step:
+            if getattr(scheduler, "order", 1) != 1:
+                raise TypeError(f"MeanCache supports one model evaluation per step; scheduler.order={scheduler.order}")
+            return _EULER
+        if isinstance(scheduler, _adams_class()) and type(scheduler).step is _adams_class().step:
+            return _ONE_EVAL
+        raise TypeError(
+            f"{name} overrides step() with a solver MeanCache does not know (it supports {supported}). "
+            f"Switch first: {_SWITCH}"
+        )
+    if isinstance(scheduler, _heun_class()):
+        if type(scheduler).step is not _heun_class().step:
+            raise TypeError(f"{name} overrides FlowMatchHeunDiscreteScheduler.step(): MeanCache does not know it")
+        return _HEUN
+    # UniPC / DPM-Solver multistep: one evaluation per step, flow mode only.
+    base = next(c for c in _multistep_classes() if isinstance(scheduler, c))
+    if type(scheduler).step is not base.step:
+        raise TypeError(f"{name} overrides {base.__name__}.step(): MeanCache does not know it")
+    if cfg.get("prediction_type") != "flow_prediction" or not cfg.get("use_flow_sigmas", False):
+        raise TypeError(
+            f"MeanCache needs a flow-matching scheduler; {name} is configured with "
+            f"prediction_type={cfg.get('prediction_type')!r}, use_flow_sigmas={cfg.get('use_flow_sigmas')!r}. For a "
+            f"flow-matching model use {base.__name__}.from_config(pipe.scheduler.config, "
+            "prediction_type='flow_prediction', use_flow_sigmas=True) (or FlowMatchEulerDiscreteScheduler)"
+        )
+    algorithm = cfg.get("algorithm_type")
+    if algorithm is not None and algorithm != "dpmsolver++":
+        raise TypeError(
+            f"MeanCache supports the deterministic flow ODE; {name} is configured with algorithm_type={algorithm!r} "
+            "(use 'dpmsolver++': the SDE variants are stochastic)"
+        )
+    if cfg.get("final_sigmas_type", "zero") != "zero":
+        raise TypeError(
+            f"MeanCache integrates down to sigma = 0; {name} is configured with "
+            f"final_sigmas_type={cfg.get('final_sigmas_type')!r} (use 'zero')"
+        )
+    if getattr(scheduler, "order", 1) != 1:
+        raise TypeError(f"MeanCache supports one model evaluation per step here; scheduler.order={scheduler.order}")
+    return _ONE_EVAL
+
+
+def allowed_estimators(scheduler) -> tuple[str, ...]:
+    """The estimator names a MeanCache schedule may use on skipped steps under ``scheduler``.
+
+    Every estimator under the flow-matching Euler step; under any other supported solver (UniPC, DPM-Solver++,
+    FlowMatchAdams, FlowMatchHeun) only those that estimate the velocity at the skipped step's sigma:
+    :data:`VELOCITY_ESTIMATORS` (``("taylor1", "taylor2")``). TypeError for an unsupported scheduler.
+    """
+    if _kind(scheduler) == _EULER:
+        return tuple(_estimators.available())
+    return VELOCITY_ESTIMATORS
+
+
+def _check_estimators(scheduler, kind: str, names, what: str) -> None:
+    if kind == _EULER:
+        return
+    bad = sorted({n for n in names if n and n not in VELOCITY_ESTIMATORS})
+    if not bad:
+        return
+    name = type(scheduler).__name__
+    how = ("overrides step() (a different solver than the Euler step)" if isinstance(scheduler,
+           FlowMatchEulerDiscreteScheduler) else "is not the flow-matching Euler step")
+    raise TypeError(
+        f"MeanCache: {what} uses the estimators {bad}, which work only with FlowMatchEulerDiscreteScheduler ({name} "
+        f"{how}: jvp and mean estimate the average velocity over an Euler step, taylorc corrects Euler increments). "
+        f"Under {name} a skipped step feeds the solver an estimate of the model output at that step's sigma, which "
+        f"only {list(VELOCITY_ESTIMATORS)} give: use e.g. Schedule.uniform(N, B, 'taylor2'), or switch first: "
+        f"{_SWITCH}"
+    )
+
+
+def _base_schedule_names(config) -> list[str] | None:
+    """Estimator names of the configuration's schedule before it is fitted to N (None when not known yet)."""
+    schedule = getattr(config, "schedule", None) or getattr(config, "_solved", None)
+    if schedule is None and getattr(config, "preset", None) is not None:
+        from .. import presets
+
+        schedule = presets.get(config.preset, config.budget)
+    return None if schedule is None else schedule.estimator_names()
+
+
+def check_scheduler(scheduler, config=None) -> None:
+    """TypeError unless ``scheduler`` is a deterministic flow-matching scheduler MeanCache can adapt: the Euler
+    scheduler, UniPC / DPM-Solver++ in flow mode, FlowMatchAdams or FlowMatchHeun; with ``config`` (a
+    MeanCacheConfig), also when its schedule uses estimators that do not work under that scheduler
+    (:func:`allowed_estimators`)."""
+    kind = _kind(scheduler)
+    if config is not None:
+        names = _base_schedule_names(config)
+        if names is not None:
+            _check_estimators(scheduler, kind, names, f"the {config.source}")
+
+
+def check_euler_scheduler(scheduler) -> None:
+    """TypeError unless ``scheduler`` takes the flow-matching Euler step (``FlowMatchEulerDiscreteScheduler``'s own
+    step, deterministic): what calibration needs, since edge costs are measured on Euler trajectories."""
+    if isinstance(scheduler, FlowMatchEulerDiscreteScheduler) or not isinstance(scheduler, SUPPORTED_SCHEDULERS):
+        kind = _kind(scheduler)  # the Euler scheduler's own refusals (stochastic, overridden step, ...)
+    else:
+        kind = None
+    if kind != _EULER:
+        raise TypeError(
+            f"this needs the flow-matching Euler step (FlowMatchEulerDiscreteScheduler); the pipeline's scheduler is "
+            f"{type(scheduler).__name__}. Switch first: {_SWITCH}"
+        )
 
 
 def wrap_scheduler(scheduler, context) -> dict:
     """Install the adapter on ``scheduler``; returns what :func:`unwrap_scheduler` needs to restore it."""
+    kind = _kind(scheduler)
     saved = {name: scheduler.__dict__[name] for name in _WRAPPED if name in scheduler.__dict__}
     orig_step = scheduler.step
     orig_set_timesteps = scheduler.set_timesteps
     params = list(inspect.signature(orig_step).parameters)
     # Positions of the optional arguments after (model_output, timestep, sample), for positional calls.
-    pos = {name: params.index(name) - 3 for name in ("per_token_timesteps", "return_dict") if name in params}
+    pos = {name: params.index(name) - 3 for name in ("per_token_timesteps", "return_dict", "s_churn")
+           if name in params}
 
     set_signature = inspect.signature(orig_set_timesteps)
 
@@ -74,22 +231,28 @@ def wrap_scheduler(scheduler, context) -> dict:
             given = set_signature.bind(*args, **kwargs).arguments
         except TypeError:
             given = {}
-        context.start_generation(scheduler.sigmas, functools.partial(_grid_for, scheduler, given))
+        context.start_generation(_flow_grid(scheduler, kind), functools.partial(_grid_for, scheduler, given, kind=kind))
+        if kind != _EULER:
+            try:
+                _check_estimators(scheduler, kind, _generation_estimators(context.generation),
+                                  f"the schedule of this generation ({context.config.source})")
+            except TypeError:
+                context.abort()
+                raise
         return out
 
+    def arg(args, kwargs, name, default):
+        if name in kwargs:
+            return kwargs[name]
+        k = pos.get(name)
+        return args[k] if k is not None and k < len(args) else default
+
     @functools.wraps(orig_step)
-    def step(model_output, timestep, sample, *args, **kwargs):
+    def euler_step(model_output, timestep, sample, *args, **kwargs):
         gen = context.generation
         if gen is None:  # not inside a generation started by set_timesteps: the scheduler's own step
             return orig_step(model_output, timestep, sample, *args, **kwargs)
-
-        def arg(name, default):
-            if name in kwargs:
-                return kwargs[name]
-            k = pos.get(name)
-            return args[k] if k is not None and k < len(args) else default
-
-        if arg("per_token_timesteps", None) is not None:
+        if arg(args, kwargs, "per_token_timesteps", None) is not None:
             context.abort()
             raise TypeError("MeanCache does not support per_token_timesteps in scheduler.step (one sigma per step)")
         i = context.begin_step(scheduler.step_index, scheduler.begin_index)
@@ -103,16 +266,116 @@ def wrap_scheduler(scheduler, context) -> dict:
             z_next = z_next.to(model_output.dtype)
         scheduler._step_index = i + 1
         context.end_step(i, False, scheduler.step_index)
-        if not arg("return_dict", True):
+        if not arg(args, kwargs, "return_dict", True):
             return (z_next,)
         return FlowMatchEulerDiscreteSchedulerOutput(prev_sample=z_next)
 
-    scheduler.step = step
+    def own_step(model_output, timestep, sample, args, kwargs):
+        """The scheduler's own step; the generation is dropped when it raises."""
+        try:
+            return orig_step(model_output, timestep, sample, *args, **kwargs)
+        except BaseException:
+            context.abort()
+            raise
+
+    def estimate(gen, i, sample, model_output):
+        """The estimate of the model output at skipped step i, recorded, in the model output's dtype and device."""
+        v_hat = gen.state.estimate(i, sample)
+        gen.state.record(i, sample, v_hat)
+        return v_hat.to(device=model_output.device, dtype=model_output.dtype)
+
+    @functools.wraps(orig_step)
+    def one_eval_step(model_output, timestep, sample, *args, **kwargs):
+        gen = context.generation
+        if gen is None:
+            return orig_step(model_output, timestep, sample, *args, **kwargs)
+        i = context.begin_step(scheduler.step_index, scheduler.begin_index)
+        computed = gen.compute[i]
+        if computed:
+            gen.state.record(i, sample, model_output)
+        else:
+            model_output = estimate(gen, i, sample, model_output)
+        out = own_step(model_output, timestep, sample, args, kwargs)
+        context.end_step(i, computed, scheduler.step_index)
+        return out
+
+    # Heun: per generation, the velocities of the computed steps (for the second stage of skipped steps) and the
+    # second-stage estimate of the current skipped step.
+    heun = {"gen": None, "nodes": [], "stage2": None}
+
+    @functools.wraps(orig_step)
+    def heun_step(model_output, timestep, sample, *args, **kwargs):
+        gen = context.generation
+        if gen is None:
+            return orig_step(model_output, timestep, sample, *args, **kwargs)
+        if arg(args, kwargs, "s_churn", 0.0) != 0.0:
+            context.abort()
+            raise TypeError("MeanCache supports the deterministic ODE: s_churn must be 0 in scheduler.step")
+        if heun["gen"] is not gen:
+            heun.update(gen=gen, nodes=[], stage2=None)
+        raw = scheduler.step_index if scheduler.step_index is not None else (scheduler.begin_index or 0)
+        i, second = divmod(raw, 2)
+        if not second:
+            i = context.begin_step(i, None)
+            computed = gen.compute[i]
+            if computed:
+                gen.state.record(i, sample, model_output)
+                heun["nodes"] = (heun["nodes"] + [(i, model_output)])[-(max(_estimators.POLY_ORDERS) + 1):]
+            else:
+                if i < gen.num_steps - 1:  # the last step is Euler-only: no second stage
+                    heun["stage2"] = _second_stage(gen, i, heun["nodes"], sample)
+                model_output = estimate(gen, i, sample, model_output)
+        else:
+            if gen.step != i:
+                context.abort()
+                raise RuntimeError(f"MeanCache: Heun's second stage of step {i} came while at step {gen.step}")
+            computed = gen.compute[i]
+            if not computed:
+                model_output = heun["stage2"].to(device=model_output.device, dtype=model_output.dtype)
+                heun["stage2"] = None
+        out = own_step(model_output, timestep, sample, args, kwargs)
+        if second or i == gen.num_steps - 1:  # the step is complete (the last one has a single stage)
+            if i == 0:
+                context.stats.calls_per_step = gen.call_in_step  # both stages of the first step
+            context.end_step(i, computed, (scheduler.step_index + 1) // 2)
+            if i == gen.num_steps - 1:
+                heun.update(gen=None, nodes=[], stage2=None)  # hold no latents after the generation
+        return out
+
+    scheduler.step = {_EULER: euler_step, _ONE_EVAL: one_eval_step, _HEUN: heun_step}[kind]
     scheduler.set_timesteps = set_timesteps
     return saved
 
 
-def _grid_for(scheduler, given: dict, sigmas: list[float], num_steps: int) -> list[float]:
+def _second_stage(gen, i: int, nodes, sample: torch.Tensor) -> torch.Tensor:
+    """Heun, skipped step i: the skipped step's estimator polynomial (through the computed velocities ``nodes``)
+    evaluated at s_{i+1}, where Heun's second stage evaluates the model."""
+    est = gen.schedule.estimator_at(i) if gen.schedule is not None else gen.state.estimator  # static / adaptive
+    s = gen.state.sigmas
+    used = nodes[-est.computed_depth:]
+    weights = est.weights([s[j] for j, _ in used], s[i + 1], s[i + 1])
+    tensors = [v for _, v in used]
+    v_hat, _ = ops.combine_step(sample, tensors, weights, 0.0, v_dtype=tensors[-1].dtype, backend=gen.state.backend)
+    return v_hat
+
+
+def _generation_estimators(gen) -> list[str]:
+    """Estimator names a generation uses: its static schedule's, or the adaptive state's one estimator."""
+    if gen.schedule is not None:
+        return gen.schedule.estimator_names()
+    return [getattr(gen.state, "estimator_name", "")]
+
+
+def _flow_grid(scheduler, kind: str) -> torch.Tensor:
+    """The N + 1 sigmas of the MeanCache steps: the scheduler's sigmas; for Heun, whose sigmas repeat every interior
+    value (one per stage), one per step: s_0, s_1, ..., s_{N-1}, 0."""
+    sigmas = scheduler.sigmas
+    if kind == _HEUN:
+        return torch.cat([sigmas[:1], sigmas[1::2]])
+    return sigmas
+
+
+def _grid_for(scheduler, given: dict, sigmas: list[float], num_steps: int, kind: str | None = None) -> list[float]:
     """The N + 1 sigmas this pipeline's scheduler would use for ``num_steps`` steps, given how ``set_timesteps`` was
     called for the current generation (``sigmas``, N + 1 values).
 
@@ -126,11 +389,17 @@ def _grid_for(scheduler, given: dict, sigmas: list[float], num_steps: int) -> li
 
     if given.get("sigmas") is not None or given.get("timesteps") is not None:
         return same_curve_sigmas(sigmas, num_steps)
+    if kind is None:
+        kind = _kind(scheduler)
     fresh = type(scheduler).from_config(scheduler.config)
     if hasattr(scheduler, "_shift"):
         fresh._shift = scheduler._shift
-    fresh.set_timesteps(num_steps, mu=given.get("mu"))
-    return as_host_sigmas(fresh.sigmas)
+    if kind == _EULER:
+        fresh.set_timesteps(num_steps, mu=given.get("mu"))
+    else:
+        accepts_mu = "mu" in inspect.signature(fresh.set_timesteps).parameters
+        fresh.set_timesteps(num_steps, **({"mu": given["mu"]} if accepts_mu and given.get("mu") is not None else {}))
+    return as_host_sigmas(_flow_grid(fresh, kind))
 
 
 def unwrap_scheduler(scheduler, saved: dict) -> None:
