@@ -402,7 +402,8 @@ def fit_schedule(schedule: Schedule, sigmas_from, sigmas_to, *, warn: bool = Tru
     ``sigmas_from[c]`` (ties: the smaller index); step 0 stays computed and duplicates merge. Every target interval
     between consecutive computed steps takes the span K of the source interval that contains the sigma of its first
     skipped step (the source interval [s_b, s_a] of consecutive computed source steps a < b, or the final one to 0);
-    a chain source interval (nothing skipped there) gives K = 1. K is kept in steps, not rescaled.
+    a chain source interval (nothing skipped there) gives jvp K = 1 for a schedule of the paper's estimator and the
+    estimator of the nearest source interval that skips otherwise. K is kept in steps, not rescaled.
 
     The result was not optimised for the target grid (calibrate and :func:`solve` at the target N for that), so a
     ``UserWarning`` is issued unless the grids are identical (then ``schedule`` is returned unchanged) or
@@ -437,8 +438,15 @@ def fit_schedule(schedule: Schedule, sigmas_from, sigmas_to, *, warn: bool = Tru
     steps = sorted({0, *[nearest(s_from[c]) for c in src_steps]})
     # (estimator, K) of each source interval (a -> next computed or N); a chain interval gives ("jvp", 1)
     src_ends = src_steps[1:] + [schedule.num_steps]
-    src_k = [(schedule.estimators[a + 1], schedule.spans[a + 1]) if b - a > 1 else ("jvp", 1)
+    src_k = [(schedule.estimators[a + 1], schedule.spans[a + 1]) if b - a > 1 else None
              for a, b in zip(src_steps, src_ends)]
+    # a chain source interval (nothing skipped there): jvp K = 1 for the paper's schedules; otherwise the estimator
+    # of the nearest interval that skips (the previous one first), so a polynomial schedule stays polynomial
+    skipping = [k for k, e in enumerate(src_k) if e is not None]
+    for k, e in enumerate(src_k):
+        if e is None:
+            near = min(skipping, key=lambda t: (abs(t - k), t > k)) if skipping and not schedule.is_official else None
+            src_k[k] = src_k[near] if near is not None else ("jvp", 1)
 
     def k_at(s: float) -> tuple[str, int]:
         # the source interval [s_from[b], s_from[a]] containing s: the last computed source step a with s_from[a] >= s

@@ -33,15 +33,18 @@ DEFAULT_EDGE_COSTS = ("state", "velocity")
 # evenly spaced steps, warped towards the start (warp > 1) or the end (< 1), with these estimators
 DEFAULT_WARPS = (0.85, 1.15, 1.3, 1.5)
 WARPED_ESTIMATORS = ("taylor1", "taylorc1", "taylorc2")
-# tune keeps solve()'s untuned default unless the lowest-error candidate beats it by more than this many standard
-# errors (one: the usual convention; measured in bench/RESULTS.md, "Tuning: how well the choice holds")
+# tune keeps the calibration-free default rule unless the lowest-error candidate beats it by more than this many
+# standard errors (one: the usual convention; measured in bench/RESULTS.md, "Tuning: how well the choice holds")
 DEFAULT_MARGIN_SE = 1.0
+# the name of the calibration-free default among the candidates (the baseline the choice keeps unless beaten)
+DEFAULT_RULE_NAME = "default rule"
 
 
 def candidate_schedules(profile, budget: int, *, gammas: Sequence[float] = DEFAULT_GAMMAS,
                         estimator_sets: Sequence = DEFAULT_ESTIMATOR_SETS,
                         edge_costs: Sequence[str] = DEFAULT_EDGE_COSTS, uniform: bool = True,
-                        warps: Sequence[float] = DEFAULT_WARPS, solver_backend: str = "auto") -> dict[str, Schedule]:
+                        warps: Sequence[float] = DEFAULT_WARPS, solver_backend: str = "auto",
+                        allowed: Sequence[str] | None = None) -> dict[str, Schedule]:
     """The candidates :func:`tune` evaluates, by name, duplicates removed (the first name of a schedule is kept).
 
     ``pssp[<estimators>,<edge cost>]@g<gamma>``: :func:`meancache_kernels.solve` with those estimators
@@ -50,6 +53,8 @@ def candidate_schedules(profile, budget: int, *, gammas: Sequence[float] = DEFAU
     ``uniform[<estimator>]^<warp>``: the same spacing warped (``Schedule.uniform(warp=)``) for the taylor and
     taylorc estimators the profile has. ``solver_backend``: the PSSP solver's (``"auto"``, ``"cpp"``, ``"python"``).
     Only infeasibility drops a PSSP candidate; any other error of :func:`meancache_kernels.solve` propagates.
+    ``allowed``: the estimator names the sampler can use (e.g. ``("taylor1", "taylor2")`` under a multistep diffusers
+    scheduler); candidates using others are left out, and the default rule is restricted to them.
     """
     if not isinstance(profile, Profile):
         raise TypeError(f"profile must be a meancache_kernels.Profile, got {type(profile).__name__}")
@@ -66,6 +71,10 @@ def candidate_schedules(profile, budget: int, *, gammas: Sequence[float] = DEFAU
             seen.add(schedule)
             out[name] = schedule
 
+    from .default_schedule import default_schedule
+
+    # the calibration-free default first: on ties it wins, and choose() keeps it unless clearly beaten
+    add(DEFAULT_RULE_NAME, default_schedule(profile.sigmas, budget, estimators=allowed))
     for est in estimator_sets:
         if est is not None and not set(est) <= have:
             continue
@@ -89,6 +98,9 @@ def candidate_schedules(profile, budget: int, *, gammas: Sequence[float] = DEFAU
             for name in WARPED_ESTIMATORS:
                 if name in profile.estimators:
                     add(f"uniform[{name}]^{w:g}", Schedule.uniform(n, budget, name, warp=float(w)))
+    if allowed is not None:
+        ok = set(allowed) | {""}
+        out = {name: c for name, c in out.items() if set(c.estimator_names()) <= ok}
     if not out:
         raise ValueError(f"no feasible candidate schedule for budget={budget} with gammas={list(gammas)}")
     return out
@@ -133,7 +145,8 @@ def select(names: Sequence[str], num_samples: int, run: Callable[[str, list[int]
 
 def prepare_candidates(profile, budget: int, candidates: dict[str, Schedule] | None, *,
                        gammas: Sequence[float] = DEFAULT_GAMMAS, margin_se: float = DEFAULT_MARGIN_SE,
-                       solver_backend: str = "auto") -> tuple[dict[str, Schedule], str | None]:
+                       solver_backend: str = "auto",
+                       allowed: Sequence[str] | None = None) -> tuple[dict[str, Schedule], str | None]:
     """The candidates to evaluate and the name of the untuned default among them (None when ``candidates`` is
     given): the validation and candidate set shared by :func:`tune` and ``tune_pipeline``."""
     if not isinstance(profile, Profile):
@@ -141,8 +154,10 @@ def prepare_candidates(profile, budget: int, candidates: dict[str, Schedule] | N
     budget = check_budget(budget, profile.num_steps)
     _check_margin(margin_se)
     if candidates is None:
-        candidates = candidate_schedules(profile, budget, gammas=gammas, solver_backend=solver_backend)
-        return candidates, default_candidate(candidates, profile, budget, solver_backend=solver_backend)
+        candidates = candidate_schedules(profile, budget, gammas=gammas, solver_backend=solver_backend,
+                                         allowed=allowed)
+        return candidates, default_candidate(candidates, profile, budget, solver_backend=solver_backend,
+                                             allowed=allowed)
     if not isinstance(candidates, dict) or not candidates:
         raise TypeError("candidates must be a non-empty dict {name: Schedule}")
     for name, s in candidates.items():
@@ -192,9 +207,10 @@ def tune(
         gammas: gammas of the PSSP candidates.
         halving: successive halving over the samples instead of every candidate on every sample (:func:`select`):
             about a third of the model calls with 8 samples and ~45 candidates.
-        default_margin_se: with the default candidates, the library's default schedule (``solve(profile,
-            budget)``) is kept unless the lowest-error candidate beats it by more than this many standard errors of
-            the paired per-sample differences of log error (:func:`choose`); 0: always the lowest error.
+        default_margin_se: with the default candidates, the calibration-free default schedule
+            (:func:`meancache_kernels.default_schedule`, what ``MeanCacheConfig(budget=B)`` runs) is kept unless
+            the lowest-error candidate beats it by more than this many standard errors of the paired per-sample
+            differences of log error (:func:`choose`); 0: always the lowest error.
         progress: a tqdm bar over the candidates, and the model-call cost printed first.
         backend: op backend of the sampler (``"auto"``, ``"torch"``, ``"triton"``).
         solver_backend: PSSP solver backend of the candidates (``"auto"``, ``"cpp"``, ``"python"``).
@@ -252,13 +268,16 @@ def _check_margin(margin_se) -> None:
         raise ValueError(f"default_margin_se must be a finite number >= 0, got {margin_se!r}")
 
 
-def default_candidate(candidates: dict[str, Schedule], profile, budget: int, *,
-                      solver_backend: str = "auto") -> str | None:
-    """The name under which ``candidates`` holds the library's untuned default ``solve(profile, budget)``, or None."""
-    try:
-        default = solve(profile, budget, backend=solver_backend)
-    except InfeasibleError:
-        return None
+def default_candidate(candidates: dict[str, Schedule], profile, budget: int, *, solver_backend: str = "auto",
+                      allowed: Sequence[str] | None = None) -> str | None:
+    """The name under which ``candidates`` holds the library's untuned default, or None: the calibration-free default
+    rule (:func:`meancache_kernels.default_schedule`, what ``MeanCacheConfig(budget=B)`` runs), so that tuning is
+    never worse than not tuning beyond noise. ``solver_backend`` is kept for callers of the former default,
+    ``solve(profile, budget)``."""
+    from .default_schedule import default_schedule
+
+    check_solver_backend(solver_backend, "solver_backend")
+    default = default_schedule(profile.sigmas, budget, estimators=allowed)
     return next((name for name, s in candidates.items() if s == default), None)
 
 

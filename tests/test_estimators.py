@@ -491,9 +491,10 @@ def test_tune_weighs_the_library_default_and_says_so():
         d = got.meta["tune"]["default"]
         assert d["kept"] == (got.meta["tune"]["best"] == d["name"])
         if d["kept"]:
-            assert got == mck.solve(prof, 5)
+            assert got == mck.default_schedule(prof.sigmas, 5)  # the calibration-free default, what budget=B runs
         else:
             assert got == lowest and d["advantage_db"] > margin * d["se_db"]
-    assert got.meta["tune"]["default"]["kept"] and got == mck.solve(prof, 5)
+    assert got.meta["tune"]["default"]["kept"] and got == mck.default_schedule(prof.sigmas, 5)
+    assert d["name"] == "default rule" and t["candidates"] and "default rule" in [c["name"] for c in t["candidates"]]
     with pytest.raises(ValueError, match="default_margin_se"):
         mck.tune(flow, lat, sig, prof, 5, default_margin_se=-1, progress=False)

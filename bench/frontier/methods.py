@@ -168,6 +168,13 @@ def meancache_methods(profile, budget: int, num_steps: int, tune: Callable | Non
     out: list[tuple[str, Callable]] = []
     estimators = getattr(mck, "estimators", None)
     if estimators is not None:
+        if hasattr(mck, "default_schedule"):  # what MeanCacheConfig(budget=B) runs: no calibration, no tuning
+            out.append(("MeanCache default rule (zero-config)",
+                        lambda: mck.default_schedule(profile.sigmas, budget)))
+        adaptive = getattr(mck, "adaptive", None)
+        if adaptive is not None:  # MeanCacheConfig(budget=B, adaptive=True): its decisions are this static plan
+            out.append(("MeanCache adaptive (budget)",
+                        lambda: adaptive.budget_schedule(profile.sigmas, budget, "taylorc2")))
         out.append(("MeanCache PSSP jvp (paper)", lambda: mck.solve(profile, budget, estimators=("jvp",))))
         out.append(("MeanCache PSSP, library default", lambda: mck.solve(profile, budget)))
         out.append(("MeanCache PSSP, estimators='all'", lambda: mck.solve(profile, budget, estimators="all")))

@@ -18,6 +18,8 @@ def _fmt(x, spec=".2f"):
 
 
 RECOMMENDED = "MeanCache tuned (recommended)"
+ZERO_CONFIG = "MeanCache default rule (zero-config)"
+ADAPTIVE = "MeanCache adaptive (budget)"
 PAPER = ("MeanCache PSSP jvp (paper)", "MeanCache PSSP (paper)")
 
 
@@ -106,6 +108,9 @@ def summary(rows, key, unit, higher, label="against the N-step output") -> str:
         txt = f"B={b}: **{top.method}** ({format(top.metrics[key], fmt)}{' ' + unit if unit else ''})"
         if alt is not None:
             txt += f"; best alternative {alt.method} ({format(alt.metrics[key], fmt)})"
+            zero = next((r for r in rows if r.budget == b and r.method == ZERO_CONFIG and r.status == "ok"), None)
+            if zero is not None:
+                txt += f"; zero-config default {_versus(zero, alt, key, unit, higher)}"
             if rec is not None:
                 txt += f"; recommended MeanCache (tuned) {_versus(rec, alt, key, unit, higher)}"
             if mc is not None and mc is not rec:
@@ -149,6 +154,8 @@ def _series_selectors() -> dict:
     """Each family; for MeanCache the paper's schedule, the recommended (tuned) one and the best variant apart."""
     select = {fam: (lambda r, fam=fam: r.family == fam) for fam in FAMILIES if fam != "MeanCache"}
     select["MeanCache, paper (PSSP jvp)"] = lambda r: r.method in PAPER
+    select["MeanCache, zero-config default"] = lambda r: r.method == ZERO_CONFIG
+    select["MeanCache, adaptive (budget)"] = lambda r: r.method == ADAPTIVE
     select["MeanCache, recommended (tuned)"] = lambda r: r.method == RECOMMENDED
     select["MeanCache, best variant"] = lambda r: r.family == "MeanCache"
     return select
@@ -181,6 +188,8 @@ def plot(panels, path) -> None:
     style = {fam: dict(color=cycle[k % len(cycle)], ls="--", lw=1.2) for k, fam in enumerate(FAMILIES[:-1])}
     style["MeanCache, paper (PSSP jvp)"] = dict(color="0.55", ls=":", lw=1.6)
     style["MeanCache, recommended (tuned)"] = dict(color="black", ls="-", lw=2.4)
+    style["MeanCache, zero-config default"] = dict(color="tab:red", ls="-", lw=2.0)
+    style["MeanCache, adaptive (budget)"] = dict(color="tab:orange", ls="--", lw=1.4)
     style["MeanCache, best variant"] = dict(color="0.35", ls="-.", lw=1.4)
     for ax, (title, rows, key, ylabel, higher) in zip(axes[0], panels):
         for label, pts in plot_series(rows, key, higher).items():

@@ -13,7 +13,7 @@ import torch
 
 from ..calibration import profile_from_trajectories
 from ..profile import Profile
-from .scheduler import check_scheduler
+from .scheduler import check_euler_scheduler
 
 __all__ = ["record_trajectory", "calibrate_pipeline"]
 
@@ -28,7 +28,7 @@ def record_trajectory(pipe, *, on_step: Callable[[], None] | None = None, **call
     if getattr(pipe, "_meancache_context", None) is not None:
         raise ValueError("calibration needs full-step generations: remove_mean_cache(pipe) first")
     scheduler = pipe.scheduler
-    check_scheduler(scheduler)
+    check_euler_scheduler(scheduler)
     original = scheduler.step
     zs, vs = [], []
 

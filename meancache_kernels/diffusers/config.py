@@ -40,7 +40,7 @@ from ..checks import (
 from ..profile import Profile
 from ..schedule import Schedule, fit_schedule
 
-__all__ = ["MeanCacheConfig", "resolve_schedule"]
+__all__ = ["MeanCacheConfig", "adaptive_state", "resolve_schedule"]
 
 EDGE_COSTS = ("velocity", "state")
 
@@ -242,3 +242,19 @@ def resolve_schedule(
         source_sigmas = same_curve_sigmas(sigmas, base.num_steps)
     return fit_schedule(base, source_sigmas, sigmas, warn=False)
 
+
+
+def adaptive_state(config: MeanCacheConfig, sigmas: list[float], allowed: tuple[str, ...] | None = None):
+    """The :class:`meancache_kernels.adaptive.AdaptiveState` of a generation under adaptive control: its estimator
+    is the first of ``config.estimators`` the scheduler allows (``allowed``), else ``taylorc2`` where allowed, else
+    ``taylor2``."""
+    from ..adaptive import AdaptiveState
+
+    if config.budget is not None:
+        check_budget(config.budget, len(sigmas) - 1, name="budget (num_inference_steps is N)")
+    prefer = tuple(config.estimators or ()) + ("taylorc2", "taylor2")
+    usable = [e for e in prefer if (allowed is None or e in allowed) and e != "jvp"]
+    if not usable:
+        raise ValueError(f"estimators={list(config.estimators)}: adaptive control needs a polynomial estimator the "
+                         f"pipeline's scheduler allows: {list(allowed or ())}")
+    return AdaptiveState(sigmas, budget=config.budget, tol=config.tol, estimator=usable[0], backend=config.backend)

@@ -23,8 +23,8 @@ import torch
 from diffusers.hooks import HookRegistry, ModelHook
 
 from ..cache import MeanCacheState
-from .config import MeanCacheConfig, resolve_schedule
-from .scheduler import as_host_sigmas, check_scheduler, unwrap_scheduler, wrap_scheduler
+from .config import MeanCacheConfig, adaptive_state, resolve_schedule
+from .scheduler import allowed_estimators, as_host_sigmas, check_scheduler, unwrap_scheduler, wrap_scheduler
 from .stats import MeanCacheStats
 
 __all__ = ["MeanCacheHook", "apply_mean_cache", "remove_mean_cache", "get_mean_cache_stats"]
@@ -37,16 +37,32 @@ _TRANSFORMER_NAMES = ("transformer", "transformer_2")
 MAX_CALLS_BEFORE_FIRST_STEP = 4
 
 
+class _Decisions:
+    """``compute[i]`` of a generation whose steps are decided while it runs (adaptive control): host state only."""
+
+    __slots__ = ("_state",)
+
+    def __init__(self, state):
+        self._state = state
+
+    def __getitem__(self, i: int) -> bool:
+        return self._state.should_compute(i)
+
+
 class _Generation:
-    """Bookkeeping of one generation (one ``set_timesteps`` .. last ``step``)."""
+    """Bookkeeping of one generation (one ``set_timesteps`` .. last ``step``).
+
+    ``schedule`` is the static schedule (None under adaptive control, whose ``state`` decides as it goes);
+    ``compute[i]`` says whether step i runs the transformer either way.
+    """
 
     __slots__ = ("schedule", "compute", "state", "num_steps", "step", "call_in_step", "outputs")
 
-    def __init__(self, schedule, sigmas, backend):
+    def __init__(self, schedule, state):
         self.schedule = schedule
-        self.compute = schedule.compute
-        self.state = MeanCacheState(schedule, sigmas, backend=backend)
-        self.num_steps = schedule.num_steps
+        self.compute = schedule.compute if schedule is not None else _Decisions(state)
+        self.state = state
+        self.num_steps = state.num_steps
         self.step = 0
         self.call_in_step = 0
         self.outputs: dict[int, object] = {}
@@ -74,12 +90,18 @@ class MeanCacheContext:
         """
         self.generation = None
         host = as_host_sigmas(sigmas)
+        allowed = allowed_estimators(self.scheduler)
+        if self.config.adaptive:
+            state = adaptive_state(self.config, host, allowed)
+            self.generation = _Generation(None, state)
+            self.stats = MeanCacheStats(num_steps=state.num_steps, schedule=None)
+            return
         key = tuple(host)
         schedule = self._schedules.get(key)
         if schedule is None:
-            schedule = resolve_schedule(self.config, host, source_grid)
+            schedule = resolve_schedule(self.config, host, source_grid, allowed=allowed)
             self._schedules = {key: schedule}  # keep one: calls usually repeat the same N
-        self.generation = _Generation(schedule, host, self.config.backend)
+        self.generation = _Generation(schedule, MeanCacheState(schedule, host, backend=self.config.backend))
         self.stats = MeanCacheStats(num_steps=schedule.num_steps, schedule=schedule)
 
     def abort(self) -> None:
@@ -145,6 +167,8 @@ class MeanCacheContext:
         gen.call_in_step = 0
         if gen.step == gen.num_steps:
             self.stats.finished = True
+            if gen.schedule is None:  # adaptive: the schedule this generation ran
+                self.stats.schedule = gen.state.schedule_so_far()
             gen.outputs.clear()  # the cached outputs are not needed any more
 
     # ------------------------------------------------------------------ per transformer call
@@ -236,7 +260,7 @@ def apply_mean_cache(pipe, config: MeanCacheConfig) -> None:
         if registry is not None and registry.get_hook(_MEANCACHE_HOOK) is not None:
             raise ValueError(f"pipe.{name} already carries a MeanCache hook (shared with another pipeline?)")
     scheduler = getattr(pipe, "scheduler", None)
-    check_scheduler(scheduler)
+    check_scheduler(scheduler, config)
 
     context = MeanCacheContext(config, pipe, scheduler, tuple(name for name, _ in transformers))
     for _, module in transformers:

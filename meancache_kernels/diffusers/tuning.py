@@ -18,6 +18,7 @@ from ..schedule import Schedule
 from ..tuning import DEFAULT_GAMMAS, DEFAULT_MARGIN_SE, prepare_candidates, run_tuning
 from .config import MeanCacheConfig
 from .hooks import apply_mean_cache, get_mean_cache_stats, remove_mean_cache
+from .scheduler import allowed_estimators
 
 __all__ = ["tune_pipeline"]
 
@@ -55,7 +56,7 @@ def tune_pipeline(
     (:func:`meancache_kernels.tuning.sample_error`, per prompt, geometric mean).
 
     Args:
-        pipe: a diffusers pipeline with a flow-matching Euler scheduler, MeanCache not applied.
+        pipe: a diffusers flow-matching pipeline (any scheduler MeanCache supports), MeanCache not applied.
         prompts: the tuning prompts (keep them apart from any prompt you evaluate on); generated together.
         profile: the pipeline's calibration profile (:func:`calibrate_pipeline`) at ``num_inference_steps``.
         budget: B, computed steps.
@@ -68,7 +69,8 @@ def tune_pipeline(
             prefer the schedule closest to the converged ODE solution instead.
         halving: successive halving over the prompts (:func:`meancache_kernels.tuning.select`) instead of every
             candidate on every prompt: about a third of the transformer calls with 8 prompts.
-        default_margin_se: with the default candidates, ``solve(profile, budget)`` (the untuned default) is kept
+        default_margin_se: with the default candidates, the calibration-free default rule (what
+            ``MeanCacheConfig(budget=B)`` runs) is kept
             unless the lowest-error candidate beats it by more than this many standard errors of the paired
             per-prompt differences of log error (:func:`meancache_kernels.tuning.choose`); 0: the lowest error.
         progress: print the model-call cost and show a progress bar over the candidates.
@@ -88,8 +90,10 @@ def tune_pipeline(
         raise ValueError(f"num_inference_steps={num_inference_steps} differs from the profile's N={profile.num_steps}")
     if getattr(pipe, "_meancache_context", None) is not None:
         raise ValueError("tune_pipeline needs the pipeline without MeanCache: remove_mean_cache(pipe) first")
+    # under a multistep scheduler only the estimators that predict the velocity itself apply
     candidates, baseline = prepare_candidates(profile, budget, candidates, gammas=gammas,
-                                              margin_se=default_margin_se, solver_backend=solver_backend)
+                                              margin_se=default_margin_se, solver_backend=solver_backend,
+                                              allowed=allowed_estimators(pipe.scheduler))
     prompts = list(prompts)
     n, num = num_inference_steps, len(prompts)
     if reference_steps is None:

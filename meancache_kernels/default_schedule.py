@@ -1,0 +1,246 @@
+"""A calibration-free MeanCache schedule: which B of the N steps to compute, and each skipped step's estimator.
+
+:func:`default_schedule` needs no model call and no profile: only the N + 1 sigmas of the generation and the
+budget B. It is a fixed rule with a few constants (:data:`DEFAULT_RULE`), chosen by measurement in
+``bench/zero_config.py`` (analytic flows and the shipped tiny FluxPipeline; held-out results in
+``bench/results/zero_config.md``):
+
+- **where to compute**: step 0, then ``warmup - 1`` more leading steps, then the remaining computed steps evenly
+  spaced in a coordinate that blends the step index and the sigma (``u_i = (1 - alpha) i / N + alpha (s_0 - s_i) /
+  s_0``; ``alpha = 0``: evenly in steps, ``alpha = 1``: evenly in sigma), optionally warped, with the last step
+  N - 1 computed or not;
+- **how to estimate**: every skipped step of a gap uses one polynomial estimator
+  (:mod:`meancache_kernels.estimators`), picked from a preference list by the number of skipped steps of its gap;
+  the first name of the list that the caller allows is used, so the rule also works inside a restricted set (e.g.
+  ``("taylor1", "taylor2")`` for schedulers that forbid the corrector).
+
+:func:`rule_schedule` applies any :class:`Rule` (the benchmark measures candidates through it).
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+__all__ = ["Rule", "DEFAULT_RULE", "default_schedule", "rule_schedule", "POLY_ESTIMATORS"]
+
+POLY_ESTIMATORS = ("taylor1", "taylor2", "mean1", "mean2", "taylorc1", "taylorc2")
+# Order in which the remaining polynomial estimators are tried when none of a rule's preferred ones is allowed.
+_FALLBACK = ("taylorc2", "taylorc1", "taylor1", "taylor2", "mean2", "mean1")
+
+
+@dataclass(frozen=True)
+class Rule:
+    """A calibration-free schedule rule.
+
+    Attributes:
+        alpha: spacing coordinate, ``u_i = (1 - alpha) i / N + alpha (s_0 - s_i) / (s_0 - s_N)``; 0: evenly spaced
+            step indices, 1: evenly spaced sigmas.
+        warp: > 0; the computed steps after the warm-up sit at ``u = a + (e - a) (k / m) ** warp`` (1: evenly;
+            > 1: denser at the start).
+        warmup: leading steps computed back to back (step 0 included), >= 1.
+        last: True when the last step N - 1 is computed (when the budget allows it).
+        short: estimator preference for gaps of at most ``long_gap`` skipped steps (first allowed name wins).
+        long: estimator preference for longer gaps (None: ``short``).
+        long_gap: see ``long``.
+    """
+
+    alpha: float = 0.0
+    warp: float = 1.0
+    warmup: int = 1
+    last: bool = True
+    short: tuple[str, ...] = ("taylorc2",)
+    long: tuple[str, ...] | None = None
+    long_gap: int = 1
+
+    def __post_init__(self):
+        if isinstance(self.alpha, bool) or not isinstance(self.alpha, (int, float)) or not math.isfinite(self.alpha):
+            raise ValueError(f"alpha must be a finite number, got {self.alpha!r}")
+        if isinstance(self.warp, bool) or not isinstance(self.warp, (int, float)) or not (
+                math.isfinite(self.warp) and self.warp > 0):
+            raise ValueError(f"warp must be a finite number > 0, got {self.warp!r}")
+        if isinstance(self.warmup, bool) or not isinstance(self.warmup, int) or self.warmup < 1:
+            raise ValueError(f"warmup must be an int >= 1, got {self.warmup!r}")
+        if isinstance(self.long_gap, bool) or not isinstance(self.long_gap, int) or self.long_gap < 0:
+            raise ValueError(f"long_gap must be an int >= 0, got {self.long_gap!r}")
+        for field in ("short", "long"):
+            names = getattr(self, field)
+            if names is None and field == "long":
+                continue
+            if isinstance(names, str):
+                names = (names,)
+                object.__setattr__(self, field, names)
+            if not isinstance(names, tuple) or not names or any(n not in POLY_ESTIMATORS for n in names):
+                raise ValueError(f"{field} must be a non-empty tuple of names from {POLY_ESTIMATORS}, got {names!r}")
+
+    @property
+    def name(self) -> str:
+        """Short description, e.g. ``"a0.5-w1-W2-last-taylorc2/taylor2"`` (the ``short`` preference; ``|g>1:taylor1``
+        with a long-gap one)."""
+        s = f"a{self.alpha:g}-w{self.warp:g}-W{self.warmup}-{'last' if self.last else 'open'}-{'/'.join(self.short)}"
+        if self.long is not None and self.long != self.short:
+            s += f"|g>{self.long_gap}:{'/'.join(self.long)}"
+        return s
+
+
+# The rule default_schedule uses (bench/zero_config.py chose it; bench/results/zero_config.md has the numbers).
+DEFAULT_RULE = Rule()
+
+
+# ---------------------------------------------------------------------------------------------------- validation
+def _check_sigmas(sigmas) -> list[float]:
+    if hasattr(sigmas, "detach"):  # torch tensor, without importing torch
+        sigmas = sigmas.detach().cpu().double().tolist()
+    elif hasattr(sigmas, "tolist") and not isinstance(sigmas, (list, tuple)):
+        sigmas = sigmas.tolist()
+    if isinstance(sigmas, (str, bytes)) or not isinstance(sigmas, Sequence):
+        raise TypeError(f"sigmas must be a list, tuple, numpy array or tensor of floats, got {type(sigmas).__name__}")
+    if any(isinstance(s, (Sequence, bytes)) for s in sigmas):
+        raise ValueError("sigmas must be one-dimensional (the N + 1 sigmas of the generation)")
+    try:
+        out = [float(s) for s in sigmas]
+    except (TypeError, ValueError):
+        raise TypeError(f"sigmas must hold real numbers, got {list(sigmas)[:4]!r}...") from None
+    if len(out) < 2:
+        raise ValueError(f"sigmas must hold N + 1 >= 2 values (N >= 1 steps), got {len(out)}")
+    for k, s in enumerate(out):
+        if not math.isfinite(s):
+            raise ValueError(f"sigmas[{k}] = {s} is not finite")
+    for k in range(len(out) - 1):
+        if not out[k] > out[k + 1]:
+            raise ValueError(f"sigmas must be strictly decreasing (s_0 > ... > s_N = 0); sigmas[{k}]={out[k]} and "
+                             f"sigmas[{k + 1}]={out[k + 1]}")
+    if out[-1] != 0.0:
+        raise ValueError(f"sigmas must end at 0 (the clean sample), got sigmas[-1]={out[-1]}")
+    return out
+
+
+def _check_budget(budget, n: int) -> int:
+    if isinstance(budget, bool) or not hasattr(budget, "__index__"):
+        raise TypeError(f"budget must be an integer in 1..N={n}, got {budget!r} ({type(budget).__name__})")
+    b = int(budget.__index__())
+    if not 1 <= b <= n:
+        raise ValueError(f"budget must be in 1..N={n} (the number of computed steps), got {b}")
+    return b
+
+
+def _check_allowed(estimators) -> tuple[str, ...]:
+    if estimators is None:
+        return POLY_ESTIMATORS
+    if isinstance(estimators, str):
+        estimators = (estimators,)
+    if not isinstance(estimators, (list, tuple)) or not estimators:
+        raise ValueError(f"estimators must be None or a non-empty tuple of estimator names, got {estimators!r}")
+    from . import estimators as est  # at call time: only the package's public names, whatever module holds them
+
+    for name in estimators:
+        est.parse(name)  # ValueError/TypeError naming the available estimators
+    allowed = tuple(n for n in POLY_ESTIMATORS if n in estimators)
+    if not allowed:
+        raise ValueError(f"estimators={tuple(estimators)!r} holds no polynomial estimator; the default schedule needs "
+                         f"at least one of {POLY_ESTIMATORS}")
+    return allowed
+
+
+def _pick(preference: tuple[str, ...], allowed: tuple[str, ...]) -> str:
+    for name in preference + _FALLBACK:
+        if name in allowed:
+            return name
+    return allowed[0]  # unreachable: _FALLBACK covers every polynomial estimator
+
+
+# ---------------------------------------------------------------------------------------------------- the rule
+def _inverse(u: list[float], t: float, increasing: bool) -> float:
+    """The fractional index x with u(x) = t, u piecewise linear through (i, u[i]) (the first crossing when u is not
+    increasing, which alpha outside [0, 1] can cause)."""
+    if increasing:
+        i = min(max(bisect.bisect_left(u, t) - 1, 0), len(u) - 2)
+        lo, hi = u[i], u[i + 1]
+        return min(max(i + (t - lo) / (hi - lo), 0.0), len(u) - 1.0)
+    for i in range(len(u) - 1):
+        lo, hi = u[i], u[i + 1]
+        if lo <= t <= hi or hi <= t <= lo:
+            return i + ((t - lo) / (hi - lo) if hi != lo else 0.0)
+    return 0.0 if t < u[0] else float(len(u) - 1)
+
+
+def _computed_steps(s: list[float], b: int, rule: Rule) -> list[int]:
+    n = len(s) - 1
+    if b >= n:
+        return list(range(n))
+    last = rule.last and b >= 2
+    w = max(1, min(rule.warmup, b - (1 if last else 0)))
+    m = b - w  # computed steps placed after the warm-up (the last one included when `last`)
+    if m == 0:
+        return list(range(w))
+    a, e = w - 1, (n - 1 if last else n)  # the placed steps divide the index range [a, e] (fractional indices)
+    parts = m if last else m + 1
+    if rule.alpha == 0 and rule.warp == 1:  # exact rational positions: ties round as Schedule.uniform's do
+        xs = [(a * parts + (e - a) * k) / parts for k in range(1, m + 1)]
+    elif rule.alpha == 0:
+        xs = [a + (e - a) * (k / parts) ** rule.warp for k in range(1, m + 1)]
+    else:  # evenly in u (a blend of index and sigma), mapped back to a fractional index
+        span = s[0] - s[n]
+        u = [(1.0 - rule.alpha) * i / n + rule.alpha * (s[0] - s[i]) / span for i in range(n + 1)]
+        ua, ue = u[a], u[e]
+        inc = all(u[i] < u[i + 1] for i in range(n))
+        xs = [_inverse(u, ua + (ue - ua) * (k / parts) ** rule.warp, inc) for k in range(1, m + 1)]
+    steps = list(range(w)) + [min(max(round(x), w), n - 1) for x in xs]
+    for k in range(w, b):  # strictly increasing, with room left for the steps after
+        steps[k] = max(steps[k], steps[k - 1] + 1)
+    for k in range(b - 1, w - 1, -1):
+        steps[k] = min(steps[k], n - b + k, steps[k + 1] - 1 if k + 1 < b else n - 1)
+    if last:
+        steps[-1] = n - 1
+    return steps
+
+
+def rule_schedule(sigmas, budget: int, rule: Rule, *, estimators=None):
+    """The :class:`~meancache_kernels.Schedule` a :class:`Rule` gives for these sigmas and budget (see
+    :func:`default_schedule`)."""
+    from . import Schedule
+    from . import estimators as est
+
+    if not isinstance(rule, Rule):
+        raise TypeError(f"rule must be a meancache_kernels.default_schedule.Rule, got {type(rule).__name__}")
+    s = _check_sigmas(sigmas)
+    n = len(s) - 1
+    b = _check_budget(budget, n)
+    allowed = _check_allowed(estimators)
+    steps = _computed_steps(s, b, rule)
+    short = _pick(rule.short, allowed)
+    long = _pick(rule.long, allowed) if rule.long is not None else short
+    mask = [False] * n
+    fams, params = [""] * n, [0] * n
+    for a, e in zip(steps, steps[1:] + [n]):
+        mask[a] = True
+        name = short if e - a - 1 <= rule.long_gap else long
+        fam, p = est.parse(name)
+        for i in range(a + 1, e):
+            fams[i], params[i] = fam, p
+    meta = {"source": "default", "rule": rule.name}
+    if estimators is not None:
+        meta["estimators"] = list(allowed)
+    return Schedule(mask, params, meta=meta, estimators=fams)
+
+
+def default_schedule(sigmas, budget: int, *, estimators=None):
+    """A MeanCache schedule with ``budget`` computed steps for the generation's sigmas, without calibration.
+
+    Args:
+        sigmas: the N + 1 strictly decreasing sigmas of the generation, ending at 0 (list, tuple, numpy array or
+            tensor): any N, any shift.
+        budget: B, the number of computed steps (transformer calls), an int in 1..N. B = N computes every step.
+        estimators: None (every polynomial estimator), or the estimator names the skipped steps may use, e.g.
+            ``("taylor1", "taylor2")`` where the corrector ``taylorc`` is not allowed; it must hold at least one
+            polynomial estimator (``taylor``/``mean``/``taylorc``; ``jvp`` alone is refused).
+
+    Returns:
+        A :class:`Schedule` of N steps and exactly B computed ones (step 0 always), ``meta`` =
+        ``{"source": "default", "rule": ...}``. Pure host code, deterministic, microseconds.
+
+    The rule is :data:`DEFAULT_RULE`; see the module docstring and ``bench/results/zero_config.md``.
+    """
+    return rule_schedule(sigmas, budget, DEFAULT_RULE, estimators=estimators)
