@@ -69,7 +69,8 @@ def test_budget_alone_with_true_cfg_and_a_batch(pipe, n, b):
     batch, stats, forwards = _run(pipe, MeanCacheConfig(budget=b), n, prompt=["a red cube", "a blue ball"],
                                   num_images_per_prompt=1, generator=[torch.Generator().manual_seed(s) for s in (0, 1)])
     assert forwards == b and batch.shape[0] == 2
-    alone, _, _ = _run(pipe, MeanCacheConfig(budget=b), n, prompt="a blue ball", generator=torch.Generator().manual_seed(1))
+    alone, _, _ = _run(pipe, MeanCacheConfig(budget=b), n, prompt="a blue ball",
+                       generator=torch.Generator().manual_seed(1))
     torch.testing.assert_close(batch[1:], alone, rtol=1e-5, atol=1e-5)  # one decision for the whole batch
 
 
