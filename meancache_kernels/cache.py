@@ -20,6 +20,7 @@ import torch
 from . import ops
 from .checks import as_sigmas, check_ops_backend
 from .estimators import correction_coefficients
+from .ops.functional import _check_tensor as check_tensor
 from .schedule import Schedule
 
 __all__ = ["MeanCacheState", "sample"]
@@ -97,9 +98,9 @@ class MeanCacheState:
 
     @staticmethod
     def _check(z, v=None) -> None:
-        ops._check_tensor("z", z)
+        check_tensor("z", z)
         if v is not None:
-            ops._check_tensor("v", v, z)
+            check_tensor("v", v, z)
 
     def _record(self, i: int, z: torch.Tensor, v: torch.Tensor) -> None:
         if self.capacity > 0:

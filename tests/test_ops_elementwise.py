@@ -217,9 +217,9 @@ def test_custom_op_for_torch_compile():
 
 def test_auto_uses_reference_on_cpu_and_for_float64():
     cpu = torch.zeros(3)
-    assert ops._resolve_backend("auto", cpu) == "torch"
-    assert ops._resolve_backend("triton", cpu.double(), op="t") == "torch"  # kernels are float32-only
-    assert ops._resolve_backend("torch", cpu) == "torch"
+    assert ops.functional._resolve_backend("auto", cpu) == "torch"
+    assert ops.functional._resolve_backend("triton", cpu.double(), op="t") == "torch"  # kernels are float32-only
+    assert ops.functional._resolve_backend("torch", cpu) == "torch"
 
 
 @triton_ok
@@ -233,7 +233,7 @@ def test_triton_backend_on_cpu_needs_interpreter(monkeypatch):
 
 
 def test_missing_triton_is_one_clear_error(monkeypatch):
-    monkeypatch.setattr(ops, "_TRITON_OK", False)
+    monkeypatch.setattr(ops.functional, "_TRITON_OK", False)
     monkeypatch.setenv("TRITON_INTERPRET", "1")
     z = torch.zeros(4)
     with pytest.raises(ImportError, match="pip install triton"):
