@@ -8,8 +8,6 @@ import torch
 import meancache_kernels as mck
 
 pytest.importorskip("diffusers")
-from _diffusers_helpers import record_steps  # noqa: E402
-
 from meancache_kernels.diffusers import (  # noqa: E402
     MeanCacheConfig,
     apply_mean_cache,
@@ -38,7 +36,7 @@ def flux():
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_mixed_estimators_through_the_pipeline_equal_the_core_sampler(flux, dtype):
+def test_mixed_estimators_through_the_pipeline_equal_the_core_sampler(flux, dtype, record_steps):
     pipe = flux.to(dtype)
     try:
         reference = pipe(**tiny_call_kwargs("flux", num_inference_steps=N))[0]

@@ -1,4 +1,6 @@
-"""Helpers shared by the diffusers test modules."""
+"""Fixtures of the diffusers tests."""
+
+import pytest
 
 
 def record_steps(scheduler):
@@ -13,3 +15,9 @@ def record_steps(scheduler):
 
     scheduler.step = step
     return seen, lambda: scheduler.__dict__.pop("step", None)
+
+
+@pytest.fixture(name="record_steps")
+def record_steps_fixture():
+    """:func:`record_steps`, for tests that record what reaches the scheduler's own step."""
+    return record_steps

@@ -11,8 +11,6 @@ import torch
 pytest.importorskip("diffusers")
 pytest.importorskip("transformers")
 
-from _diffusers_helpers import record_steps  # noqa: E402
-
 import meancache_kernels as mck  # noqa: E402
 from meancache_kernels.diffusers import (  # noqa: E402
     MeanCacheConfig,
@@ -97,7 +95,7 @@ def test_config_validation():
 
 # ---------------------------------------------------------------------------------------------------- per pipeline
 @pytest.mark.parametrize("kind, dtype", [(k, torch.float32) for k in KINDS] + [("flux", torch.bfloat16)])
-def test_pipeline_calls_core_equivalence_and_removal(kind, dtype):
+def test_pipeline_calls_core_equivalence_and_removal(kind, dtype, record_steps):
     pipe = _pipe(kind, dtype)
     reference = _latents(pipe(**tiny_call_kwargs(kind, num_inference_steps=N)))  # never accelerated
 
@@ -267,7 +265,7 @@ def test_call_that_raised_midway_does_not_poison_the_next():
 
 
 @pytest.mark.parametrize("kind", ["flux", "qwen-image", "sd3"])
-def test_batch_of_two_prompts_equals_each_alone(kind):
+def test_batch_of_two_prompts_equals_each_alone(kind, record_steps):
     pipe = _pipe(kind)
     prompts = ["a red cube", "two blue spheres"]
     seen, unrecord = record_steps(pipe.scheduler)  # under the adapter: sees the computed steps
@@ -581,7 +579,7 @@ def test_examples_run_on_a_local_tiny_pipeline(tmp_path, capsys, example, kind, 
 
     model_dir = tmp_path / kind
     _pipe(kind).save_pretrained(model_dir)
-    path = Path(__file__).resolve().parents[1] / "python" / "examples" / example
+    path = Path(__file__).resolve().parents[2] / "python" / "examples" / example
     module = runpy.run_path(str(path), run_name="example")
     out = tmp_path / "out.png"
     with warnings.catch_warnings():

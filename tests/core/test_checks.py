@@ -53,7 +53,7 @@ def test_only_infeasibility_drops_a_candidate(flow_and_profile, monkeypatch):
 
     monkeypatch.setattr(tuning, "solve", infeasible)
     cands = candidate_schedules(prof, 5)  # every PSSP candidate dropped, the uniform ones stay
-    assert cands and all(name.startswith("uniform") for name in cands)
+    assert cands and all(name.startswith("uniform") or name == "default rule" for name in cands)
 
 
 def test_infeasible_is_its_own_error_from_both_solvers(flow_and_profile):

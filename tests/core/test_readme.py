@@ -7,7 +7,7 @@ from pathlib import Path
 
 
 def test_readme_velocity_function_example_runs():
-    text = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    text = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
     blocks = [b for b in re.findall(r"```python\n(.*?)```", text, re.S) if "GaussianMixtureFlow.random(dim=64)" in b]
     assert len(blocks) == 1
     scope: dict = {}

@@ -15,7 +15,7 @@ from meancache_kernels import Profile, solve  # noqa: E402
 from meancache_kernels.demo import SHIPPED_MODEL_DIR, SHIPPED_PROFILE  # noqa: E402
 from meancache_kernels.diffusers.loading import load_pipeline  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "python" / "tools"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "python" / "tools"))
 import tiny_flux_data as data  # noqa: E402
 
 

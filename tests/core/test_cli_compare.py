@@ -38,6 +38,6 @@ def test_cli_reports_unusable_paths_and_devices(tmp_path):
     from meancache_kernels import Profile
 
     prof = tmp_path / "p.npz"
-    Profile.load(Path(__file__).resolve().parents[1] / "meancache_kernels/assets/tiny_flux_profile.npz").save(prof)
+    Profile.load(Path(__file__).resolve().parents[2] / "meancache_kernels/assets/tiny_flux_profile.npz").save(prof)
     with pytest.raises(SystemExit, match="meancache solve: .*No such file or directory"):
         main(["solve", str(prof), "--budget", "10", "--json", str(tmp_path / "no" / "s.json")])
