@@ -49,6 +49,66 @@ std::string shape_str(const py::array& a) {
   return msg.str();
 }
 
+using PolyArray = py::array_t<double, py::array::c_style | py::array::forcecast>;
+
+// The table spec of edge_table_states / frontier_profile. Arrays are referenced, not copied: keep them alive.
+meancache::StatesTableSpec make_table_spec(const CostArray& costs, const CostArray& sigmas, const py::object& poly,
+                                           PolyArray& poly_arr, const std::vector<int>& poly_index, bool use_jvp,
+                                           int k_lo, int k_hi, int max_skip, const std::string& edge_cost,
+                                           double gamma, const std::string& power) {
+  if (costs.ndim() != 3 || costs.shape(1) != costs.shape(2) || costs.shape(1) < 2 || costs.shape(0) < 2) {
+    throw std::invalid_argument("costs must have shape [K_max+1, N+1, N+1] with K_max >= 1 and N >= 1, got " +
+                                shape_str(costs));
+  }
+  const py::ssize_t n = costs.shape(1) - 1;
+  if (sigmas.ndim() != 1 || sigmas.shape(0) != n + 1) {
+    throw std::invalid_argument("sigmas must have shape (N+1,) = (" + std::to_string(n + 1) + ",), got " +
+                                shape_str(sigmas));
+  }
+  if (edge_cost != "velocity" && edge_cost != "state") {
+    throw std::invalid_argument("edge_cost must be 'velocity' or 'state', got '" + edge_cost + "'");
+  }
+  if (power != "numpy" && power != "libm") {
+    throw std::invalid_argument("power must be 'numpy' or 'libm', got '" + power + "'");
+  }
+  meancache::StatesTableSpec s;
+  s.costs = costs.data();
+  s.kmax = static_cast<int>(costs.shape(0)) - 1;
+  s.n = static_cast<int>(n);
+  s.sigmas = sigmas.data();
+  if (!poly.is_none()) {
+    poly_arr = PolyArray::ensure(poly);
+    if (!poly_arr || poly_arr.ndim() != 5 || poly_arr.shape(1) != n || poly_arr.shape(2) < 2 ||
+        poly_arr.shape(2) != poly_arr.shape(3) || poly_arr.shape(2) != poly_arr.shape(4)) {
+      throw std::invalid_argument("poly_costs must have shape [E, N, D+1, D+1, D+1] with N=" + std::to_string(n) +
+                                  " and D >= 1, got " + (poly_arr ? shape_str(poly_arr) : std::string("no array")));
+    }
+    s.poly = poly_arr.data();
+    s.num_poly = static_cast<int>(poly_arr.shape(0));
+    s.dpoly = static_cast<int>(poly_arr.shape(2)) - 1;
+  } else if (!poly_index.empty()) {
+    throw std::invalid_argument("poly_index given without poly_costs");
+  }
+  s.poly_index = poly_index;
+  s.use_jvp = use_jvp;
+  s.k_lo = k_lo;
+  s.k_hi = k_hi;
+  s.max_skip = max_skip;
+  s.state_cost = edge_cost == "state";
+  s.gamma = gamma;
+  if (power == "numpy") {
+    // numpy.power(buf, gamma, out=buf) on a view of the buffer (the GIL is taken: the caller may have released it)
+    s.power = [gamma](double* p, size_t m) {
+      py::gil_scoped_acquire acquire;
+      py::array_t<double> view({static_cast<py::ssize_t>(m)}, {static_cast<py::ssize_t>(sizeof(double))}, p,
+                               py::capsule(p, [](void*) {}));
+      py::module_::import("numpy").attr("power")(view, gamma, py::arg("out") = view);
+    };
+  }
+  meancache::validate_states_table(s);
+  return s;
+}
+
 py::dict to_dict(const meancache::Solution& s) {
   py::dict d;
   d["steps"] = s.steps;
@@ -150,4 +210,62 @@ PYBIND11_MODULE(_C, m) {
       "Returns (objective float64 [r_max+1], choice int32 [r_max+1, N, D+1, D+1]): objective[r] = F[r][0][0][0] "
       "(+inf where infeasible and at r = 0), choice[r, i, a, b] = the chosen edge length d (0 where none); "
       "bit-identical to meancache_kernels.solver.dp_reference. Raises ValueError on invalid input.");
+
+  m.def(
+      "edge_table_states",
+      [](const CostArray& costs, const CostArray& sigmas, const py::object& poly_costs,
+         const std::vector<int>& poly_index, bool use_jvp, int k_lo, int k_hi, int max_skip,
+         const std::string& edge_cost, double gamma, const std::string& power) {
+        PolyArray poly_arr;
+        const meancache::StatesTableSpec s = make_table_spec(costs, sigmas, poly_costs, poly_arr, poly_index, use_jvp,
+                                                             k_lo, k_hi, max_skip, edge_cost, gamma, power);
+        const py::ssize_t d1 = meancache::states_table_dmax(s) + 1;
+        py::array_t<double> w({static_cast<py::ssize_t>(s.n), d1, d1, d1});
+        py::array_t<int32_t> code({static_cast<py::ssize_t>(s.n), d1, d1, d1});
+        meancache::build_states_table(s, w.mutable_data(), code.mutable_data());
+        return py::make_tuple(w, code);
+      },
+      py::arg("costs"), py::arg("sigmas"), py::arg("poly_costs"), py::arg("poly_index"), py::arg("use_jvp"),
+      py::arg("k_lo"), py::arg("k_hi"), py::arg("max_skip"), py::arg("edge_cost"), py::arg("gamma"),
+      py::arg("power") = "numpy",
+      "The estimator-aware edge table of meancache_kernels.solver.edge_table, bit for bit: (w float64, code int32), "
+      "both [N, D+1, D+1, D+1]. costs: [K_max+1, N+1, N+1]; sigmas: [N+1]; poly_costs: [E, N, Dp+1, Dp+1, Dp+1] or "
+      "None; poly_index: the selected polynomial estimators (indices into poly_costs) in candidate order; use_jvp: "
+      "jvp with K in k_lo..k_hi first; edge_cost: 'velocity' or 'state'; power: 'numpy' (numpy.power for gamma "
+      "other than 1 and 2, as the oracle) or 'libm' (std::pow). Raises ValueError on invalid input.");
+
+  m.def(
+      "frontier_profile",
+      [](const CostArray& costs, const CostArray& sigmas, const py::object& poly_costs,
+         const std::vector<int>& poly_index, bool use_jvp, int k_lo, int k_hi, int max_skip,
+         const std::string& edge_cost, double gamma, const std::vector<int>& forced, int r_max,
+         const std::string& power) {
+        PolyArray poly_arr;
+        const meancache::StatesTableSpec s = make_table_spec(costs, sigmas, poly_costs, poly_arr, poly_index, use_jvp,
+                                                             k_lo, k_hi, max_skip, edge_cost, gamma, power);
+        if (r_max < 1 || r_max > s.n) {
+          throw std::invalid_argument("r_max must be in 1..N=" + std::to_string(s.n) + ", got " +
+                                      std::to_string(r_max));
+        }
+        const py::ssize_t rows = static_cast<py::ssize_t>(r_max) + 1;
+        py::array_t<double> objective(rows);
+        py::array_t<int32_t> steps({rows, static_cast<py::ssize_t>(s.n)});
+        py::array_t<int32_t> codes({rows, static_cast<py::ssize_t>(s.n)});
+        double* o = objective.mutable_data();
+        int32_t* st = steps.mutable_data();
+        int32_t* co = codes.mutable_data();
+        {
+          py::gil_scoped_release release;
+          meancache::frontier_profile(s, forced, r_max, o, st, co);
+        }
+        return py::make_tuple(objective, steps, codes);
+      },
+      py::arg("costs"), py::arg("sigmas"), py::arg("poly_costs"), py::arg("poly_index"), py::arg("use_jvp"),
+      py::arg("k_lo"), py::arg("k_hi"), py::arg("max_skip"), py::arg("edge_cost"), py::arg("gamma"),
+      py::arg("forced"), py::arg("r_max"), py::arg("power") = "numpy",
+      "edge_table_states and frontier_states in one call, without the tables crossing into Python: returns "
+      "(objective float64 [r_max+1], steps int32 [r_max+1, N], codes int32 [r_max+1, N]); row r holds the r computed "
+      "steps of budget r and the table code of each edge (padded with -1; all -1 where infeasible), bit-identical to "
+      "the numpy table with frontier_states and the path walk of meancache_kernels.solver.states. Raises ValueError "
+      "on invalid input or a bad table value, as frontier_states.");
 }

@@ -15,7 +15,7 @@ from ..schedule import Schedule
 from . import _ext
 from .frontier import Frontier
 from .paper import SolverResult, _check_solver_args, frontier_costs, solve_costs
-from .states import edge_table, frontier_states, solve_states
+from .states import TABLE_BACKENDS, edge_table, frontier_profile, solve_profile
 
 __all__ = ["EDGE_COSTS", "solve", "solve_frontier", "state_costs"]
 
@@ -87,7 +87,9 @@ def state_costs(costs, sigmas):
     return arr
 
 
-def _states_setup(profile, gamma, always_compute, max_skip, k_range, estimators, edge_cost):
+def _states_args(profile, gamma, always_compute, max_skip, k_range, estimators, edge_cost):
+    """(None, edge_cost) for jvp only (the paper's solver), else ((table arguments, forced, meta), edge_cost); the
+    table arguments are those of :func:`.states.edge_table` (profile, gamma, names, k_lo, k_hi, max_skip)."""
     names = _estimator_names(profile, estimators)
     edge_cost = _edge_cost(edge_cost, names)
     if names == ("jvp",):
@@ -96,7 +98,6 @@ def _states_setup(profile, gamma, always_compute, max_skip, k_range, estimators,
                                                                   profile.max_skip if max_skip is None else max_skip,
                                                                   None)
     k_lo, k_hi = _k_bounds(profile, k_range)
-    table = edge_table(profile, gamma, names, k_lo, k_hi, max_skip_checked, edge_cost=edge_cost)
     meta = {
         "source": "pssp",
         "edge_cost": edge_cost,
@@ -109,7 +110,21 @@ def _states_setup(profile, gamma, always_compute, max_skip, k_range, estimators,
     for key in ("model", "resolution", "dtype", "num_samples"):
         if key in (profile.meta or {}):
             meta[f"profile_{key}"] = profile.meta[key]
-    return (table, forced, meta), edge_cost
+    return ((profile, gamma, names, k_lo, k_hi, max_skip_checked), forced, meta), edge_cost
+
+
+def _states_setup(profile, gamma, always_compute, max_skip, k_range, estimators, edge_cost):
+    """:func:`_states_args` with the numpy :func:`.states.edge_table` built: ((table, forced, meta), edge_cost)."""
+    setup, edge_cost = _states_args(profile, gamma, always_compute, max_skip, k_range, estimators, edge_cost)
+    if setup is None:
+        return None, edge_cost
+    args, forced, meta = setup
+    return (edge_table(*args, edge_cost=edge_cost), forced, meta), edge_cost
+
+
+def _check_table_backend(table_backend: str) -> None:
+    if table_backend not in TABLE_BACKENDS:
+        raise ValueError(f"table_backend must be one of {TABLE_BACKENDS}, got {table_backend!r}")
 
 
 def solve(profile, budget: int, gamma: float = 2.0, always_compute=(0,), max_skip: int | None = None,
@@ -146,12 +161,22 @@ def solve(profile, budget: int, gamma: float = 2.0, always_compute=(0,), max_ski
     Returns:
         The :class:`Schedule`; its ``meta`` records objective, gamma, solver, estimators and the constraints.
     """
+    return _solve(profile, budget, gamma, always_compute, max_skip, k_range, backend, estimators, edge_cost)
+
+
+def _solve(profile, budget, gamma=2.0, always_compute=(0,), max_skip=None, k_range=None, backend="auto",
+           estimators=None, edge_cost=None, table_backend: str = "auto") -> Schedule:
+    """:func:`solve`; ``table_backend`` picks how the per-edge DP's table is built (:func:`.states.solve_profile`:
+    ``"auto"`` in C++ with the DP when the extension can, ``"numpy"`` the numpy table); the same schedule either
+    way, kept callable for the benchmarks and tests."""
+    _check_table_backend(table_backend)
     costs, pmeta = _profile_parts(profile)
-    setup, edge_cost = _states_setup(profile, gamma, always_compute, max_skip, k_range, estimators, edge_cost)
+    setup, edge_cost = _states_args(profile, gamma, always_compute, max_skip, k_range, estimators, edge_cost)
     if setup is not None:
-        table, forced, meta = setup
+        args, forced, meta = setup
         _ext.pick(backend)
-        return solve_states(table, check_budget(budget, profile.num_steps), forced, meta, backend=backend)
+        return solve_profile(*args, check_budget(budget, profile.num_steps), forced, meta, edge_cost=edge_cost,
+                             backend=backend, table_backend=table_backend)
     if edge_cost == "state":
         costs = state_costs(costs, profile.sigmas)
     if max_skip is None:
@@ -168,12 +193,20 @@ def solve_frontier(profile, gamma: float = 2.0, always_compute=(0,), max_skip: i
                    edge_cost: str | None = None):
     """:func:`solve` for every feasible budget at once (one DP): a read-only mapping ``{B: Schedule}``, objective in
     each ``meta``; each Schedule is built on first access."""
+    return _solve_frontier(profile, gamma, always_compute, max_skip, k_range, backend, estimators, edge_cost)
+
+
+def _solve_frontier(profile, gamma=2.0, always_compute=(0,), max_skip=None, k_range=None, backend="auto",
+                    estimators=None, edge_cost=None, table_backend: str = "auto"):
+    """:func:`solve_frontier` with ``table_backend`` as :func:`_solve`."""
+    _check_table_backend(table_backend)
     costs, pmeta = _profile_parts(profile)
-    setup, edge_cost = _states_setup(profile, gamma, always_compute, max_skip, k_range, estimators, edge_cost)
+    setup, edge_cost = _states_args(profile, gamma, always_compute, max_skip, k_range, estimators, edge_cost)
     if setup is not None:
-        table, forced, meta = setup
+        args, forced, meta = setup
         _ext.pick(backend)
-        return frontier_states(table, forced, meta, backend=backend)
+        return frontier_profile(*args, forced, meta, edge_cost=edge_cost, backend=backend,
+                                table_backend=table_backend)
     if edge_cost == "state":
         costs = state_costs(costs, profile.sigmas)
     if max_skip is None:

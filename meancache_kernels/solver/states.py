@@ -11,8 +11,15 @@ h; 0 when h = 0). Edge i -> i + d from state (a, b) costs
 over the allowed candidates (``jvp`` with K in the allowed range; each selected polynomial estimator), and leads to
 state (d, a) at node i + d. Per edge the first candidate attaining the minimum wins, in the order jvp K = k_lo..k_hi,
 then the polynomial estimators in the order of :attr:`Profile.poly_estimators`. Powers as in the paper's solver
-(c * c for gamma = 2, c for gamma = 1, ``numpy.power`` otherwise); the table is built once here with numpy and both
-DP backends read it, so their objectives are bit-identical.
+(c * c for gamma = 2, c for gamma = 1, ``numpy.power`` otherwise); :func:`edge_table` builds the table with numpy
+(the oracle) and both DP backends read it, so their objectives are bit-identical.
+
+:func:`solve_profile` / :func:`frontier_profile` (what :func:`meancache_kernels.solve` and
+:func:`~meancache_kernels.solve_frontier` run) skip the Python table when the compiled extension has
+``frontier_profile``: it builds the same table in C++ (the same float operations in the same order, numpy's argmin
+rule, ``numpy.power`` called back for other gammas) and runs the DP over the states reachable from node 0 only, so
+schedules and objective bits equal those of the numpy table with either DP (tests/solver/test_solver_states.py). The numpy
+table stays the path of ``backend="python"``, of an extension built before it, and of ``table_backend="numpy"``.
 
 Backward DP over (computed count r, node i, a, b):
 
@@ -37,7 +44,18 @@ from ..schedule import Schedule
 from . import _ext
 from .frontier import Frontier
 
-__all__ = ["EdgeTable", "edge_table", "dp_reference", "solve_states", "frontier_states"]
+__all__ = [
+    "EdgeTable",
+    "TABLE_BACKENDS",
+    "edge_table",
+    "dp_reference",
+    "solve_states",
+    "frontier_states",
+    "solve_profile",
+    "frontier_profile",
+]
+
+TABLE_BACKENDS = ("auto", "numpy", "cpp")
 
 
 class EdgeTable:
@@ -68,11 +86,52 @@ def _power(c: np.ndarray, gamma: float) -> np.ndarray:
     return np.power(c, gamma)
 
 
+def _selection(profile, estimators: Sequence[str], k_lo: int, k_hi: int, max_skip: int):
+    """(use_jvp, poly names, their indices in ``profile.poly_estimators``, candidates, longest edge D) of a table."""
+    n = profile.num_steps
+    use_jvp = "jvp" in estimators
+    poly = [e for e in estimators if e != "jvp"]
+    pidx = [profile.poly_estimators.index(e) for e in poly]
+    d_poly = profile.poly_costs.shape[2] - 1 if poly else 1
+    d_lim = max(1, min(max_skip + 1, n))
+    d_max = d_lim if use_jvp else min(d_lim, d_poly)
+    candidates: list[tuple[str, int]] = [("jvp", k) for k in range(k_lo, k_hi + 1)] if use_jvp else []
+    candidates.extend(parse(name) for name in poly)
+    return use_jvp, poly, pidx, candidates, d_max
+
+
+def _table_args(profile, gamma: float, estimators: Sequence[str], k_lo: int, k_hi: int, max_skip: int,
+                edge_cost: str) -> tuple:
+    """The positional arguments of ``_C.edge_table_states`` / ``_C.frontier_profile`` (before forced, r_max)."""
+    use_jvp, _, pidx, _, _ = _selection(profile, estimators, k_lo, k_hi, max_skip)
+    sig = np.asarray(profile.sigmas, dtype=np.float64)
+    poly = profile.poly_costs if pidx else None
+    # max_skip >= N allows every edge either way; clamped, any Python int fits the extension's int
+    return (profile.costs, sig, poly, pidx, use_jvp, k_lo, k_hi, min(max_skip, profile.num_steps), edge_cost,
+            float(gamma))
+
+
 def edge_table(profile, gamma: float, estimators: Sequence[str], k_lo: int, k_hi: int, max_skip: int, *,
-               edge_cost: str = "velocity") -> EdgeTable:
+               edge_cost: str = "velocity", backend: str = "python") -> EdgeTable:
     """Build the :class:`EdgeTable` of a profile for the selected estimator names (``"jvp"`` and/or polynomial
     ones the profile has), JVP spans ``k_lo..k_hi`` and runs of at most ``max_skip`` skipped steps. ``edge_cost``
-    ``"state"`` multiplies every cost of edge i -> j by (s_i - s_j) before the power (the state error at j)."""
+    ``"state"`` multiplies every cost of edge i -> j by (s_i - s_j) before the power (the state error at j).
+
+    ``backend``: ``"python"`` (default): numpy, the oracle; ``"cpp"``: the extension's ``edge_table_states``
+    (bit-identical; ImportError when the extension lacks it); ``"auto"``: C++ when available."""
+    if backend not in ("python", "cpp", "auto"):
+        raise ValueError(f"backend must be 'auto', 'cpp' or 'python', got {backend!r}")
+    if backend != "python":
+        ext = _ext.pick(backend, need="edge_table_states")
+        if ext is not None:
+            _, _, _, candidates, _ = _selection(profile, estimators, k_lo, k_hi, max_skip)
+            w, code = ext.edge_table_states(*_table_args(profile, gamma, estimators, k_lo, k_hi, max_skip, edge_cost))
+            return EdgeTable(w, code, candidates, profile.num_steps)
+    return _edge_table_numpy(profile, gamma, estimators, k_lo, k_hi, max_skip, edge_cost)
+
+
+def _edge_table_numpy(profile, gamma: float, estimators: Sequence[str], k_lo: int, k_hi: int, max_skip: int,
+                      edge_cost: str) -> EdgeTable:
     n = profile.num_steps
     sig = np.asarray(profile.sigmas, dtype=np.float64)
     use_jvp = "jvp" in estimators
@@ -194,27 +253,34 @@ def _run_dp(table: EdgeTable, forced, r_max: int, backend: str):
 
 
 def _schedule(table: EdgeTable, steps: list[int], codes: list[int], meta: dict) -> Schedule:
-    n = table.num_steps
+    return _schedule_of(table.num_steps, table.candidates, steps, codes, meta)
+
+
+def _schedule_of(n: int, candidates, steps: list[int], codes: list[int], meta: dict) -> Schedule:
     mask, est, params = [False] * n, [""] * n, [0] * n
     ends = steps[1:] + [n]
     for s, e, c in zip(steps, ends, codes):
         mask[s] = True
         if e - s > 1:
-            fam, p = table.candidates[c - 1]
+            fam, p = candidates[c - 1]
             est[s + 1 : e] = [fam] * (e - s - 1)
             params[s + 1 : e] = [p] * (e - s - 1)
     return Schedule(mask, params, meta=meta, estimators=est)
+
+
+def _infeasible(n: int, budget: int, forced, d_max: int) -> InfeasibleError:
+    return InfeasibleError(
+        f"infeasible: no path 0 -> {n} with exactly budget={budget} computed steps exists with "
+        f"always_compute={sorted(set(int(f) for f in forced))} and edges of at most {d_max} steps for the "
+        "selected estimators; try another budget or a larger max_skip"
+    )
 
 
 def solve_states(table: EdgeTable, budget: int, forced, meta: dict, backend: str = "auto"):
     """The optimal :class:`Schedule` with ``budget`` computed steps (ValueError when infeasible)."""
     obj, choice, solver = _run_dp(table, forced, budget, backend)
     if not obj[budget] < math.inf:
-        raise InfeasibleError(
-            f"infeasible: no path 0 -> {table.num_steps} with exactly budget={budget} computed steps exists with "
-            f"always_compute={sorted(set(int(f) for f in forced))} and edges of at most {table.d_max} steps for the "
-            "selected estimators; try another budget or a larger max_skip"
-        )
+        raise _infeasible(table.num_steps, budget, forced, table.d_max)
     steps, codes = _path(choice, table.code, table.num_steps, budget)
     return _schedule(table, steps, codes, dict(meta, objective=float(obj[budget]), solver=solver))
 
@@ -226,5 +292,66 @@ def frontier_states(table: EdgeTable, forced, meta: dict, backend: str = "auto")
     def build(b: int):
         steps, codes = _path(choice, table.code, n, b)
         return _schedule(table, steps, codes, dict(meta, objective=float(obj[b]), solver=solver))
+
+    return Frontier(obj, build, n)
+
+
+def _fused_ext(backend: str, table_backend: str):
+    """The extension for the one-call table + DP (None: build the numpy table and run :func:`solve_states`)."""
+    if table_backend not in TABLE_BACKENDS:
+        raise ValueError(f"table_backend must be one of {TABLE_BACKENDS}, got {table_backend!r}")
+    _ext.pick(backend)  # validates backend; "cpp" without an extension raises
+    if table_backend == "numpy" or backend == "python":
+        if table_backend == "cpp":
+            raise ValueError("table_backend='cpp' needs backend 'auto' or 'cpp'")
+        return None
+    ext = _ext.load()  # backend "cpp" with an extension built before frontier_profile: the numpy table, its DP
+    if ext is not None and not hasattr(ext, "frontier_profile"):
+        ext = None
+    if ext is None and table_backend == "cpp":
+        raise ImportError("table_backend='cpp' needs meancache_kernels._C with frontier_profile; rebuild it with "
+                          "`pip install --no-build-isolation -e .`")
+    return ext
+
+
+def _fused(ext, profile, gamma, estimators, k_lo, k_hi, max_skip, forced, r_max: int, edge_cost: str):
+    args = _table_args(profile, gamma, estimators, k_lo, k_hi, max_skip, edge_cost)
+    return ext.frontier_profile(*args, sorted(set(int(f) for f in forced)), r_max)
+
+
+def solve_profile(profile, gamma: float, estimators: Sequence[str], k_lo: int, k_hi: int, max_skip: int,
+                  budget: int, forced, meta: dict, *, edge_cost: str = "velocity", backend: str = "auto",
+                  table_backend: str = "auto") -> Schedule:
+    """:func:`solve_states` on the :func:`edge_table` of a profile, in one C++ call when the extension has it
+    (``table_backend="auto"``; ``"numpy"``: the numpy table, then the DP of ``backend``; ``"cpp"``: the C++ call or
+    ImportError). The same schedule, objective bits and errors either way."""
+    ext = _fused_ext(backend, table_backend)
+    if ext is None:
+        table = edge_table(profile, gamma, estimators, k_lo, k_hi, max_skip, edge_cost=edge_cost)
+        return solve_states(table, budget, forced, meta, backend=backend)
+    _, _, _, candidates, d_max = _selection(profile, estimators, k_lo, k_hi, max_skip)
+    obj, steps, codes = _fused(ext, profile, gamma, estimators, k_lo, k_hi, max_skip, forced, budget, edge_cost)
+    if not obj[budget] < math.inf:
+        raise _infeasible(profile.num_steps, budget, forced, d_max)
+    return _schedule_of(profile.num_steps, candidates, steps[budget, :budget].tolist(),
+                        codes[budget, :budget].tolist(), dict(meta, objective=float(obj[budget]), solver="cpp"))
+
+
+def frontier_profile(profile, gamma: float, estimators: Sequence[str], k_lo: int, k_hi: int, max_skip: int, forced,
+                     meta: dict, *, edge_cost: str = "velocity", backend: str = "auto",
+                     table_backend: str = "auto") -> Frontier:
+    """:func:`frontier_states` on the :func:`edge_table` of a profile (``table_backend`` as :func:`solve_profile`);
+    each Schedule is built on first access."""
+    ext = _fused_ext(backend, table_backend)
+    if ext is None:
+        table = edge_table(profile, gamma, estimators, k_lo, k_hi, max_skip, edge_cost=edge_cost)
+        return frontier_states(table, forced, meta, backend=backend)
+    n = profile.num_steps
+    _, _, _, candidates, _ = _selection(profile, estimators, k_lo, k_hi, max_skip)
+    obj, steps, codes = _fused(ext, profile, gamma, estimators, k_lo, k_hi, max_skip, forced, n, edge_cost)
+
+    def build(b: int):
+        return _schedule_of(n, candidates, steps[b, :b].tolist(), codes[b, :b].tolist(),
+                            dict(meta, objective=float(obj[b]), solver="cpp"))
 
     return Frontier(obj, build, n)

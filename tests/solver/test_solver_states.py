@@ -9,8 +9,8 @@ import pytest
 
 import meancache_kernels as mck
 from meancache_kernels import solver as sch
-from meancache_kernels.solver import pssp as _pssp
 from meancache_kernels import solver as slv
+from meancache_kernels.solver import pssp as _pssp
 
 try:
     import meancache_kernels._C as _C
@@ -350,3 +350,294 @@ def test_cpp_bad_edge_values(bad):
     w[2, 1, 0, 2] = np.inf  # +inf and -0.0 are fine
     w[0, 0, 0, 1] = -0.0
     _C.frontier_states(w, [], 2)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The one-call C++ path (_C.edge_table_states / _C.frontier_profile, what solve / solve_frontier run): its table equals
+# the numpy oracle's bit for bit, and its frontiers, schedules, objective bits and errors equal those of the numpy
+# table with frontier_states, on every SIMD width this machine has (MEANCACHE_SIMD_WIDTH caps it).
+
+from meancache_kernels.checks import InfeasibleError  # noqa: E402
+from meancache_kernels.solver import states as _states  # noqa: E402
+
+HAVE_FUSED = _C is not None and hasattr(_C, "frontier_profile") and hasattr(_C, "edge_table_states")
+needs_fused = pytest.mark.skipif(not HAVE_FUSED, reason="meancache_kernels._C without frontier_profile (not built)")
+SIMD_WIDTHS = ["2", "4", "8"]
+ODD_NAMES = POLY_NAMES + ["taylorc1", "taylorc2"]
+
+
+def _bits(a):
+    """float64 values as their bit patterns: equality of these is equality of every bit (-0.0, NaN included)."""
+    return np.ascontiguousarray(a, dtype=np.float64).view(np.int64)
+
+
+def _odd_profile(rng, integer: bool, n: int | None = None, d_poly: int | None = None, e: int | None = None,
+                 kmax: int | None = None):
+    """A Profile of odd shape: N, K_max, E and D drawn (or given), irregular sigmas, +inf, exact zeros and -0.0
+    sprinkled (integer-valued costs make exact ties)."""
+    n = int(rng.integers(1, 15)) if n is None else n
+    kmax = int(rng.integers(1, 5)) if kmax is None else kmax
+    e = int(rng.integers(1, len(ODD_NAMES) + 1)) if e is None else e
+    d_poly = int(rng.integers(2, 10)) if d_poly is None else d_poly
+    shape_c, shape_p = (kmax + 1, n + 1, n + 1), (e, n, d_poly + 1, d_poly + 1, d_poly + 1)
+    if integer:
+        costs = rng.integers(0, 4, size=shape_c).astype(np.float64)
+        poly = rng.integers(0, 4, size=shape_p).astype(np.float64)
+    else:
+        costs = rng.random(shape_c) ** 3
+        poly = rng.random(shape_p) ** 3
+    for arr, shape in ((costs, shape_c), (poly, shape_p)):
+        u = rng.random(shape)
+        arr[u < 0.15] = np.inf
+        arr[(u >= 0.15) & (u < 0.18)] = -0.0
+    sigmas = np.append(np.cumsum(rng.random(n) + 0.01)[::-1], 0.0)
+    names = [str(x) for x in rng.permutation(ODD_NAMES)[:e]]
+    return mck.Profile(costs, sigmas, poly_costs=poly, poly_estimators=names)
+
+
+def _odd_args(rng, profile):
+    kw = _random_args(rng, profile)
+    kw["gamma"] = float(rng.choice([1.0, 2.0, 1.5, 0.5, 3.0]))
+    if rng.random() < 0.2:  # every edge allowed, also through a max_skip beyond a C int
+        kw["max_skip"] = profile.num_steps + int(rng.integers(0, 5)) if rng.random() < 0.7 else 2**40
+    if kw["estimators"] == ("jvp",):
+        kw["estimators"] = "all"
+    return kw
+
+
+def _table_of(profile, kw, backend="python"):
+    names = _pssp._estimator_names(profile, kw["estimators"])
+    return slv.edge_table(profile, kw["gamma"], names, *kw["k_range"], kw["max_skip"], edge_cost=kw["edge_cost"],
+                          backend=backend)
+
+
+def _assert_same_frontier(got, ref):
+    assert np.array_equal(_bits(got.objective), _bits(ref.objective))
+    assert list(got) == list(ref)
+    for b in ref:
+        assert got[b] == ref[b] and got[b].meta == ref[b].meta, b
+
+
+@needs_fused
+@pytest.mark.parametrize("width", SIMD_WIDTHS)
+@pytest.mark.parametrize("seed", range(6))
+def test_cpp_edge_table_equals_numpy_oracle(seed, width, monkeypatch):
+    monkeypatch.setenv("MEANCACHE_SIMD_WIDTH", width)
+    rng = np.random.default_rng(500 + seed)
+    for k in range(10):
+        profile = _odd_profile(rng, integer=bool(k % 2))
+        kw = _odd_args(rng, profile)
+        if k == 0:
+            kw["estimators"] = ("jvp",)  # no polynomial part at all
+        ref, got = _table_of(profile, kw), _table_of(profile, kw, backend="cpp")
+        assert got.w.shape == ref.w.shape and got.w.dtype == np.float64 and got.code.dtype == np.int32
+        assert np.array_equal(_bits(got.w), _bits(ref.w)), kw
+        assert np.array_equal(got.code, ref.code), kw
+        assert got.candidates == ref.candidates and got.num_steps == ref.num_steps
+        assert _table_of(profile, kw, backend="auto").candidates == ref.candidates
+
+
+@needs_fused
+@pytest.mark.parametrize("width", SIMD_WIDTHS)
+@pytest.mark.parametrize("integer", [False, True])
+@pytest.mark.parametrize("seed", range(4))
+def test_fused_frontier_equals_numpy_table(seed, integer, width, monkeypatch):
+    """Every budget's schedule, objective bits and meta; solve() per budget, and the infeasible ones' error."""
+    monkeypatch.setenv("MEANCACHE_SIMD_WIDTH", width)
+    rng = np.random.default_rng(600 + 10 * integer + seed)
+    for _ in range(4):
+        profile = _odd_profile(rng, integer)
+        kw = _odd_args(rng, profile)
+        ref = _pssp._solve_frontier(profile, backend="cpp", table_backend="numpy", **kw)
+        got = _pssp._solve_frontier(profile, backend="cpp", table_backend="cpp", **kw)
+        _assert_same_frontier(got, ref)
+        assert _pssp._solve_frontier(profile, backend="auto", **kw).objective.tobytes() == ref.objective.tobytes()
+        for b in range(1, profile.num_steps + 1):
+            if b in ref:
+                one = _pssp._solve(profile, b, backend="cpp", table_backend="cpp", **kw)
+                assert one == ref[b] and one.meta == ref[b].meta
+                continue
+            with pytest.raises(InfeasibleError) as want:
+                _pssp._solve(profile, b, backend="cpp", table_backend="numpy", **kw)
+            with pytest.raises(InfeasibleError) as have:
+                _pssp._solve(profile, b, backend="cpp", table_backend="cpp", **kw)
+            assert str(have.value) == str(want.value)
+
+
+@needs_fused
+@pytest.mark.parametrize("integer", [False, True])
+@pytest.mark.parametrize("seed", range(3))
+def test_fused_paths_equal_dp_reference(seed, integer):
+    """_C.frontier_profile against the numpy oracles end to end: dp_reference on the numpy table, then the path walk
+    of every budget (steps and codes), for r_max = N and a smaller one."""
+    rng = np.random.default_rng(700 + 10 * integer + seed)
+    for _ in range(4):
+        profile = _odd_profile(rng, integer)
+        kw = _odd_args(rng, profile)
+        n = profile.num_steps
+        names = _pssp._estimator_names(profile, kw["estimators"])
+        table = _table_of(profile, kw)
+        F, ch = slv.dp_reference(table.w, kw["always_compute"], n)
+        args = _states._table_args(profile, kw["gamma"], names, *kw["k_range"], kw["max_skip"], kw["edge_cost"])
+        obj, steps, codes = _C.frontier_profile(*args, kw["always_compute"], n)
+        assert np.array_equal(_bits(obj), _bits(F[:, 0, 0, 0]))
+        assert steps.shape == codes.shape == (n + 1, n) and steps.dtype == codes.dtype == np.int32
+        for b in range(n + 1):
+            if b >= 1 and obj[b] < np.inf:
+                want_steps, want_codes = _states._path(lambda r, i, a, c: ch[r, i, a, c], table.code, n, b)
+                assert steps[b, :b].tolist() == want_steps and codes[b, :b].tolist() == want_codes
+                assert (steps[b, b:] == -1).all() and (codes[b, b:] == -1).all()
+            else:
+                assert (steps[b] == -1).all() and (codes[b] == -1).all()
+        r_max = int(rng.integers(1, n + 1))
+        obj2, steps2, codes2 = _C.frontier_profile(*args, kw["always_compute"], r_max)
+        assert np.array_equal(_bits(obj2), _bits(obj[: r_max + 1]))
+        assert np.array_equal(steps2, steps[: r_max + 1]) and np.array_equal(codes2, codes[: r_max + 1])
+
+
+@needs_fused
+@pytest.mark.parametrize("width", SIMD_WIDTHS)
+def test_fused_long_rows_and_bench_sized(width, monkeypatch):
+    """Rows longer than two vectors (D = 23 with jvp: 24 lanes), polynomial planes narrower than the table, and a
+    profile shaped like bench/bench_solver.py's P50 (N = 50, D = 13, 4 estimators, every state finite)."""
+    monkeypatch.setenv("MEANCACHE_SIMD_WIDTH", width)
+    rng = np.random.default_rng(800)
+    long_rows = _odd_profile(rng, integer=False, n=24, d_poly=9, e=3, kmax=3)
+    bench_like = _odd_profile(rng, integer=False, n=50, d_poly=13, e=4, kmax=6)
+    bench_like.poly_costs[..., 2:] = rng.random(bench_like.poly_costs[..., 2:].shape) * 1e-3
+    cases = [
+        (long_rows, dict(estimators="all", max_skip=22, gamma=2.0, edge_cost="state", always_compute=[0, 7])),
+        (long_rows, dict(estimators="all", max_skip=30, gamma=1.5, edge_cost="velocity")),
+        (long_rows, dict(estimators=("taylor1", "mean1", "jvp"), max_skip=5, gamma=1.0, edge_cost="state")),
+        (bench_like, dict(estimators=None, gamma=2.0, edge_cost="state")),
+        (bench_like, dict(estimators="all", max_skip=12, gamma=2.0, edge_cost="velocity", always_compute=[0, 25])),
+    ]
+    for profile, kw in cases:
+        names = _pssp._estimator_names(profile, kw["estimators"])
+        kw = {**kw, "estimators": [n for n in names if n in profile.estimators]}
+        ref = _pssp._solve_frontier(profile, backend="cpp", table_backend="numpy", **kw)
+        got = _pssp._solve_frontier(profile, backend="cpp", table_backend="cpp", **kw)
+        _assert_same_frontier(got, ref)
+        assert len(ref) > 0
+
+
+def _mutations(profile, rng):
+    """In-place changes after construction that a Profile refuses at construction (a Profile's arrays are mutable):
+    a NaN or negative polynomial cost at a reachable and at an unreachable state (a = 0 at i > 0), a NaN jvp cost
+    (refused before any table), sigmas that increase (negative state costs) or repeat (+inf * 0 = NaN)."""
+    n = profile.num_steps
+
+    def poly(value, a):
+        profile.poly_costs[0, n - 1, a, 0, 2] = value
+
+    def jvp(value):
+        profile.costs[1, 0, 2] = value
+
+    def sigmas(k, value):
+        profile.sigmas[k] = value
+
+    return [lambda: poly(np.nan, 1), lambda: poly(-1.0, 1), lambda: poly(-1.0, 0), lambda: poly(np.nan, 0),
+            lambda: jvp(np.nan), lambda: sigmas(3, profile.sigmas[0] + 1.0), lambda: sigmas(3, profile.sigmas[1])]
+
+
+@needs_fused
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
+@pytest.mark.parametrize("gamma", [1.0, 2.0, 1.5])
+@pytest.mark.parametrize("edge_cost", ["velocity", "state"])
+@pytest.mark.parametrize("which", range(7))
+def test_fused_mutated_profile_same_result_or_error(which, edge_cost, gamma):
+    """The oracle's NaN rules (numpy.argmin's first NaN; a NaN polynomial candidate never replaces) and
+    frontier_states' error on a bad table value, through both paths: the same frontier or the same ValueError."""
+    rng = np.random.default_rng(900 + which)
+    profile = _odd_profile(rng, integer=False, n=6, d_poly=4, e=2, kmax=2)
+    _mutations(profile, rng)[which]()
+    outcomes = []
+    for table_backend in ("numpy", "cpp"):
+        try:
+            outcomes.append(_pssp._solve_frontier(profile, backend="cpp", table_backend=table_backend, gamma=gamma,
+                                                  estimators="all", edge_cost=edge_cost, max_skip=4))
+        except ValueError as e:
+            outcomes.append(str(e))
+    ref, got = outcomes
+    if isinstance(ref, str):
+        assert got == ref
+    else:
+        _assert_same_frontier(got, ref)
+
+
+def test_table_backend_fallbacks_and_arguments(monkeypatch):
+    rng = np.random.default_rng(11)
+    profile = _random_profile(rng, 8, integer=False)
+    ref = _pssp._solve_frontier(profile, backend="python", max_skip=7)
+    assert ref[4].meta["solver"] == "python"
+    with pytest.raises(ValueError, match="table_backend must be one of"):
+        _pssp._solve_frontier(profile, table_backend="torch")
+    with pytest.raises(ValueError, match="table_backend must be one of"):
+        _pssp._solve(profile, 4, table_backend="torch")
+    with pytest.raises(ValueError, match="table_backend='cpp' needs backend"):
+        _pssp._solve_frontier(profile, backend="python", table_backend="cpp")
+    if not HAVE_STATES:
+        return
+
+    class DPOnly:  # an extension built before frontier_profile: the numpy table, then its DP
+        frontier_states = staticmethod(_C.frontier_states)
+
+    monkeypatch.setattr(slv._ext, "load", lambda: DPOnly())
+    got = mck.solve_frontier(profile, backend="cpp", max_skip=7)
+    assert got[4].meta["solver"] == "cpp"
+    _assert_same_frontier(got, _pssp._solve_frontier(profile, backend="cpp", max_skip=7, table_backend="numpy"))
+    assert mck.solve(profile, 4, backend="cpp", max_skip=7) == ref[4]
+    assert np.array_equal(_bits(got.objective), _bits(ref.objective))
+    with pytest.raises(ImportError, match="frontier_profile"):
+        _pssp._solve_frontier(profile, backend="auto", max_skip=7, table_backend="cpp")
+    with pytest.raises(ImportError, match="backend='cpp'"):
+        slv.edge_table(profile, 2.0, profile.estimators, 1, profile.k_max, 7, backend="cpp")
+    assert slv.edge_table(profile, 2.0, profile.estimators, 1, profile.k_max, 7, backend="auto").w.shape[0] == 8
+
+
+def _fused_kwargs():
+    return dict(costs=np.zeros((3, 5, 5)), sigmas=np.linspace(1.0, 0.0, 5), poly_costs=np.ones((2, 4, 3, 3, 3)),
+                poly_index=[0, 1], use_jvp=True, k_lo=1, k_hi=2, max_skip=3, edge_cost="state", gamma=2.0)
+
+
+@needs_fused
+@pytest.mark.parametrize(
+    "change, match",
+    [
+        (dict(costs=np.zeros((3, 5, 4))), "costs must have shape"),
+        (dict(costs=np.zeros((1, 5, 5))), "costs must have shape"),
+        (dict(sigmas=np.linspace(1.0, 0.0, 4)), r"sigmas must have shape \(N\+1,\) = \(5,\)"),
+        (dict(poly_costs=np.ones((2, 3, 3, 3, 3))), "poly_costs must have shape"),
+        (dict(poly_costs=np.ones((2, 4, 3, 3, 2))), "poly_costs must have shape"),
+        (dict(poly_index=[0, 2]), "poly_index 2 is out of range for 2"),
+        (dict(poly_costs=None), "poly_index given without poly_costs"),
+        (dict(k_lo=0), "k_range must satisfy"),
+        (dict(k_hi=3), "k_range must satisfy"),
+        (dict(max_skip=-1), "max_skip must be >= 0"),
+        (dict(edge_cost="states"), "edge_cost must be 'velocity' or 'state'"),
+        (dict(gamma=0.0), "gamma must be finite and > 0"),
+        (dict(gamma=float("nan")), "gamma must be finite and > 0"),
+        (dict(power="fast"), "power must be 'numpy' or 'libm'"),
+    ],
+)
+def test_fused_bad_arguments(change, match):
+    kw = {**_fused_kwargs(), **change}
+    with pytest.raises(ValueError, match=match):
+        _C.edge_table_states(**kw)
+    with pytest.raises(ValueError, match=match):
+        _C.frontier_profile(**kw, forced=[0], r_max=4)
+
+
+@needs_fused
+@pytest.mark.parametrize(
+    "forced, r_max, match",
+    [([0], 0, "r_max must be in 1..N=4, got 0"), ([0], 5, "r_max must be in 1..N=4, got 5"),
+     ([4], 2, "forced step 4 is out of range"), ([1, -1], 2, "forced step -1 is out of range")],
+)
+def test_fused_bad_forced_and_r_max(forced, r_max, match):
+    with pytest.raises(ValueError, match=match):
+        _C.frontier_profile(**_fused_kwargs(), forced=forced, r_max=r_max)
+    obj, steps, codes = _C.frontier_profile(**_fused_kwargs(), forced=[3, 1, 3], r_max=4)  # any order, duplicates
+    w, code = _C.edge_table_states(**_fused_kwargs())
+    F, _ = slv.dp_reference(w, [1, 3], 4)
+    assert np.array_equal(_bits(obj), _bits(F[:, 0, 0, 0]))
