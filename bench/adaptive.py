@@ -29,7 +29,7 @@ from meancache_kernels.metrics import per_sample_errors
 from meancache_kernels.testing import GaussianMixtureFlow, flow_sigmas
 
 try:  # the zero-config static schedule, where this version of the library has it
-    from meancache_kernels.default_schedule import default_schedule
+    from meancache_kernels.default_rule import default_schedule
 except ImportError:
     default_schedule = None
 

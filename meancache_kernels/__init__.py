@@ -19,7 +19,7 @@ from . import adaptive, estimators, ops, presets  # noqa: E402
 from ._version import __version__  # noqa: E402
 from .cache import MeanCacheState, sample  # noqa: E402
 from .calibration import calibrate  # noqa: E402
-from .default_schedule import default_schedule  # noqa: E402
+from .default_rule import default_schedule  # noqa: E402
 from .profile import Profile  # noqa: E402
 from .schedule import Schedule  # noqa: E402
 from .solver import solve, solve_frontier  # noqa: E402

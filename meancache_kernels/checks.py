@@ -72,7 +72,8 @@ def as_count(name: str, value: Any, minimum: int = 1) -> int:
 def check_budget(budget: Any, num_steps: int | None = None, name: str = "budget") -> int:
     """B, the number of computed steps: an int in 1..N (N = ``num_steps`` when known, else only B >= 1)."""
     if isinstance(budget, bool) or not hasattr(budget, "__index__"):
-        raise TypeError(f"{name} must be an int (the number of computed steps, 1..N), got {budget!r} "
+        rng = "1..N" if num_steps is None else f"1..N={num_steps}"
+        raise TypeError(f"{name} must be an int (the number of computed steps, {rng}), got {budget!r} "
                         f"({type(budget).__name__})")
     b = int(budget.__index__())
     if num_steps is None:
@@ -133,12 +134,12 @@ def as_sigmas(sigmas, num_steps: int | None = None, name: str = "sigmas") -> lis
         sigmas = sigmas.tolist()
     if isinstance(sigmas, (str, bytes)) or not isinstance(sigmas, Sequence):
         raise TypeError(f"{name} must be a list, tuple, numpy array or tensor of floats, got {type(sigmas).__name__}")
+    if any(isinstance(s, (Sequence, bytes)) or hasattr(s, "__len__") for s in sigmas):
+        raise ValueError(f"{name} must be one-dimensional (N + 1 values)")
     try:
         out = [float(s) for s in sigmas]
     except (TypeError, ValueError):
         raise TypeError(f"{name} must hold real numbers, got {list(sigmas)[:4]}...") from None
-    if any(isinstance(s, Sequence) for s in sigmas):
-        raise ValueError(f"{name} must be one-dimensional")
     if len(out) < 2:
         raise ValueError(f"{name} must hold N + 1 >= 2 values (N steps), got {len(out)}")
     if num_steps is not None and len(out) != num_steps + 1:

@@ -71,7 +71,7 @@ def candidate_schedules(profile, budget: int, *, gammas: Sequence[float] = DEFAU
             seen.add(schedule)
             out[name] = schedule
 
-    from .default_schedule import default_schedule
+    from .default_rule import default_schedule
 
     # the calibration-free default first: on ties it wins, and choose() keeps it unless clearly beaten
     add(DEFAULT_RULE_NAME, default_schedule(profile.sigmas, budget, estimators=allowed))
@@ -208,7 +208,7 @@ def tune(
         halving: successive halving over the samples instead of every candidate on every sample (:func:`select`):
             about a third of the model calls with 8 samples and ~45 candidates.
         default_margin_se: with the default candidates, the calibration-free default schedule
-            (:func:`meancache_kernels.default_schedule`, what ``MeanCacheConfig(budget=B)`` runs) is kept unless
+            (:func:`meancache_kernels.default_rule`, what ``MeanCacheConfig(budget=B)`` runs) is kept unless
             the lowest-error candidate beats it by more than this many standard errors of the paired per-sample
             differences of log error (:func:`choose`); 0: always the lowest error.
         progress: a tqdm bar over the candidates, and the model-call cost printed first.
@@ -271,10 +271,10 @@ def _check_margin(margin_se) -> None:
 def default_candidate(candidates: dict[str, Schedule], profile, budget: int, *, solver_backend: str = "auto",
                       allowed: Sequence[str] | None = None) -> str | None:
     """The name under which ``candidates`` holds the library's untuned default, or None: the calibration-free default
-    rule (:func:`meancache_kernels.default_schedule`, what ``MeanCacheConfig(budget=B)`` runs), so that tuning is
+    rule (:func:`meancache_kernels.default_rule`, what ``MeanCacheConfig(budget=B)`` runs), so that tuning is
     never worse than not tuning beyond noise. ``solver_backend`` is kept for callers of the former default,
     ``solve(profile, budget)``."""
-    from .default_schedule import default_schedule
+    from .default_rule import default_schedule
 
     check_solver_backend(solver_backend, "solver_backend")
     default = default_schedule(profile.sigmas, budget, estimators=allowed)

@@ -2,7 +2,7 @@
 
 Where the schedule comes from (one of):
 
-- ``budget`` alone: the calibration-free default rule (:func:`meancache_kernels.default_schedule`), fitted to the
+- ``budget`` alone: the calibration-free default rule (:func:`meancache_kernels.default_rule`), fitted to the
   sigmas of every generation (any N, any shift): no model calls, no files;
 - ``budget`` with ``adaptive=True``, or ``tol`` alone: online error control per generation
   (:mod:`meancache_kernels.adaptive`): which steps run is decided while generating, from the error of the estimate
@@ -214,7 +214,7 @@ def resolve_schedule(
     """
     num_steps = len(sigmas) - 1
     if config.schedule is None and config.preset is None and config.profile is None:
-        from ..default_schedule import default_schedule
+        from ..default_rule import default_schedule
 
         check_budget(config.budget, num_steps, name="budget (num_inference_steps is N)")
         est = config.estimators

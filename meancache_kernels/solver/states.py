@@ -18,8 +18,8 @@ then the polynomial estimators in the order of :attr:`Profile.poly_estimators`. 
 :func:`~meancache_kernels.solve_frontier` run) skip the Python table when the compiled extension has
 ``frontier_profile``: it builds the same table in C++ (the same float operations in the same order, numpy's argmin
 rule, ``numpy.power`` called back for other gammas) and runs the DP over the states reachable from node 0 only, so
-schedules and objective bits equal those of the numpy table with either DP (tests/solver/test_solver_states.py). The numpy
-table stays the path of ``backend="python"``, of an extension built before it, and of ``table_backend="numpy"``.
+schedules and objective bits equal those of the numpy table with either DP (tests/solver/test_solver_states.py). The
+numpy table stays the path of ``backend="python"``, of an extension built before it, and of ``table_backend="numpy"``.
 
 Backward DP over (computed count r, node i, a, b):
 
