@@ -23,7 +23,7 @@ EVALUATION (never used for choosing): the 8 flows of bench/results/frontier.md a
 1, 11..16, their 256 evaluation latents, so numbers compare with those files' rows) at N = 50, 28, 20; the shipped
 model on bench/frontier's 8 evaluation prompts (seeds 0..7) and the second model bench/tiny_flux_seed1 (never
 seen in selection), N = 50, 28, 20. The rule evaluated is the one this run's selection picked; the report says whether
-the package's DEFAULT_RULE equals it (tests/test_default_schedule.py checks that the shipped DEFAULT_RULE is the one
+the package's DEFAULT_RULE equals it (tests/core/test_default_schedule.py checks that the shipped DEFAULT_RULE is the one
 recorded in bench/results/zero_config.json).
 """
 
@@ -446,7 +446,7 @@ def report(data: dict) -> str:
          + ".", "",
          f"`DEFAULT_RULE` in meancache_kernels/default_rule.py when this ran: `{meta['default_rule_at_run']}` -> "
          + ("the same." if meta["default_equals_selected"] else "different (a placeholder; the package was then set "
-            "to the selected rule, which tests/test_default_schedule.py checks against zero_config.json)."), "",
+            "to the selected rule, which tests/core/test_default_schedule.py checks against zero_config.json)."), "",
          "Definition (meancache_kernels/default_rule.py, pure host code, no model call): given the N + 1 sigmas "
          "and B, compute steps 0..W-1 (W = warm-up), then place the other computed steps evenly in "
          "u_i = (1 - alpha) i / N + alpha (s_0 - s_i) / s_0 (alpha = 0: evenly in steps; 1: evenly in sigma) over "

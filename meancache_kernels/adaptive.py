@@ -39,13 +39,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from numbers import Real
 
 import torch
 
 from . import estimators as _est
 from . import ops
-from .checks import as_sigmas, check_budget, check_ops_backend
+from .checks import as_sigmas, check_budget, check_ops_backend, check_tol
 from .schedule import Schedule
 
 __all__ = ["AdaptiveState", "sample_adaptive", "budget_schedule"]
@@ -167,13 +166,7 @@ class AdaptiveState:
         self.sigmas = as_sigmas(sigmas)
         n = len(self.sigmas) - 1
         self.budget = check_budget(budget, n) if budget is not None else None
-        if tol is not None:
-            if isinstance(tol, bool) or not isinstance(tol, Real):
-                raise TypeError(f"tol must be a real number >= 0, got {tol!r} ({type(tol).__name__})")
-            tol = float(tol)
-            if not (tol >= 0 and math.isfinite(tol)):
-                raise ValueError(f"tol must be finite and >= 0, got {tol}")
-        self.tol = tol
+        self.tol = None if tol is None else check_tol(tol)
         if isinstance(first_gap, bool) or not isinstance(first_gap, int) or first_gap < 1:
             raise ValueError(f"first_gap must be an int >= 1, got {first_gap!r}")
         self.first_gap = first_gap

@@ -32,6 +32,7 @@ __all__ = [
     "as_sigmas",
     "check_budget",
     "check_gamma",
+    "check_tol",
     "check_ops_backend",
     "check_solver_backend",
     "check_estimator_names",
@@ -92,6 +93,16 @@ def check_gamma(gamma: Any, name: str = "gamma") -> float:
     if not (gamma > 0 and math.isfinite(gamma)):
         raise ValueError(f"{name} must be finite and > 0, got {gamma}")
     return gamma
+
+
+def check_tol(tol: Any, name: str = "tol") -> float:
+    """An error tolerance of the adaptive control: a finite real number >= 0."""
+    if isinstance(tol, bool) or not isinstance(tol, Real):
+        raise TypeError(f"{name} must be a real number >= 0, got {tol!r} ({type(tol).__name__})")
+    tol = float(tol)
+    if not (tol >= 0 and math.isfinite(tol)):
+        raise ValueError(f"{name} must be finite and >= 0, got {tol}")
+    return tol
 
 
 def check_ops_backend(backend: Any, name: str = "backend") -> str:

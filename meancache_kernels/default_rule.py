@@ -94,11 +94,11 @@ class Rule:
 
 
 # The rule default_schedule uses, chosen by bench/zero_config.py on its selection data (bench/results/zero_config.md
-# has the numbers; tests/test_default_schedule.py checks it against bench/results/zero_config.json). Every departure
-# from evenly spaced steps that the analytic flows favour (spacing in sigma, warp, warm-up, an open last gap) lost
-# 0.8 to 13.6 dB mean PSNR on the shipped FluxPipeline, so the computed steps are exactly Schedule.uniform's; the
-# estimator is taylorc2, and where the corrector is not allowed taylor2 on gaps of <= 3 skipped steps, taylor1 on
-# longer ones.
+# has the numbers; tests/core/test_default_schedule.py checks it against bench/results/zero_config.json). Every
+# departure from evenly spaced steps that the analytic flows favour (spacing in sigma, warp, warm-up, an open last gap)
+# lost mean PSNR on the shipped FluxPipeline (bench/RESULTS.md, "Zero-config default"), so the computed steps are
+# exactly Schedule.uniform's; the estimator is taylorc2, and where the corrector is not allowed taylor2 on gaps of <= 3
+# skipped steps, taylor1 on longer ones.
 DEFAULT_RULE = Rule(alpha=0.0, warp=1.0, warmup=1, last=True, short=("taylorc2", "taylor2"),
                     long=("taylorc2", "taylor1"), long_gap=3)
 

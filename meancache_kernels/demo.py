@@ -44,7 +44,7 @@ DEFAULT_BUDGETS = (25, 17, 10)
 # A paired-ratio spread (max - min) / median above this is too wide to trust on this machine.
 SPREAD_WARN = 0.25
 # UniPC order of the --compare rows: measured best of 1, 2, 3 on the shipped model at B = 17 and 10 (4 demo prompts,
-# PSNR vs the uncached 50-step output: order 1 62.0 / 57.5 dB, order 2 56.2 / 54.8, order 3 56.1 / 55.5).
+# PSNR vs the uncached 50-step output; docs/guide.md, "The main job").
 UNIPC_ORDER = 1
 TAYLORSEER_WARMUP = 3  # TaylorSeerCacheConfig.disable_cache_before_step of the --compare rows
 

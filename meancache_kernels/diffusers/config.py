@@ -18,11 +18,9 @@ Where the schedule comes from (one of):
 
 from __future__ import annotations
 
-import math
 import warnings
 from collections.abc import Callable
 from dataclasses import KW_ONLY, dataclass, field
-from numbers import Real
 from typing import Any
 
 import numpy as np
@@ -35,6 +33,7 @@ from ..checks import (
     check_gamma,
     check_ops_backend,
     check_solver_backend,
+    check_tol,
     int_list,
 )
 from ..profile import Profile
@@ -99,9 +98,7 @@ class MeanCacheConfig:
         if not isinstance(self.adaptive, bool):
             raise TypeError(f"adaptive must be a bool, got {self.adaptive!r}")
         if self.tol is not None:
-            if isinstance(self.tol, bool) or not isinstance(self.tol, Real) or not (
-                    math.isfinite(self.tol) and self.tol >= 0):
-                raise ValueError(f"tol must be a finite number >= 0 (or None), got {self.tol!r}")
+            check_tol(self.tol)
             if self.budget is not None:
                 raise ValueError("give budget= (exactly B calls) or tol= (as many calls as the tolerance needs), "
                                  "not both")
