@@ -23,8 +23,8 @@ EVALUATION (never used for choosing): the 8 flows of bench/results/frontier.md a
 1, 11..16, their 256 evaluation latents, so numbers compare with those files' rows) at N = 50, 28, 20; the shipped
 model on bench/frontier's 8 evaluation prompts (seeds 0..7) and the second model bench/tiny_flux_seed1 (never
 seen in selection), N = 50, 28, 20. The rule evaluated is the one this run's selection picked; the report says whether
-the package's DEFAULT_RULE equals it (tests/core/test_default_schedule.py checks that the shipped DEFAULT_RULE is the one
-recorded in bench/results/zero_config.json).
+the package's DEFAULT_RULE equals it (tests/core/test_default_schedule.py checks that the shipped DEFAULT_RULE is
+the one recorded in bench/results/zero_config.json).
 """
 
 from __future__ import annotations
