@@ -94,7 +94,7 @@ def test_profile_config_uses_every_estimator_by_default_and_tune_pipeline(flux):
         MeanCacheConfig(profile=profile, budget=4, estimators=("taylor3",))
 
     best = tune_pipeline(flux, ["a blue ball", "a yellow star"], profile=profile, budget=4, num_inference_steps=N,
-                         progress=False, **kw)
+                         metric="latent", progress=False, **kw)
     t = best.meta["tune"]
     errors = [c["error"] for c in t["candidates"]]
     assert best.budget == 4 and len(errors) >= 5 and errors == sorted(errors)
@@ -173,7 +173,7 @@ def test_calibrate_and_tune_on_cfg_pipelines(kind):
     profile = calibrate_pipeline(pipe, prompts, N, max_span=2, max_skip=4, progress=False, **kw)
     assert "taylorc2" in profile.estimators
     best = tune_pipeline(pipe, prompts, profile=profile, budget=5, num_inference_steps=N, progress=False,
-                         gammas=(2.0,), **kw)
+                         gammas=(2.0,), metric="latent", **kw)
     t = best.meta["tune"]
     assert best.budget == 5 and t["default"] is not None and t["best"] in {c["name"] for c in t["candidates"]}
     gens = [torch.Generator().manual_seed(10_000 + k) for k in range(2)]
