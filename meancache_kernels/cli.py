@@ -457,6 +457,8 @@ def _add_tune(sub) -> None:
                    "prefer the schedule closest to the converged solution)")
     p.add_argument("--halving", action="store_true",
                    help="successive halving over the prompts: about a third of the calls, may pick a worse schedule")
+    p.add_argument("--metric", choices=["image", "latent"], default="image",
+                   help="judge candidates on the decoded images (default) or on the final latents (no decoding)")
     p.add_argument("--default-margin-se", type=float, default=1.0, metavar="T",
                    help="keep the untuned default schedule unless a candidate beats it by more than T standard "
                    "errors of the per-prompt log-error differences (default 1; 0: always the lowest error)")
@@ -478,7 +480,7 @@ def _cmd_tune(args) -> int:
     try:
         best = tune_pipeline(pipe, prompts, profile=prof, budget=args.budget, num_inference_steps=args.steps,
                              seed=args.seed, gammas=tuple(args.gammas), reference_steps=args.reference_steps,
-                             halving=args.halving, default_margin_se=args.default_margin_se,
+                             halving=args.halving, default_margin_se=args.default_margin_se, metric=args.metric,
                              progress=not args.no_progress, **call)
     except (ValueError, TypeError) as e:
         raise SystemExit(f"meancache tune: {e}")
