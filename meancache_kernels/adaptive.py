@@ -326,11 +326,8 @@ class AdaptiveState:
         self._expect(i)
         if i == self._next_compute:
             raise RuntimeError(f"step {i} is a computed step: run the model there, not estimate()")
-        s = self.sigmas
-        used = self._nodes[-self.estimator.computed_depth:]
-        coeffs = self.estimator.weights([s[k] for k, _ in used], s[i], s[i + 1])
-        tensors = [vk for _, vk in used]
-        return ops.combine_step(z, tensors, coeffs, s[i + 1] - s[i], v_dtype=tensors[-1].dtype, backend=self.backend)
+        # the estimator applies itself (the same interface the static sampler uses); it reads the computed velocities
+        return self.estimator.estimate_step(ops, i, z, self.sigmas, (), self._nodes, self.backend)
 
     def skip(self, i: int, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Skipped step ``i``: the estimate and the Euler step with it, fused; records the step. ``(v_hat, z_next)``."""
