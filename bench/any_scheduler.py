@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib.util
 import json
 import math
 import os
@@ -43,6 +42,9 @@ import torch
 import meancache_kernels as mck
 from meancache_kernels.metrics import psnr
 
+from .frontier.common import eval_prompts
+from .frontier.methods import heun_scheduler, heun_steps
+
 ROOT = Path(__file__).resolve().parents[1]
 N, BUDGETS, N_EVAL = 50, (25, 17, 10), 8
 SMOKE_N, SMOKE_BUDGETS, SMOKE_EVAL = 10, (5,), 2
@@ -56,24 +58,6 @@ VARIANTS = ("taylor1", "taylor2", "taylor2 warm-up")
 EULER_VARIANT = "taylorc2"
 SMOKE_MEANCACHE_SOLVERS = ("UniPC order 2", "DPM-Solver++ 2M")
 SMOKE_FEW_STEP_SOLVERS = ("Euler", "UniPC order 2", "DPM-Solver++ 2M", "Heun")
-
-
-# ---------------------------------------------------------------------------------------------------- data
-def _tiny_flux_data():
-    """python/tools/tiny_flux_data.py (the shipped model's prompt grammar), loaded from its file."""
-    path = ROOT / "python" / "tools" / "tiny_flux_data.py"
-    spec = importlib.util.spec_from_file_location("tiny_flux_data", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def eval_prompts(n: int) -> list[str]:
-    """bench/frontier.py's evaluation prompts (prompt k is generated with noise seed k)."""
-    data = _tiny_flux_data()
-    colours, positions = list(data.COLOURS), list(data.POSITIONS)
-    return [data.prompt_for(colours[(k + 2) % 6], data.SHAPES[(k + 1) % 3], positions[k % 5],
-                            (None, "large", "small")[k % 3]) for k in range(n)]
 
 
 # ---------------------------------------------------------------------------------------------------- solvers
@@ -94,38 +78,13 @@ def make_solver(name: str, euler):
     if name.startswith("Adams order "):
         return FlowMatchAdamsScheduler.from_config(euler.config, adams_order=int(name[-1]))
     if name == "Heun":
-        return heun_on_euler_grid(euler)
+        return heun_scheduler(euler)
     raise ValueError(f"unknown solver {name!r}")
-
-
-def heun_on_euler_grid(euler):
-    """FlowMatchHeunDiscreteScheduler on the sigmas the pipeline's Euler scheduler would use (FluxPipeline passes
-    ``sigmas`` and ``mu``, which FlowMatchHeun's ``set_timesteps`` does not take); as in bench/frontier.py."""
-    import copy
-
-    from diffusers import FlowMatchHeunDiscreteScheduler
-
-    grid = copy.deepcopy(euler)
-
-    class FlowMatchHeunOnEulerGrid(FlowMatchHeunDiscreteScheduler):
-        def set_timesteps(self, num_inference_steps=None, device=None, sigmas=None, mu=None):
-            grid.set_timesteps(num_inference_steps, device=device, sigmas=sigmas, mu=mu)
-            s = grid.sigmas.detach().to("cpu", torch.float32)
-            self.num_inference_steps = len(s) - 1
-            t = s[:-1] * self.config.num_train_timesteps
-            self.timesteps = torch.cat([t[:1], t[1:].repeat_interleave(2)]).to(device)
-            self.sigmas = torch.cat([s[:1], s[1:-1].repeat_interleave(2), s[-1:]])
-            self.prev_derivative = None
-            self.dt = None
-            self._step_index = None
-            self._begin_index = None
-
-    return FlowMatchHeunOnEulerGrid(num_train_timesteps=euler.config.num_train_timesteps)
 
 
 def few_steps(name: str, budget: int) -> int:
     """Steps of solver ``name`` for ``budget`` transformer calls (Heun: 2 per step but the last)."""
-    return max(1, (budget + 1) // 2) if name == "Heun" else budget
+    return heun_steps(budget) if name == "Heun" else budget
 
 
 def meancache_schedule(variant: str, num_steps: int, budget: int) -> mck.Schedule:
