@@ -136,6 +136,10 @@ class MeanCacheConfig:
                 raise ValueError("estimators= is only used with profile=, budget= alone or adaptive control (a "
                                  "schedule or preset fixes its estimators)")
             object.__setattr__(self, "estimators", check_estimator_names(self.estimators))
+            if self.profile is None and all(e == "jvp" for e in self.estimators):
+                raise ValueError(f"estimators={list(self.estimators)}: the default rule and adaptive control need a "
+                                 "polynomial estimator (taylor1, taylor2, mean1, mean2, taylorc1, taylorc2); the "
+                                 "paper's jvp needs a profile (profile=..., estimators=('jvp',)) or a preset")
         self._check_solver_options()
         if self.profile is not None:
             check_budget(self.budget, self.profile.num_steps)
@@ -150,8 +154,8 @@ class MeanCacheConfig:
                      "k_range": self.k_range is not None}
         used = [k for k, v in pssp_only.items() if v]
         if used and self.profile is None:
-            raise ValueError(f"{', '.join(used)} {'is' if len(used) == 1 else 'are'} PSSP options: only used with "
-                             "profile=")
+            raise ValueError(f"{', '.join(used)} {'is a PSSP option' if len(used) == 1 else 'are PSSP options'}: "
+                             "only used with profile=")
         if self.edge_cost is not None and self.edge_cost not in EDGE_COSTS:
             raise ValueError(f"edge_cost must be one of {EDGE_COSTS} or None, got {self.edge_cost!r}")
         if self.max_skip is not None and as_int(self.max_skip, "max_skip") < 0:

@@ -26,7 +26,6 @@ __all__ = [
     "velocity_delta",
     "calibration_errors",
     "edge_errors",
-    "reference",
 ]
 
 _FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)

@@ -93,6 +93,9 @@ def test_bad_budget_is_a_clear_error(pipe):
         MeanCacheConfig(budget=5, gamma=3.0)
     with pytest.raises(ValueError, match="budget=B"):
         MeanCacheConfig()
+    for kw in (dict(budget=5), dict(budget=5, adaptive=True)):  # jvp needs a profile; refused at construction
+        with pytest.raises(ValueError, match="need a polynomial estimator"):
+            MeanCacheConfig(estimators=("jvp",), **kw)
 
 
 @pytest.mark.parametrize("n, b", [(8, 4), (28, 9), (50, 10)])
