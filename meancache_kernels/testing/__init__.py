@@ -1,12 +1,13 @@
-"""Test and demo helpers: analytic flows with ground truth (no training, no hub).
+"""Test and demo helpers: analytic flows with ground truth (no training, no hub), and the paper's loop as an oracle.
 
 ``GaussianMixtureFlow`` gives the exact rectified-flow velocity of a Gaussian-mixture data distribution, so the
 test suite and the demos have a real curved ODE whose every quantity is known in closed form.
 """
 
 from .flows import GaussianMixtureFlow, flow_sigmas, smooth_random_field
+from .official import official_sample
 
-__all__ = ["GaussianMixtureFlow", "flow_sigmas", "smooth_random_field"]
+__all__ = ["GaussianMixtureFlow", "flow_sigmas", "smooth_random_field", "official_sample"]
 
 # Tiny diffusers pipelines live in meancache_kernels.diffusers.testing (the only layer that imports diffusers);
 # they are forwarded lazily so that importing this module never imports diffusers.

@@ -1,9 +1,8 @@
 import pytest
 import torch
-from _official import official_sample
 
 import meancache_kernels as mck
-from meancache_kernels.testing import GaussianMixtureFlow, flow_sigmas, smooth_random_field
+from meancache_kernels.testing import GaussianMixtureFlow, flow_sigmas, official_sample, smooth_random_field
 
 PRESETS = [(m, b) for m, bs in mck.presets.available().items() for b in bs]
 

@@ -1,11 +1,15 @@
-"""A straightforward transcription of the public MeanCache release's sampling loop, used as a test oracle.
+"""The paper's sampling loop written the slow, obvious way: the oracle the fused path is tested against.
+
+A straightforward transcription of the public MeanCache release's sampling loop.
 
 It keeps the whole history (every latent before and after each step, every velocity and sigma) and recomputes the
 JVP at every skipped step from the logged tensors, exactly as the release's ``compute_current_jvp`` does, with the
 span of the interval holding step i-1 (``edge_order[i - 1]``). Written from DESIGN.md section 2 and the release's
-published description, for float64 comparison with ``meancache_kernels.sample``.
+published description, for float64 comparison with ``meancache_kernels.sample`` (which must match it; the test
+suite checks it for every preset). It is slow and holds every latent: use it to check, never to generate.
 """
 
+__all__ = ["official_sample"]
 
 
 def official_jvp(log, steps, work_dtype):
@@ -23,7 +27,9 @@ def official_jvp(log, steps, work_dtype):
 
 
 def official_sample(model_fn, z, sigmas, compute_steps, spans_per_interval, work_dtype=None):
-    """``work_dtype``: arithmetic precision (default: z's dtype); results are stored back in z's dtype."""
+    """Euler sampling with the release's JVP estimate on the steps not in ``compute_steps``; ``spans_per_interval``
+    holds the span K of each interval between computed steps (``Schedule.to_official()[1]``). ``work_dtype``:
+    arithmetic precision (default: z's dtype); results are stored back in z's dtype."""
     work_dtype = work_dtype or z.dtype
     sigmas = [float(s) for s in sigmas]
     n = len(sigmas) - 1
