@@ -5,7 +5,6 @@ import math
 
 import pytest
 import torch
-from _triton_env import DEVICE, HAS_TRITON, INTERPRET, triton_ok  # noqa: E402, F401
 
 from meancache_kernels import MeanCacheState, Schedule, ops
 from meancache_kernels.testing import flow_sigmas, smooth_random_field
@@ -150,7 +149,7 @@ def _assert_kernel_as_accurate(z, v, sigmas, max_span, max_skip):
     return got
 
 
-@triton_ok
+@pytest.mark.triton
 @pytest.mark.parametrize(
     "zdt, vdt",
     [(torch.float32, torch.float32), (torch.bfloat16, torch.bfloat16), (torch.float16, torch.float16),
@@ -158,38 +157,38 @@ def _assert_kernel_as_accurate(z, v, sigmas, max_span, max_skip):
     ids=lambda d: str(d).replace("torch.", ""),
 )  # fmt: skip
 @pytest.mark.parametrize("shape", [(1, 1), (2, 5, 7), (2, 3, 8, 8), (1, 2, 3, 4, 4)], ids=str)
-def test_kernel_matches_float64(zdt, vdt, shape):
+def test_kernel_matches_float64(zdt, vdt, shape, device):
     # shape is [S, ...]: one element, odd sizes, image latents [S, C, H, W], video latents [S, C, T, H, W]
     n = 7
     z, v, sigmas = _trajectory(n, shape, seed=3)
-    _assert_kernel_as_accurate(z.to(DEVICE, zdt), v.to(DEVICE, vdt), sigmas, 3, 4)
+    _assert_kernel_as_accurate(z.to(device, zdt), v.to(device, vdt), sigmas, 3, 4)
 
 
-@triton_ok
-def test_kernel_many_blocks_accumulate(monkeypatch):
+@pytest.mark.triton
+def test_kernel_many_blocks_accumulate(monkeypatch, device, interpret):
     # small element blocks: several programs per (sample, i, K) add into the same sums, with a ragged last block
     from meancache_kernels.ops.triton import calibration
 
-    if INTERPRET:
+    if interpret:
         monkeypatch.setattr(calibration, "_INTERPRET_MAX_BLOCK", 16)
     else:
         monkeypatch.setattr(calibration, "_GPU_MAX_BLOCK", 16)
     z, v, sigmas = _trajectory(6, (2, 3, 13), seed=5)
-    _assert_kernel_as_accurate(z.float().to(DEVICE), v.float().to(DEVICE), sigmas, 2, 3)
+    _assert_kernel_as_accurate(z.float().to(device), v.float().to(device), sigmas, 2, 3)
 
 
-@triton_ok
+@pytest.mark.triton
 @pytest.mark.parametrize("n, max_span, max_skip", [(2, 1, 1), (5, 7, 9), (6, 1, 5), (4, 4, 1)])
-def test_kernel_span_and_skip_limits(n, max_span, max_skip):
+def test_kernel_span_and_skip_limits(n, max_span, max_skip, device):
     # spans and skips beyond the trajectory (K' = min(K, m), ends clipped at N), and the smallest cases
     z, v, sigmas = _trajectory(n, (2, 6), seed=n)
-    got = _assert_kernel_as_accurate(z.float().to(DEVICE), v.float().to(DEVICE), sigmas, max_span, max_skip)
+    got = _assert_kernel_as_accurate(z.float().to(device), v.float().to(device), sigmas, max_span, max_skip)
     assert got.shape == (2, max_span + 1, n + 1, n + 1)
 
 
-@triton_ok
-def test_kernel_single_step_trajectory():
+@pytest.mark.triton
+def test_kernel_single_step_trajectory(device):
     # N = 1: no edge can skip, only the chain edge 0 -> 1 (no launch at all)
     z, v, sigmas = _trajectory(1, (2, 4))
-    got = ops.calibration_errors(z.float().to(DEVICE), v.float().to(DEVICE), sigmas, 2, 3, backend="triton")
+    got = ops.calibration_errors(z.float().to(device), v.float().to(device), sigmas, 2, 3, backend="triton")
     assert got[:, :, 0, 1].eq(0).all() and torch.isinf(got).sum() == got.numel() - 2 * 3

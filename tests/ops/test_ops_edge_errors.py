@@ -11,22 +11,22 @@ import math
 
 import pytest
 import torch
-from _triton_env import DEVICE, HAS_TRITON, INTERPRET, triton_ok  # noqa: E402, F401
 
 from meancache_kernels import ops
 from meancache_kernels.ops import reference
 from meancache_kernels.testing import flow_sigmas, smooth_random_field
 
-BACKENDS = ["torch", pytest.param("triton", marks=triton_ok)]
+BACKENDS = ["torch", pytest.param("triton", marks=pytest.mark.triton)]
 DTYPES = [torch.float32, torch.bfloat16, torch.float16]
 # [T, S, ...]: one element per sample, odd sizes, image latents [T, S, C, H, W], video latents [T, S, C, F, H, W]
 SHAPES = [(3, 1, 1), (9, 2, 5, 7), (7, 3, 4, 8, 8), (11, 2, 3, 2, 4, 4)]
 
 
-def _problem(shape, num_edges, num_slots, dtype=torch.float32, unused=0.25, seed=0):
-    """Random sources, index (about ``unused`` of the slots -1, NaN coefficients there) and float64 coef."""
+def _problem(shape, num_edges, num_slots, device, dtype=torch.float32, unused=0.25, seed=0):
+    """Random sources (on ``device``), index (about ``unused`` of the slots -1, NaN coefficients there) and float64
+    coef."""
     g = torch.Generator().manual_seed(seed)
-    sources = torch.randn(shape, generator=g, dtype=torch.float64).to(DEVICE, dtype)
+    sources = torch.randn(shape, generator=g, dtype=torch.float64).to(device, dtype)
     index = torch.randint(0, shape[0], (num_edges, num_slots), generator=g)
     index[torch.rand(num_edges, num_slots, generator=g) < unused] = -1
     coef = torch.randn(num_edges, num_slots, generator=g, dtype=torch.float64) * 2.0
@@ -54,16 +54,16 @@ def _magnitude(sources, index, coef):
 
 @pytest.mark.parametrize("shape", SHAPES, ids=str)
 @pytest.mark.parametrize("num_slots", [1, 3, 8])
-def test_reference_matches_brute_force_float64(shape, num_slots):
-    sources, index, coef = _problem(shape, 13, num_slots, dtype=torch.float64)
+def test_reference_matches_brute_force_float64(shape, num_slots, device):
+    sources, index, coef = _problem(shape, 13, num_slots, device, dtype=torch.float64)
     err = ops.edge_errors(sources, index, coef, backend="torch")
     assert err.dtype == torch.float64 and err.shape == (13, shape[1]) and err.device == sources.device
     torch.testing.assert_close(err.cpu(), _brute_force(sources, index, coef), rtol=1e-13, atol=1e-15)
 
 
-def test_reference_chunks_over_edges(monkeypatch):
+def test_reference_chunks_over_edges(monkeypatch, device):
     # a working tensor of at most 1 element: one edge per chunk; and 40 elements: 2 edges of S * D = 20 per chunk
-    sources, index, coef = _problem((6, 4, 5), 9, 4, dtype=torch.float64)
+    sources, index, coef = _problem((6, 4, 5), 9, 4, device, dtype=torch.float64)
     expect = _brute_force(sources, index, coef)
     for limit in (1, 40):
         monkeypatch.setattr(reference, "_EDGE_CHUNK_ELEMENTS", limit)
@@ -72,9 +72,9 @@ def test_reference_chunks_over_edges(monkeypatch):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_known_values_unused_slots_and_repeats(backend):
+def test_known_values_unused_slots_and_repeats(backend, device):
     # sources rows (S = 1, D = 2): r0 = [1, 2], r1 = [3, -4]
-    sources = torch.tensor([[[1.0, 2.0]], [[3.0, -4.0]]], device=DEVICE)
+    sources = torch.tensor([[[1.0, 2.0]], [[3.0, -4.0]]], device=device)
     index = torch.tensor([[0, 1, -1], [1, 1, 0], [-1, -1, -1], [-1, 0, -1]])
     coef = torch.tensor([[2.0, 1.0, float("nan")], [0.5, 0.5, -1.0], [1.0, float("nan"), 3.0], [7.0, -0.5, 1.0]])
     err = ops.edge_errors(sources, index, coef.double(), backend=backend)
@@ -112,8 +112,8 @@ def test_reproduces_span_one_calibration_costs():
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_no_edges(backend):
-    sources = torch.randn(4, 3, 2, device=DEVICE)
+def test_no_edges(backend, device):
+    sources = torch.randn(4, 3, 2, device=device)
     err = ops.edge_errors(sources, torch.empty(0, 2, dtype=torch.int64), torch.empty(0, 2, dtype=torch.float64))
     assert err.shape == (0, 3) and err.dtype == torch.float64
 
@@ -173,44 +173,44 @@ def _assert_kernel_as_accurate(sources, index, coef):
     return got, err
 
 
-@triton_ok
+@pytest.mark.triton
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("shape", SHAPES, ids=str)
 @pytest.mark.parametrize("num_slots", [1, 3, 8])
-def test_kernel_matches_float64(dtype, shape, num_slots):
-    sources, index, coef = _problem(shape, 21, num_slots, dtype=dtype, seed=num_slots)
+def test_kernel_matches_float64(dtype, shape, num_slots, device):
+    sources, index, coef = _problem(shape, 21, num_slots, device, dtype=dtype, seed=num_slots)
     _assert_kernel_as_accurate(sources, index, coef)
 
 
-@triton_ok
-def test_kernel_many_blocks_accumulate(monkeypatch):
+@pytest.mark.triton
+def test_kernel_many_blocks_accumulate(monkeypatch, device, interpret):
     # small edge and element blocks: 6 ragged edge blocks x 3 ragged element blocks per sample add into the sums
     from meancache_kernels.ops.triton import edges as module
 
-    if INTERPRET:
+    if interpret:
         monkeypatch.setattr(module, "_INTERPRET_MAX_BLOCK", 16)
         monkeypatch.setattr(module, "_INTERPRET_MAX_EDGE_BLOCK", 4)
     else:
         monkeypatch.setattr(module, "_GPU_BLOCK", 16)
         monkeypatch.setattr(module, "_GPU_EDGE_BLOCK", 4)
-    sources, index, coef = _problem((5, 2, 3, 13), 23, 4, dtype=torch.bfloat16, seed=7)
+    sources, index, coef = _problem((5, 2, 3, 13), 23, 4, device, dtype=torch.bfloat16, seed=7)
     _assert_kernel_as_accurate(sources, index, coef)
 
 
-@triton_ok
-def test_kernel_splits_many_samples(monkeypatch):
+@pytest.mark.triton
+def test_kernel_splits_many_samples(monkeypatch, device):
     # more samples than one launch's second grid dimension holds (forced to 2 here): 3 launches for 5 samples
     from meancache_kernels.ops.triton import edges as module
 
     monkeypatch.setattr(module, "_MAX_GRID_Y", 2)
-    sources, index, coef = _problem((4, 5, 6), 7, 3, seed=3)
+    sources, index, coef = _problem((4, 5, 6), 7, 3, device, seed=3)
     _assert_kernel_as_accurate(sources, index, coef)
 
 
-@triton_ok
-def test_kernel_unused_slots_read_nothing():
+@pytest.mark.triton
+def test_kernel_unused_slots_read_nothing(device):
     # rows of -1 only give exactly 0; NaN sources in row 0 (what a clamped -1 would read) do not leak in
-    sources, index, coef = _problem((4, 2, 9), 6, 3, unused=0.5, seed=5)
+    sources, index, coef = _problem((4, 2, 9), 6, 3, device, unused=0.5, seed=5)
     sources[0] = float("nan")
     index[index == 0] = 1
     index[2] = -1

@@ -12,13 +12,11 @@ import sys
 
 import pytest
 import torch
-from _accuracy import assert_as_accurate
-from _triton_env import DEVICE, HAS_TRITON, INTERPRET, triton_ok  # noqa: E402, F401
 
 from meancache_kernels import ops
 from meancache_kernels.ops import reference
 
-BACKENDS = ["torch", pytest.param("triton", marks=triton_ok)]
+BACKENDS = ["torch", pytest.param("triton", marks=pytest.mark.triton)]
 
 SHAPES = [(1,), (7,), (3, 5, 7), (2, 4, 16, 16), (1, 4, 3, 8, 8)]  # 1 element, odd, [B,C,H,W], [B,C,T,H,W]
 # (z dtype, v dtype): every precision, and float32 latents with bfloat16 velocities
@@ -28,14 +26,12 @@ DTYPES = [
     (torch.float16, torch.float16),
     (torch.float32, torch.bfloat16),
 ]
+# the eps of assert_as_accurate (the conftest fixture) for bfloat16 outputs under the interpreter: half a bfloat16 ulp
+BF16_INTERP_ULPS = 0.5
 
 
-def _assert_as_accurate(out: torch.Tensor, out_torch: torch.Tensor, ref64: torch.Tensor) -> float:
-    return assert_as_accurate(out, out_torch, ref64, bf16_interp_ulps=0.5)
-
-
-def _randn(shape, dtype, scale=1.0):
-    return (torch.randn(shape, dtype=torch.float64) * scale).to(device=DEVICE, dtype=dtype)
+def _randn(shape, dtype, device, scale=1.0):
+    return (torch.randn(shape, dtype=torch.float64) * scale).to(device=device, dtype=dtype)
 
 
 SIG = (0.93, 0.71, 0.58)  # s_anchor, s, s_next (decreasing, like a flow-matching schedule)
@@ -45,21 +41,21 @@ SIG = (0.93, 0.71, 0.58)  # s_anchor, s, s_next (decreasing, like a flow-matchin
 @pytest.mark.parametrize("zdt, vdt", DTYPES, ids=lambda d: str(d).replace("torch.", ""))
 @pytest.mark.parametrize("shape", SHAPES, ids=str)
 @pytest.mark.parametrize("with_out", [False, True], ids=["alloc", "poisoned_out"])
-def test_mean_velocity_step_matches_float64(backend, zdt, vdt, shape, with_out):
-    z, za = _randn(shape, zdt), _randn(shape, zdt)
-    va, vl = _randn(shape, vdt), _randn(shape, vdt)
+def test_mean_velocity_step_matches_float64(backend, zdt, vdt, shape, with_out, device, assert_as_accurate):
+    z, za = _randn(shape, zdt, device), _randn(shape, zdt, device)
+    va, vl = _randn(shape, vdt, device), _randn(shape, vdt, device)
     kw = {}
     if with_out:
-        kw = dict(out_v=torch.full(shape, float("nan"), dtype=vdt, device=DEVICE),
-                  out_z=torch.full(shape, float("nan"), dtype=zdt, device=DEVICE))  # fmt: skip
+        kw = dict(out_v=torch.full(shape, float("nan"), dtype=vdt, device=device),
+                  out_z=torch.full(shape, float("nan"), dtype=zdt, device=device))  # fmt: skip
     v_hat, z_next = ops.mean_velocity_step(z, za, va, vl, *SIG, backend=backend, **kw)
     if with_out:
         assert v_hat is kw["out_v"] and z_next is kw["out_z"]
     assert v_hat.dtype == vdt and z_next.dtype == zdt
     v64, z64 = reference.mean_velocity_step(z.double(), za.double(), va.double(), vl.double(), *SIG)
     vt, zt = reference.mean_velocity_step(z, za, va, vl, *SIG)
-    _assert_as_accurate(v_hat, vt, v64)
-    _assert_as_accurate(z_next, zt, z64)
+    assert_as_accurate(v_hat, vt, v64, bf16_interp_ulps=BF16_INTERP_ULPS)
+    assert_as_accurate(z_next, zt, z64, bf16_interp_ulps=BF16_INTERP_ULPS)
 
 
 def test_mean_velocity_step_formula_float64():
@@ -75,9 +71,10 @@ def test_mean_velocity_step_formula_float64():
 
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("zdt, vdt", DTYPES, ids=lambda d: str(d).replace("torch.", ""))
-def test_mean_velocity_step_in_place(backend, zdt, vdt):
+def test_mean_velocity_step_in_place(backend, zdt, vdt, device):
     shape = (2, 3, 9, 5)
-    z, za, va, vl = _randn(shape, zdt), _randn(shape, zdt), _randn(shape, vdt), _randn(shape, vdt)
+    z, za = _randn(shape, zdt, device), _randn(shape, zdt, device)
+    va, vl = _randn(shape, vdt, device), _randn(shape, vdt, device)
     v_exp, z_exp = ops.mean_velocity_step(z.clone(), za, va, vl, *SIG, backend=backend)
     v_hat, z_next = ops.mean_velocity_step(z, za, va, vl, *SIG, out_z=z, backend=backend)
     assert z_next is z
@@ -86,9 +83,9 @@ def test_mean_velocity_step_in_place(backend, zdt, vdt):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_strided_inputs_and_outputs(backend):
+def test_strided_inputs_and_outputs(backend, device):
     # transposed (non-contiguous) inputs are read correctly; a strided out (here z itself) is written in full
-    base = [_randn((6, 10), torch.float32) for _ in range(4)]
+    base = [_randn((6, 10), torch.float32, device) for _ in range(4)]
     z, za, va, vl = (t.t() for t in base)
     v64, z64 = reference.mean_velocity_step(*(t.double() for t in (z, za, va, vl)), *SIG)
     v_hat, z_next = ops.mean_velocity_step(z, za, va, vl, *SIG, out_z=z, backend=backend)
@@ -97,25 +94,26 @@ def test_strided_inputs_and_outputs(backend):
     torch.testing.assert_close(z.double(), z64, rtol=1e-6, atol=1e-6)
 
 
-@triton_ok
-def test_many_programs_with_ragged_tail(monkeypatch):
+@pytest.mark.triton
+def test_many_programs_with_ragged_tail(monkeypatch, device, interpret, assert_as_accurate):
     # small blocks force several program instances and a masked last block in the interpreter too
     from meancache_kernels.ops.triton import launch
 
-    if INTERPRET:
+    if interpret:
         monkeypatch.setattr(launch, "_INTERPRET_MAX_BLOCK", 64)
     shape = (3, 7, 11)  # 231 elements = 3 full blocks of 64 + a tail of 39
-    z, za, va, vl = (_randn(shape, torch.bfloat16) for _ in range(4))
-    out_v = torch.full(shape, float("nan"), dtype=torch.bfloat16, device=DEVICE)
-    out_z = torch.full(shape, float("nan"), dtype=torch.bfloat16, device=DEVICE)
+    z, za, va, vl = (_randn(shape, torch.bfloat16, device) for _ in range(4))
+    out_v = torch.full(shape, float("nan"), dtype=torch.bfloat16, device=device)
+    out_z = torch.full(shape, float("nan"), dtype=torch.bfloat16, device=device)
     ops.mean_velocity_step(z, za, va, vl, *SIG, out_v=out_v, out_z=out_z, backend="triton")
     v64, z64 = reference.mean_velocity_step(*(t.double() for t in (z, za, va, vl)), *SIG)
     vt, zt = reference.mean_velocity_step(z, za, va, vl, *SIG)
-    _assert_as_accurate(out_v, vt, v64)
-    _assert_as_accurate(out_z, zt, z64)
-    out = torch.full(shape, float("nan"), dtype=torch.bfloat16, device=DEVICE)
+    assert_as_accurate(out_v, vt, v64, bf16_interp_ulps=BF16_INTERP_ULPS)
+    assert_as_accurate(out_z, zt, z64, bf16_interp_ulps=BF16_INTERP_ULPS)
+    out = torch.full(shape, float("nan"), dtype=torch.bfloat16, device=device)
     ops.euler_step(z, va, -0.2, out=out, backend="triton")
-    _assert_as_accurate(out, reference.euler_step(z, va, -0.2), reference.euler_step(z.double(), va.double(), -0.2))
+    assert_as_accurate(out, reference.euler_step(z, va, -0.2), reference.euler_step(z.double(), va.double(), -0.2),
+                       bf16_interp_ulps=BF16_INTERP_ULPS)
     d, nb = ops.velocity_delta(za, vl, backend="triton")
     d64, nb64 = reference.velocity_delta(za.double(), vl.double())
     assert abs(d.item() - d64.item()) <= 1e-5 * d64.item()
@@ -125,13 +123,14 @@ def test_many_programs_with_ragged_tail(monkeypatch):
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("zdt, vdt", DTYPES, ids=lambda d: str(d).replace("torch.", ""))
 @pytest.mark.parametrize("shape", SHAPES, ids=str)
-def test_euler_step_matches_float64(backend, zdt, vdt, shape):
-    z, v = _randn(shape, zdt), _randn(shape, vdt)
+def test_euler_step_matches_float64(backend, zdt, vdt, shape, device, assert_as_accurate):
+    z, v = _randn(shape, zdt, device), _randn(shape, vdt, device)
     ds = -0.137
-    out = torch.full(shape, float("nan"), dtype=zdt, device=DEVICE)
+    out = torch.full(shape, float("nan"), dtype=zdt, device=device)
     res = ops.euler_step(z, v, ds, out=out, backend=backend)
     assert res is out
-    _assert_as_accurate(out, reference.euler_step(z, v, ds), reference.euler_step(z.double(), v.double(), ds))
+    assert_as_accurate(out, reference.euler_step(z, v, ds), reference.euler_step(z.double(), v.double(), ds),
+                       bf16_interp_ulps=BF16_INTERP_ULPS)
     fresh = ops.euler_step(z, v, ds, backend=backend)
     torch.testing.assert_close(fresh, out, rtol=0, atol=0)
     ops.euler_step(z, v, ds, out=z, backend=backend)  # in place
@@ -141,8 +140,8 @@ def test_euler_step_matches_float64(backend, zdt, vdt, shape):
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("zdt, vdt", DTYPES, ids=lambda d: str(d).replace("torch.", ""))
 @pytest.mark.parametrize("shape", SHAPES, ids=str)
-def test_velocity_delta_matches_float64(backend, zdt, vdt, shape):
-    a, b = _randn(shape, zdt), _randn(shape, vdt)
+def test_velocity_delta_matches_float64(backend, zdt, vdt, shape, device):
+    a, b = _randn(shape, zdt, device), _randn(shape, vdt, device)
     delta, norm = ops.velocity_delta(a, b, backend=backend)
     assert delta.shape == () and norm.shape == ()
     assert delta.dtype == torch.float32 and norm.dtype == torch.float32
@@ -164,8 +163,8 @@ def test_velocity_delta_known_values():
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_empty_tensors(backend):
-    z = torch.empty(0, 3, device=DEVICE)
+def test_empty_tensors(backend, device):
+    z = torch.empty(0, 3, device=device)
     v_hat, z_next = ops.mean_velocity_step(z, z, z, z, *SIG, backend=backend)
     assert v_hat.shape == (0, 3) and z_next.shape == (0, 3)
     assert ops.euler_step(z, z, 0.1, backend=backend).shape == (0, 3)
@@ -173,9 +172,9 @@ def test_empty_tensors(backend):
     assert delta.item() == 0.0 and norm.item() == 0.0
 
 
-@triton_ok
+@pytest.mark.triton
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=str)
-def test_sampler_with_triton_backend_matches_torch(dtype):
+def test_sampler_with_triton_backend_matches_torch(dtype, device):
     # the kernels inside MeanCache sampling (fused step on skipped steps, Euler step on computed ones)
     import meancache_kernels as mck
     from meancache_kernels.testing import flow_sigmas, smooth_random_field
@@ -184,7 +183,7 @@ def test_sampler_with_triton_backend_matches_torch(dtype):
     sigmas = flow_sigmas(n).tolist()
     schedule = mck.Schedule.from_official([0, 1, 3, 6, 9, 11], [0, 1, 2, 2, 1], n)
     field = smooth_random_field(3 * 5, seed=4)
-    z0 = _randn((2, 3, 5), dtype)
+    z0 = _randn((2, 3, 5), dtype, device)
     expect = mck.sample(field, z0, sigmas, schedule, backend="torch")
     got = mck.sample(field, z0, sigmas, schedule, backend="triton")
     assert got.dtype == dtype and not torch.isnan(got).any()
@@ -194,12 +193,12 @@ def test_sampler_with_triton_backend_matches_torch(dtype):
     torch.testing.assert_close(got.float(), expect.float(), rtol=tol, atol=tol)
 
 
-@triton_ok
-def test_custom_op_for_torch_compile():
+@pytest.mark.triton
+def test_custom_op_for_torch_compile(device):
     from meancache_kernels.ops import triton as kernels
 
-    z, za = _randn((3, 5), torch.float32), _randn((3, 5), torch.float32)
-    va, vl = _randn((3, 5), torch.bfloat16), _randn((3, 5), torch.bfloat16)
+    z, za = _randn((3, 5), torch.float32, device), _randn((3, 5), torch.float32, device)
+    va, vl = _randn((3, 5), torch.bfloat16, device), _randn((3, 5), torch.bfloat16, device)
     args = (z, za, va, vl, *SIG)
     op = torch.ops.meancache_kernels.mean_velocity_step
     assert kernels.mean_velocity_step_op is not None
@@ -222,7 +221,7 @@ def test_auto_uses_reference_on_cpu_and_for_float64():
     assert ops.functional._resolve_backend("torch", cpu) == "torch"
 
 
-@triton_ok
+@pytest.mark.triton
 def test_triton_backend_on_cpu_needs_interpreter(monkeypatch):
     monkeypatch.setenv("TRITON_INTERPRET", "0")
     z = torch.zeros(4)
