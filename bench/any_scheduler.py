@@ -102,10 +102,10 @@ def meancache_schedule(variant: str, num_steps: int, budget: int) -> mck.Schedul
 # ---------------------------------------------------------------------------------------------------- bench
 class Bench:
     def __init__(self, num_steps: int, budgets, n_eval: int, mc_solvers=MEANCACHE_SOLVERS,
-                 few_solvers=FEW_STEP_SOLVERS, log=print):
+                 few_solvers=FEW_STEP_SOLVERS, log=print, model=None):
         from meancache_kernels.diffusers.loading import load_pipeline
 
-        self.pipe, self.kw = load_pipeline()
+        self.pipe, self.kw = load_pipeline(model)
         self.pipe.set_progress_bar_config(disable=True)
         self.euler = self.pipe.scheduler
         self.num_steps, self.budgets = num_steps, list(budgets)
@@ -331,36 +331,43 @@ def main(argv=None) -> None:
     ap.add_argument("--smoke", action="store_true", help=f"N = {SMOKE_N}, B = {SMOKE_BUDGETS}, {SMOKE_EVAL} prompts")
     ap.add_argument("--out", default=None, help="output prefix (default bench/results/any_scheduler; smoke: none)")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--model", default=None,
+                    help="a trained tiny model dir, e.g. bench/tiny_flux_seed1 (default: the shipped model)")
     ap.add_argument("--render", default=None, metavar="JSON",
                     help="re-render the markdown from a saved JSON (no generation); writes JSON's .md")
     args = ap.parse_args(argv)
     if args.render:
         res = json.loads(Path(args.render).read_text())
-        md = to_markdown(res["rows"], res["budgets"], res["header"], NOTES if res["num_steps"] == N else "")
+        shipped = "shipped" in res["header"].splitlines()[0]
+        md = to_markdown(res["rows"], res["budgets"], res["header"], NOTES if res["num_steps"] == N and shipped else "")
         Path(args.render).with_suffix(".md").write_text(md)
         print(md)
         return
     torch.set_num_threads(args.threads)
     t0 = time.time()
     n, budgets, n_eval = (SMOKE_N, SMOKE_BUDGETS, SMOKE_EVAL) if args.smoke else (N, BUDGETS, N_EVAL)
-    bench = (Bench(n, budgets, n_eval, SMOKE_MEANCACHE_SOLVERS, SMOKE_FEW_STEP_SOLVERS) if args.smoke
-             else Bench(n, budgets, n_eval))
+    bench = (Bench(n, budgets, n_eval, SMOKE_MEANCACHE_SOLVERS, SMOKE_FEW_STEP_SOLVERS, model=args.model)
+             if args.smoke else Bench(n, budgets, n_eval, model=args.model))
+    model_name = "shipped tiny FluxPipeline" if args.model is None else f"second model {Path(args.model).name}"
     rows = bench.run()
     try:
         rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT,
                              check=False).stdout.strip() or "unknown"
     except OSError:
         rev = "unknown"
-    header = (f"# MeanCache under any flow-matching solver: shipped tiny FluxPipeline\n\n"
-              f"`python -m bench.any_scheduler{' --smoke' if args.smoke else ''}`, "
+    cmd = "python -m bench.any_scheduler" + (" --smoke" if args.smoke else "") + (
+        f" --model {args.model}" if args.model else "")
+    header = (f"# MeanCache under any flow-matching solver: {model_name}\n\n"
+              f"`{cmd}`, "
               f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, git {rev} + the uncommitted working tree, "
               f"torch {torch.__version__}, {platform.machine()}, {args.threads} threads, {time.time() - t0:.0f} s. "
               f"N = {n}, {n_eval} evaluation prompts batched (seeds 0..{n_eval - 1}, bench/frontier.py's), 32x32. "
               "MeanCache variants: uniform computed steps (Schedule.uniform) with taylor1 / taylor2; 'taylor2 "
               "warm-up': step 1 computed too, B - 1 uniform steps over 1..N-1. Euler + MeanCache: uniform taylorc2.")
-    md = to_markdown(rows, budgets, header, "" if args.smoke else NOTES)
+    md = to_markdown(rows, budgets, header, "" if args.smoke or args.model else NOTES)
     print(md)
-    out = args.out or (None if args.smoke else str(ROOT / "bench" / "results" / "any_scheduler"))
+    stem = "any_scheduler" if args.model is None else f"any_scheduler_{Path(args.model).name}"
+    out = args.out or (None if args.smoke else str(ROOT / "bench" / "results" / stem))
     if out:
         os.makedirs(os.path.dirname(out) or ".", exist_ok=True)
         Path(out + ".md").write_text(md)
