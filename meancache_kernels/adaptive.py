@@ -44,6 +44,7 @@ import torch
 
 from . import estimators as _est
 from . import ops
+from .cache import SteppedState
 from .checks import as_sigmas, check_budget, check_ops_backend, check_tol
 from .schedule import Schedule
 
@@ -130,7 +131,7 @@ def budget_schedule(sigmas, budget: int, estimator: str = "taylor2", *, first_ga
                     estimators=["" if c else state.estimator.family for c in comp])
 
 
-class AdaptiveState:
+class AdaptiveState(SteppedState):
     """Per-generation adaptive MeanCache state, with the interface of :class:`meancache_kernels.MeanCacheState`.
 
     Usage, for i in 0..N-1::
@@ -269,29 +270,19 @@ class AdaptiveState:
         self._scale = (err / omega if math.isfinite(err) and omega > 0 else math.inf, q)
         return err
 
-    # ------------------------------------------------------------------ steps
-    def _expect(self, i: int) -> None:
-        if isinstance(i, bool) or not isinstance(i, int):
-            raise TypeError(f"step index i must be an int, got {i!r}")
-        if i != self.next_step:
-            raise RuntimeError(f"AdaptiveState expects step {self.next_step} next, got step {i}: steps must be taken "
-                               "in order (call reset() to start a new generation)")
+    # ------------------------------------------------------------------ SteppedState hooks
+    def _estimator_at(self, i: int):
+        return self.estimator
 
-    @staticmethod
-    def _check(z, v=None) -> None:
-        if not isinstance(z, torch.Tensor):
-            raise TypeError(f"z must be a torch.Tensor, got {type(z).__name__}")
-        if v is not None:
-            if not isinstance(v, torch.Tensor):
-                raise TypeError(f"v must be a torch.Tensor, got {type(v).__name__}")
-            if v.shape != z.shape:
-                raise ValueError(f"v must have the shape of z {tuple(z.shape)}, got {tuple(v.shape)}")
+    def _trajectory(self):
+        return ()
 
-    def _record(self, i: int, z: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        """Book-keeping of step i (z already advanced-from); on a computed step: correct, measure, decide."""
-        computed = i == self._next_compute
-        if computed:
-            z = self._correct(i, z, v)
+    def _velocities(self):
+        return self._nodes
+
+    def _record(self, i: int, z: torch.Tensor, v: torch.Tensor) -> None:
+        """Book-keeping of step i (z already corrected); on a computed step: measure the error and decide."""
+        if i == self._next_compute:
             err = self._measure(i, v) if self._needs_error(i) else None
             if err is not None:
                 self.errors[i] = err
@@ -302,71 +293,11 @@ class AdaptiveState:
             self.next_step = i + 1
             if i + 1 < self.num_steps:
                 self._decide(i)
-            return z
+            return
         if self.estimator.corrected:
             self._to_correct.append((i, self.estimator))
         self.decisions.append(False)
         self.next_step = i + 1
-        return z
-
-    def _correct(self, i: int, z: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        if not self._to_correct:
-            return z
-        steps, self._to_correct = self._to_correct, []
-        known = dict(self._nodes)
-        known[i] = v
-        coeffs = _est.correction_coefficients(steps, sorted(known), self.sigmas)
-        nodes = sorted(coeffs)
-        _, z_corr = ops.combine_step(z, [known[k] for k in nodes], [coeffs[k] for k in nodes], 1.0,
-                                     v_dtype=v.dtype, backend=self.backend)
-        return z_corr
-
-    def _estimate(self, i: int, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        self._check(z)
-        self._expect(i)
-        if i == self._next_compute:
-            raise RuntimeError(f"step {i} is a computed step: run the model there, not estimate()")
-        # the estimator applies itself (the same interface the static sampler uses); it reads the computed velocities
-        return self.estimator.estimate_step(ops, i, z, self.sigmas, (), self._nodes, self.backend)
-
-    def skip(self, i: int, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Skipped step ``i``: the estimate and the Euler step with it, fused; records the step. ``(v_hat, z_next)``."""
-        v_hat, z_next = self._estimate(i, z)
-        self._record(i, z, v_hat)
-        return v_hat, z_next
-
-    def estimate(self, i: int, z: torch.Tensor) -> torch.Tensor:
-        """The velocity estimate at skipped step ``i`` (feed it to :meth:`step` to advance)."""
-        v_hat, z_next = self._estimate(i, z)
-        self._pending = (i, z, z._version, v_hat, v_hat._version, z_next)
-        return v_hat
-
-    def step(self, i: int, z: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        """Record (z_i, v_i) and return the Euler step; on a computed step this measures the error and decides."""
-        self._check(z, v)
-        self._expect(i)
-        pending, self._pending = self._pending, None
-        if (pending is not None and pending[0] == i and pending[1] is z and pending[2] == z._version
-                and pending[3] is v and pending[4] == v._version):
-            self._record(i, z, v)
-            return pending[5]
-        z = self._record(i, z, v)
-        return ops.euler_step(z, v, self.sigmas[i + 1] - self.sigmas[i], backend=self.backend)
-
-    def record(self, i: int, z: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        """Record a step whose Euler update is done elsewhere (a diffusers scheduler); returns the state it must start
-        from (on a computed step after ``taylorc`` skipped steps: the corrected state, a new tensor)."""
-        self._check(z, v)
-        self._expect(i)
-        self._pending = None
-        return self._record(i, z, v)
-
-    def num_latents_held(self) -> int:
-        """Latent-sized tensors referenced by the state (for memory checks)."""
-        held = {id(v) for _, v in self._nodes}
-        if self._pending is not None:
-            held |= {id(self._pending[1]), id(self._pending[3]), id(self._pending[5])}
-        return len(held)
 
 
 def sample_adaptive(

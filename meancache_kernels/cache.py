@@ -23,10 +23,132 @@ from .estimators import correction_coefficients
 from .ops.functional import _check_tensor as check_tensor
 from .schedule import Schedule
 
-__all__ = ["MeanCacheState", "sample"]
+__all__ = ["MeanCacheState", "SteppedState", "sample"]
 
 
-class MeanCacheState:
+class SteppedState:
+    """What every per-generation state shares (:class:`MeanCacheState`, the static schedule, and
+    :class:`meancache_kernels.adaptive.AdaptiveState`, the online one): steps taken in order, the estimate of a
+    skipped step applied through the estimator interface, the fused estimate-and-step reused by :meth:`step`, and
+    the corrector of ``taylorc`` skipped steps applied at the next computed step.
+
+    A subclass sets ``sigmas``, ``backend``, ``next_step``, ``_to_correct`` (a list) and ``_pending`` (None) and
+    provides ``num_steps``, :meth:`should_compute` and the four hooks below.
+    """
+
+    # ------------------------------------------------------------------ hooks
+    def _estimator_at(self, i: int):
+        """The estimator of skipped step ``i``."""
+        raise NotImplementedError
+
+    def _trajectory(self):
+        """The trajectory history the ``jvp`` estimator reads: (j, z_j, v_j), oldest first."""
+        raise NotImplementedError
+
+    def _velocities(self):
+        """The velocities of the last computed steps: (j, v_j), oldest first."""
+        raise NotImplementedError
+
+    def _record(self, i: int, z: torch.Tensor, v: torch.Tensor) -> None:
+        """Book-keeping of step ``i`` (z is the state the step starts from, corrected on a computed step)."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ shared
+    def _expect(self, i: int) -> None:
+        if isinstance(i, bool) or not isinstance(i, int):
+            raise TypeError(f"step index i must be an int, got {i!r}")
+        if i != self.next_step:
+            raise RuntimeError(
+                f"{type(self).__name__} expects step {self.next_step} next, got step {i}: steps must be taken in "
+                "order (call reset() to start a new generation)"
+            )
+
+    @staticmethod
+    def _check(z, v=None) -> None:
+        check_tensor("z", z)
+        if v is not None:
+            check_tensor("v", v, z)
+
+    def _correct(self, i: int, z: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """Computed step ``i`` after corrected skipped steps: z plus their correction (``estimators`` module)."""
+        if not self._to_correct:
+            return z
+        steps, self._to_correct = self._to_correct, []
+        known = dict(self._velocities())
+        known[i] = v
+        coeffs = correction_coefficients(steps, sorted(known), self.sigmas)
+        nodes = sorted(coeffs)
+        _, z_corr = ops.combine_step(z, [known[n] for n in nodes], [coeffs[n] for n in nodes], 1.0,
+                                     v_dtype=v.dtype, backend=self.backend)
+        return z_corr
+
+    def _estimate(self, i: int, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        self._check(z)
+        self._expect(i)
+        if self.should_compute(i):
+            raise RuntimeError(f"step {i} is a computed step: run the model there, not estimate()")
+        return self._estimator_at(i).estimate_step(ops, i, z, self.sigmas, self._trajectory(), self._velocities(),
+                                                   self.backend)
+
+    def skip(self, i: int, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Skipped step ``i``: the velocity estimate and the Euler step with it, fused; records the step.
+
+        Returns ``(v_hat, z_next)``.
+        """
+        v_hat, z_next = self._estimate(i, z)
+        self._record(i, z, v_hat)
+        return v_hat, z_next
+
+    def estimate(self, i: int, z: torch.Tensor) -> torch.Tensor:
+        """The velocity estimate at skipped step ``i`` (feed it to :meth:`step` to advance)."""
+        v_hat, z_next = self._estimate(i, z)
+        self._pending = (i, z, z._version, v_hat, v_hat._version, z_next)
+        return v_hat
+
+    def step(self, i: int, z: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """Record (z_i, v_i, s_i) and return the Euler step ``z + (s_{i+1} - s_i) * v``."""
+        self._check(z, v)
+        self._expect(i)
+        pending, self._pending = self._pending, None
+        if (
+            pending is not None
+            and pending[0] == i
+            and pending[1] is z
+            and pending[2] == z._version
+            and pending[3] is v
+            and pending[4] == v._version
+        ):
+            z_next = pending[5]  # already computed by the fused estimate, from these very (unmodified) z and v
+        else:
+            if self.should_compute(i):
+                z = self._correct(i, z, v)
+            z_next = ops.euler_step(z, v, self.sigmas[i + 1] - self.sigmas[i], backend=self.backend)
+        self._record(i, z, v)
+        return z_next
+
+    def record(self, i: int, z: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """Record (z_i, v_i, s_i) of a step whose Euler update is done elsewhere (e.g. by a diffusers scheduler).
+
+        Returns the state that update must start from: ``z`` itself, or on a computed step that follows skipped
+        steps with a corrector (``taylorc``) the corrected state (a new tensor; ``z`` is not modified).
+        """
+        self._check(z, v)
+        self._expect(i)
+        self._pending = None
+        if self.should_compute(i):
+            z = self._correct(i, z, v)
+        self._record(i, z, v)
+        return z
+
+    def num_latents_held(self) -> int:
+        """Latent-sized tensors referenced by the state (for memory checks)."""
+        held = {id(t) for _, zj, vj in self._trajectory() for t in (zj, vj)} | {id(v) for _, v in self._velocities()}
+        if self._pending is not None:
+            held |= {id(self._pending[1]), id(self._pending[3]), id(self._pending[5])}
+        return len(held)
+
+
+class MeanCacheState(SteppedState):
     """Per-generation MeanCache state: decides which steps run the model and produces the estimate on the others.
 
     Usage, for i in 0..N-1::
@@ -87,20 +209,15 @@ class MeanCacheState:
         """The span actually used at skipped step ``i`` by the ``jvp`` estimator: min(K_i, i)."""
         return min(self.schedule.spans[i], i)
 
-    def _expect(self, i: int) -> None:
-        if isinstance(i, bool) or not isinstance(i, int):
-            raise TypeError(f"step index i must be an int, got {i!r}")
-        if i != self.next_step:
-            raise RuntimeError(
-                f"MeanCacheState expects step {self.next_step} next, got step {i}: steps must be taken in order "
-                "(call reset() to start a new generation)"
-            )
+    # ------------------------------------------------------------------ SteppedState hooks
+    def _estimator_at(self, i: int):
+        return self._estimators[i]
 
-    @staticmethod
-    def _check(z, v=None) -> None:
-        check_tensor("z", z)
-        if v is not None:
-            check_tensor("v", v, z)
+    def _trajectory(self):
+        return self.history
+
+    def _velocities(self):
+        return self.computed
 
     def _record(self, i: int, z: torch.Tensor, v: torch.Tensor) -> None:
         if self.capacity > 0:
@@ -112,83 +229,6 @@ class MeanCacheState:
         elif self._estimators[i].corrected:
             self._to_correct.append((i, self._estimators[i]))
         self.next_step = i + 1
-
-    def _correct(self, i: int, z: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        """Computed step ``i`` after corrected skipped steps: z plus their correction (``estimators`` module)."""
-        if not self._to_correct:
-            return z
-        steps, self._to_correct = self._to_correct, []
-        known = {j: vj for j, vj in self.computed}
-        known[i] = v
-        coeffs = correction_coefficients(steps, sorted(known), self.sigmas)
-        nodes = sorted(coeffs)
-        _, z_corr = ops.combine_step(z, [known[n] for n in nodes], [coeffs[n] for n in nodes], 1.0,
-                                     v_dtype=v.dtype, backend=self.backend)
-        return z_corr
-
-    def skip(self, i: int, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Skipped step ``i``: the average-velocity estimate and the Euler step with it, fused; records the step.
-
-        Returns ``(v_hat, z_next)``.
-        """
-        v_hat, z_next = self._estimate(i, z)
-        self._record(i, z, v_hat)
-        return v_hat, z_next
-
-    def estimate(self, i: int, z: torch.Tensor) -> torch.Tensor:
-        """The velocity estimate at skipped step ``i`` (feed it to :meth:`step` to advance)."""
-        v_hat, z_next = self._estimate(i, z)
-        self._pending = (i, z, z._version, v_hat, v_hat._version, z_next)
-        return v_hat
-
-    def _estimate(self, i: int, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        self._check(z)
-        self._expect(i)
-        if self.should_compute(i):
-            raise RuntimeError(f"step {i} is a computed step: run the model there, not estimate()")
-        return self._estimators[i].estimate_step(ops, i, z, self.sigmas, self.history, self.computed, self.backend)
-
-    def step(self, i: int, z: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        """Record (z_i, v_i, s_i) and return the Euler step ``z + (s_{i+1} - s_i) * v``."""
-        self._check(z, v)
-        self._expect(i)
-        pending, self._pending = self._pending, None
-        if (
-            pending is not None
-            and pending[0] == i
-            and pending[1] is z
-            and pending[2] == z._version
-            and pending[3] is v
-            and pending[4] == v._version
-        ):
-            z_next = pending[5]  # already computed by the fused estimate, from these very (unmodified) z and v
-        else:
-            if self.schedule.compute[i]:
-                z = self._correct(i, z, v)
-            z_next = ops.euler_step(z, v, self.sigmas[i + 1] - self.sigmas[i], backend=self.backend)
-        self._record(i, z, v)
-        return z_next
-
-    def record(self, i: int, z: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        """Record (z_i, v_i, s_i) of a step whose Euler update is done elsewhere (e.g. by a diffusers scheduler).
-
-        Returns the state that update must start from: ``z`` itself, or on a computed step that follows skipped
-        steps with a corrector (``taylorc``) the corrected state (a new tensor; ``z`` is not modified).
-        """
-        self._check(z, v)
-        self._expect(i)
-        self._pending = None
-        if self.schedule.compute[i]:
-            z = self._correct(i, z, v)
-        self._record(i, z, v)
-        return z
-
-    def num_latents_held(self) -> int:
-        """Latent-sized tensors referenced by the state (for memory checks)."""
-        held = {id(t) for _, zj, vj in self.history for t in (zj, vj)} | {id(v) for _, v in self.computed}
-        if self._pending is not None:
-            held |= {id(self._pending[1]), id(self._pending[3]), id(self._pending[5])}
-        return len(held)
 
 
 def sample(
