@@ -285,8 +285,9 @@ def _add_demo(sub) -> None:
     p = sub.add_parser(
         "demo",
         help="MeanCache on the shipped tiny FluxPipeline (or your own pipeline) against the uncached output",
-        description="Generates a few prompts at N steps without caching and with MeanCache at budgets B (schedules "
-        "solved from the calibration profile), prints transformer calls, wall time, speedup (median of interleaved "
+        description="Generates a few prompts at N steps without caching and with MeanCache at budgets B (the one "
+        "line MeanCacheConfig(budget=B); --schedule pssp: the paper's solver on a calibration profile), prints "
+        "transformer calls, wall time, speedup (median of interleaved "
         "full/cached pairs, with its spread and the CPU-time ratio), PSNR, SSIM and max abs difference against the "
         "uncached output, and writes table.txt, results.json, grid.png and psnr_vs_calls.png. --compare adds UniPC "
         "with B steps and TaylorSeer at about B calls. Without --model it runs offline on the small "
@@ -294,14 +295,17 @@ def _add_demo(sub) -> None:
     )
     p.add_argument("--model", default=None, help="local directory or hub id of a FluxPipeline / QwenImagePipeline "
                    "(default: the shipped tiny FluxPipeline, offline)")
-    p.add_argument("--profile", default=None, help="calibration profile file (default: the shipped one for the "
-                   "shipped model; otherwise the pipeline is calibrated first)")
+    p.add_argument("--schedule", choices=("default", "pssp"), default=None,
+                   help="MeanCache rows: 'default' (MeanCacheConfig(budget=B), no calibration) or 'pssp' (solve on a "
+                   "calibration profile); default: pssp with --profile, else default")
+    p.add_argument("--profile", default=None, help="calibration profile file for --schedule pssp (default: the "
+                   "shipped one for the shipped model; otherwise the pipeline is calibrated first)")
     p.add_argument("--steps", type=int, default=50, help="number of inference steps N (default 50)")
     p.add_argument("--budget", "-b", action="append", default=None, metavar="B",
                    help="computed steps B; repeat or give a comma list (default 25,17,10)")
     p.add_argument("--prompt", "-p", action="append", default=None, help="prompt; repeat for several")
     p.add_argument("--device", default="cpu", help="torch device (default cpu)")
-    p.add_argument("--gamma", type=float, default=2.0, help="PSSP exponent (default 2)")
+    p.add_argument("--gamma", type=float, default=2.0, help="PSSP exponent of --schedule pssp (default 2)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="meancache_out", help="output folder (default ./meancache_out)")
     p.add_argument("--repeats", type=int, default=3,
@@ -338,7 +342,7 @@ def _cmd_demo(args) -> int:
         demo.run_demo(
             args.model, prompts=args.prompt or demo.DEFAULT_PROMPTS, budgets=budgets, steps=args.steps,
             device=args.device, out=args.out, seed=args.seed, gamma=args.gamma, profile_path=args.profile,
-            progress=not args.no_progress, repeats=args.repeats, compare=args.compare,
+            progress=not args.no_progress, repeats=args.repeats, compare=args.compare, schedule=args.schedule,
         )
     except (ValueError, TypeError, FileNotFoundError, ImportError) as e:
         raise SystemExit(f"meancache demo: {e}") from None

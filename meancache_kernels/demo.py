@@ -1,11 +1,14 @@
 """``meancache demo``: MeanCache on a real diffusers pipeline, against the uncached output, in one command.
 
 By default it runs the small text-conditioned FluxPipeline shipped in ``meancache_kernels/assets/tiny_flux`` (trained
-by ``python/tools/train_tiny_flux.py`` on rendered shapes) with the calibration profile shipped beside it: for a few
-prompts it generates at N steps without caching and with MeanCache at budgets B (schedules solved with PSSP from the
-profile), then reports transformer calls (the primary cost), wall time, speedup and the image error (PSNR, SSIM, max
-abs difference) against the uncached output, and writes an image grid and a plot. With ``compare=True`` it adds the
-alternatives a user has at the same number of transformer calls: UniPC with B steps and diffusers' TaylorSeer cache.
+by ``python/tools/train_tiny_flux.py`` on rendered shapes): for a few prompts it generates at N steps without caching
+and with MeanCache at budgets B, then reports transformer calls (the primary cost), wall time, speedup and the image
+error (PSNR, SSIM, max abs difference) against the uncached output, and writes an image grid and a plot. The MeanCache
+rows are the one line
+``MeanCacheConfig(budget=B)`` (the calibration-free default rule, no setup); ``schedule="pssp"`` runs the paper's
+solver on a calibration profile instead (the shipped one for the shipped model at N = 50, else calibrated first).
+With ``compare=True`` it adds the alternatives a user has at the same number of transformer calls: UniPC with B steps
+and diffusers' TaylorSeer cache.
 
 Timing on a shared machine: runs are interleaved (full, cached, full, cached, ...); each speedup is the median of the
 paired ratios (each run against the full run just before it) with their min-max spread, beside the same ratio of
@@ -41,6 +44,7 @@ DEFAULT_PROMPTS = (
     "a green circle at the top right",
 )
 DEFAULT_BUDGETS = (25, 17, 10)
+SCHEDULES = ("default", "pssp")  # the MeanCache rows: MeanCacheConfig(budget=B), or solve() on a profile
 # A paired-ratio spread (max - min) / median above this is too wide to trust on this machine.
 SPREAD_WARN = 0.25
 # UniPC order of the --compare rows: measured best of 1, 2, 3 on the shipped model at B = 17 and 10 (4 demo prompts,
@@ -314,6 +318,7 @@ def run_demo(
     progress: bool = True,
     repeats: int = 3,
     compare: bool = False,
+    schedule: str | None = None,
     log=print,
 ) -> list[DemoRow]:
     """Run the demo; returns the table rows (first row: the uncached run) and writes into ``out`` (created when the
@@ -323,9 +328,11 @@ def run_demo(
     ``budgets``: None for the defaults (25, 17, 10). ``repeats``: interleaved timed pairs (full run, then the
     configuration) per row. ``compare``: also UniPC with B steps and TaylorSeer lite at about B real forwards.
 
-    The profile: ``profile_path`` if given, else the shipped one for the shipped model; when none is given or its
-    number of steps differs from ``steps``, the pipeline is calibrated first on full-step runs with other seeds than
-    the evaluated ones (the schedules are never fitted on the images they are judged on).
+    ``schedule``: ``"default"`` (``MeanCacheConfig(budget=B)``, nothing to calibrate) or ``"pssp"`` (``solve`` on a
+    profile with exponent ``gamma``); None: ``"pssp"`` when ``profile_path`` is given, else ``"default"``. The
+    profile of ``"pssp"``: ``profile_path`` if given, else the shipped one for the shipped model; when none is given
+    or its number of steps differs from ``steps``, the pipeline is calibrated first on full-step runs with other seeds
+    than the evaluated ones (the schedules are never fitted on the images they are judged on).
     """
     from tqdm.auto import tqdm
 
@@ -346,6 +353,12 @@ def run_demo(
         raise ValueError(f"budget must be in 1..steps={steps}, got {bad or budgets}")
     if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
         raise ValueError(f"repeats must be an int >= 1, got {repeats!r}")
+    if schedule is None:
+        schedule = "default" if profile_path is None else "pssp"
+    if schedule not in SCHEDULES:
+        raise ValueError(f"schedule must be one of {list(SCHEDULES)}, got {schedule!r}")
+    if schedule == "default" and profile_path is not None:
+        raise ValueError("profile_path is read only with schedule='pssp' (the default rule needs no profile)")
     out = Path(out)
     _check_out(out)
 
@@ -368,31 +381,34 @@ def run_demo(
     name = "shipped tiny FluxPipeline" if model is None else str(model)
 
     profile = None
-    if profile_path is not None:
-        profile = Profile.load(profile_path)
-    elif model is None and SHIPPED_PROFILE.is_file():
-        profile = Profile.load(SHIPPED_PROFILE)
-    if profile is None or profile.num_steps != steps:
-        why = "no profile given" if profile is None else f"the profile has N={profile.num_steps}, not {steps}"
-        log(f"calibrating on full {steps}-step runs ({why}; seeds {seed + 1000}.., not the evaluated ones)")
-        profile = calibrate_pipeline(pipe, prompts, steps, max_span=6, max_skip=min(12, steps - 1),
-                                     batch_size=len(prompts), seed=seed + 1000, progress=progress,
-                                     meta={"model": name}, **call_kwargs)
+    if schedule == "pssp":
+        if profile_path is not None:
+            profile = Profile.load(profile_path)
+        elif model is None and SHIPPED_PROFILE.is_file():
+            profile = Profile.load(SHIPPED_PROFILE)
+        if profile is None or profile.num_steps != steps:
+            why = "no profile given" if profile is None else f"the profile has N={profile.num_steps}, not {steps}"
+            log(f"calibrating on full {steps}-step runs ({why}; seeds {seed + 1000}.., not the evaluated ones)")
+            profile = calibrate_pipeline(pipe, prompts, steps, max_span=6, max_skip=min(12, steps - 1),
+                                         batch_size=len(prompts), seed=seed + 1000, progress=progress,
+                                         meta={"model": name}, **call_kwargs)
 
     configs = []
     for b in budgets:
-        sched = _solve(profile, b, gamma)
+        config = MeanCacheConfig(budget=b) if profile is None else MeanCacheConfig(schedule=_solve(profile, b, gamma))
 
         def check(n_calls, b=b):
             stats = get_mean_cache_stats(pipe)
             if stats.transformer_calls != n_calls:
                 raise RuntimeError(f"stats report {stats.transformer_calls} transformer calls, {n_calls} were made")
+            row_steps[b] = list(stats.schedule.compute_steps)
 
-        configs.append(_Config("MeanCache", b, steps, lambda sched=sched: apply_mean_cache(
-            pipe, MeanCacheConfig(schedule=sched)), lambda: remove_mean_cache(pipe), list(sched.compute_steps),
-            check_calls=check))
+        configs.append(_Config("MeanCache", b, steps, lambda config=config: apply_mean_cache(pipe, config),
+                               lambda: remove_mean_cache(pipe), check_calls=check))
     if compare:
         configs += _compare_configs(pipe, budgets, steps)
+
+    row_steps: dict[int, list[int]] = {}  # the computed steps of each MeanCache row, read from its stats
 
     def generate(n_steps):
         return _run(pipe, prompts, n_steps, call_kwargs, seed, device)
@@ -444,13 +460,17 @@ def run_demo(
         ss = [ssim(x, y) for x, y in zip(imgs, ref)]
         rows.append(DemoRow(
             c.label, c.budget, counted[id(c)], med([t for _, _, t, _ in pairs[id(c)]]), med(ratios),
-            float(np.mean(ps)), float(np.mean(ss)), float(np.abs(imgs - ref).max()), c.schedule,
+            float(np.mean(ps)), float(np.mean(ss)), float(np.abs(imgs - ref).max()),
+            row_steps.get(c.budget, []) if c.label == "MeanCache" else c.schedule,
             speedup_min=min(ratios), speedup_max=max(ratios), cpu_s=med([cpu for _, _, _, cpu in pairs[id(c)]]),
             cpu_speedup=med(cpu_ratios) if cpu_ratios else math.nan, num_steps=c.steps, note=c.note))
         columns.append((f"{c.label} B={c.budget}" if c.label != "MeanCache" else f"B={c.budget}", imgs))
 
     table = format_table(rows)
+    source = ("MeanCacheConfig(budget=B), the calibration-free default" if profile is None
+              else f"MeanCacheConfig(schedule=solve(profile, B, gamma={gamma:g})), the paper's PSSP")
     header = (f"{name}: {len(prompts)} prompts, N={steps} steps, device={device}, batch of {len(prompts)} per call; "
+              f"MeanCache rows: {source}; "
               f"calls = real transformer forwards per generation (the cost), ideal = full calls / calls; speedup = "
               f"median of {repeats} interleaved pairs (full run, then this one) of wall-time ratios, spread = their "
               "min-max, CPU x = the same median for process CPU time; metrics vs the uncached output, averaged over "
@@ -467,8 +487,10 @@ def run_demo(
     out.mkdir(parents=True, exist_ok=True)
     (out / "table.txt").write_text("\n".join([header, table, *notes, *warnings]) + "\n")
     text = json.dumps(
-        {"model": name, "steps": steps, "device": device, "prompts": prompts, "seed": seed, "gamma": gamma,
-         "repeats": repeats, "profile": profile.meta.get("model", None) if isinstance(profile.meta, dict) else None,
+        {"model": name, "steps": steps, "device": device, "prompts": prompts, "seed": seed, "schedule": schedule,
+         "gamma": gamma if profile is not None else None, "repeats": repeats,
+         "profile": (profile.meta.get("model", None) if profile is not None and isinstance(profile.meta, dict)
+                     else None),
          "warnings": warnings, "rows": _json_safe(rows)}, indent=2, default=str, allow_nan=False)
     (out / "results.json").write_text(text + "\n")
     scale = max(1, 128 // ref.shape[1])

@@ -9,6 +9,7 @@ import pytest
 pytest.importorskip("diffusers")
 pytest.importorskip("transformers")
 
+import meancache_kernels as mck  # noqa: E402
 from meancache_kernels import cli, demo  # noqa: E402
 from meancache_kernels.demo import _ssim_numpy, psnr, run_demo, ssim, taylorseer_interval  # noqa: E402
 
@@ -68,19 +69,36 @@ def test_demo_numbers_are_sane(demo_rows):
     # one batched call per computed step: exactly B transformer forwards per image batch
     assert (b25.budget, b25.transformer_calls) == (25, 25) and (b10.budget, b10.transformer_calls) == (10, 10)
     assert len(b25.schedule) == 25 and b25.schedule[0] == 0
+    # the one line, MeanCacheConfig(budget=B): evenly spaced computed steps, no calibration
+    assert b10.schedule == list(mck.Schedule.uniform(50, 10, "taylorc2").compute_steps)
     for r in (b25, b10):
         assert math.isfinite(r.psnr)  # close to the uncached image, not a copy of it
         assert 0.0 < r.max_abs_diff < 1.0 and 0.0 < r.ssim <= 1.0
         assert r.wall_s > 0 and r.speedup > 0
     assert b25.psnr > b10.psnr  # more computed steps, closer to the uncached output
-    # measured 58.9 / 47.7 dB on the shipped model and profile (plain reuse of the last velocity: 52.6 / 41.1 dB,
-    # bench/RESULTS.md); a broken estimator or schedule falls far below these floors
-    assert b25.psnr > 52.0 and b10.psnr > 42.0
+    # measured 71.65 / 63.27 dB with the default rule on these prompts (the paper's PSSP on the shipped profile: 72.55
+    # / 57.45; plain reuse of the last velocity: 52.6 / 41.1 dB); a broken estimator or schedule falls below these
+    assert b25.psnr > 67.0 and b10.psnr > 59.0
+
+
+def test_demo_default_needs_no_profile_and_pssp_reads_one(tmp_path):
+    logged = []
+    rows = run_demo(None, prompts=PROMPTS[:1], budgets=(4,), steps=12, out=tmp_path / "a", progress=False, repeats=1,
+                    log=logged.append)
+    assert not any("calibrating" in str(x) for x in logged)  # the default rule needs no calibration at any N
+    assert rows[1].transformer_calls == 4 and rows[1].schedule == [0, 4, 7, 11]
+    assert any("MeanCacheConfig(budget=B)" in str(x) for x in logged)
+    res = _strict_json((tmp_path / "a" / "results.json").read_text())
+    assert res["schedule"] == "default" and res["gamma"] is None and res["profile"] is None
+    with pytest.raises(ValueError, match="profile_path is read only with schedule='pssp'"):
+        run_demo(None, out=tmp_path / "b", progress=False, schedule="default", profile_path=demo.SHIPPED_PROFILE)
+    with pytest.raises(ValueError, match=r"schedule must be one of \['default', 'pssp'\], got 'paper'"):
+        run_demo(None, out=tmp_path / "c", progress=False, schedule="paper")
 
 
 def test_cli_demo_runs_with_comma_budgets(tmp_path, capsys):
     rc = cli.main(["demo", "--budget", "6,12", "--steps", "12", "--prompt", "a green circle at the top right",
-                   "--out", str(tmp_path), "--no-progress", "--repeats", "1"])
+                   "--out", str(tmp_path), "--no-progress", "--repeats", "1", "--schedule", "pssp"])
     assert rc == 0
     text = capsys.readouterr().out
     assert "calibrating" in text  # the shipped profile is for 50 steps: a 12-step profile is calibrated first
