@@ -168,6 +168,24 @@ class MeanCacheConfig:
                 raise ValueError(f"k_range must be a pair (k_lo, k_hi), got {self.k_range!r}")
             object.__setattr__(self, "k_range", tuple(k))
 
+    def profile_schedule(self, allowed: tuple[str, ...] | None = None) -> Schedule:
+        """The schedule solved from ``profile``. Under a scheduler that takes only some estimators (``allowed``, e.g.
+        UniPC: taylor1 / taylor2) and with ``estimators`` not given, the profile is solved again over the estimators
+        of the profile that the scheduler allows (an ``estimators`` given by the user is kept, and refused by the
+        scheduler check where it does not apply)."""
+        if self.profile is None:
+            raise ValueError("profile_schedule needs a configuration with profile=")
+        solved = self._solved
+        if allowed is None or self.estimators is not None or {e for e in solved.estimator_names() if e} <= set(allowed):
+            return solved
+        usable = tuple(e for e in self.profile.estimators if e in allowed)
+        if not usable:
+            raise ValueError(f"the profile has costs for {list(self.profile.estimators)}; none of them works with this "
+                             f"pipeline's scheduler, which allows {list(allowed)}: calibrate a profile with them")
+        from ..solver import solve
+
+        return solve(self.profile, self.budget, **dict(self.solve_kwargs(), estimators=usable))
+
     def solve_kwargs(self) -> dict:
         """The keyword arguments of :func:`meancache_kernels.solve` this configuration stands for."""
         return {"gamma": float(self.gamma), "always_compute": self.always_compute, "max_skip": self.max_skip,
@@ -226,7 +244,7 @@ def resolve_schedule(
                                  f"scheduler; allowed: {list(allowed)}")
         return default_schedule(sigmas, config.budget, estimators=est)
     base = config.schedule if config.schedule is not None else (
-        presets.get(config.preset, config.budget) if config.preset is not None else config._solved)
+        presets.get(config.preset, config.budget) if config.preset is not None else config.profile_schedule(allowed))
     if base.num_steps == num_steps:
         return base
     warnings.warn(

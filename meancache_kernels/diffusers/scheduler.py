@@ -175,9 +175,12 @@ def _check_estimators(scheduler, kind: str, names, what: str) -> None:
     )
 
 
-def _base_schedule_names(config) -> list[str] | None:
-    """Estimator names of the configuration's schedule before it is fitted to N (None when not known yet)."""
-    schedule = getattr(config, "schedule", None) or getattr(config, "_solved", None)
+def _base_schedule_names(config, allowed) -> list[str] | None:
+    """Estimator names of the configuration's schedule before it is fitted to N (None when not known yet); a
+    profile's schedule as solved for a scheduler that allows ``allowed``."""
+    schedule = getattr(config, "schedule", None)
+    if schedule is None and getattr(config, "profile", None) is not None:
+        schedule = config.profile_schedule(allowed)
     if schedule is None and getattr(config, "preset", None) is not None:
         from .. import presets
 
@@ -192,7 +195,7 @@ def check_scheduler(scheduler, config=None) -> None:
     (:func:`allowed_estimators`)."""
     kind = _kind(scheduler)
     if config is not None:
-        names = _base_schedule_names(config)
+        names = _base_schedule_names(config, allowed_estimators(scheduler))
         if names is not None:
             _check_estimators(scheduler, kind, names, f"the {config.source}")
 

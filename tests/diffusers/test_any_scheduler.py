@@ -361,3 +361,46 @@ def test_euler_only_estimators_refused_under_unipc(estimator):
                 remove_mean_cache(pipe)
         finally:
             uncount()
+
+
+def test_profile_config_is_solved_over_the_estimators_the_scheduler_allows():
+    from meancache_kernels.diffusers import calibrate_pipeline
+
+    pipe = _pipe("flux")
+    kw = tiny_call_kwargs("flux")
+    for key in ("prompt", "num_inference_steps", "generator", "output_type"):
+        kw.pop(key)
+    profile = calibrate_pipeline(pipe, ["a red cube", "two cats"], N, max_span=2, max_skip=4, batch_size=2,
+                                 progress=False, **kw)  # with the pipeline's Euler scheduler
+    config = MeanCacheConfig(profile=profile, budget=B)
+    euler_names = {e for e in config.profile_schedule().estimator_names() if e}
+    assert not euler_names <= set(VELOCITY_ESTIMATORS)  # under Euler the solver picks a corrected / mean estimator
+    under_unipc = config.profile_schedule(VELOCITY_ESTIMATORS)
+    assert under_unipc == mck.solve(profile, B, estimators=VELOCITY_ESTIMATORS)
+    assert config.profile_schedule(allowed_estimators(pipe.scheduler)) is config._solved  # Euler: as solved
+    with _Swap(pipe, _unipc(2)):
+        counter, uncount = _count_forwards(pipe.transformer)
+        apply_mean_cache(pipe, config)
+        try:
+            _run(pipe, "flux")
+            stats = get_mean_cache_stats(pipe)
+        finally:
+            remove_mean_cache(pipe)
+            uncount()
+        assert counter["n"] == B and stats.steps_computed == B
+        assert stats.schedule == under_unipc
+        # estimators chosen by the user are kept, and refused where they do not apply
+        with pytest.raises(TypeError, match=r"\['taylorc2'\].*'taylor1', 'taylor2'"):
+            apply_mean_cache(pipe, MeanCacheConfig(profile=profile, budget=B, estimators=("taylorc2",)))
+        assert getattr(pipe, "_meancache_context", None) is None
+    only_euler = MeanCacheConfig(profile=profile, budget=B, estimators=("taylorc2", "mean2"))
+    assert only_euler.profile_schedule(VELOCITY_ESTIMATORS) is only_euler._solved
+
+
+def test_profile_without_velocity_estimators_under_unipc_is_a_clear_error():
+    from pathlib import Path
+
+    v1 = mck.Profile.load(Path(__file__).resolve().parents[1] / "core" / "data" / "profile_v1.npz")  # jvp costs only
+    config = MeanCacheConfig(profile=v1, budget=10)
+    with pytest.raises(ValueError, match=r"costs for \['jvp'\]; none of them works .* allows \['taylor1', 'taylor2'\]"):
+        config.profile_schedule(VELOCITY_ESTIMATORS)
