@@ -271,6 +271,9 @@ class AdaptiveState(SteppedState):
         return err
 
     # ------------------------------------------------------------------ SteppedState hooks
+    def _is_computed(self, i: int) -> bool:
+        return i == self._next_compute
+
     def _estimator_at(self, i: int):
         return self.estimator
 

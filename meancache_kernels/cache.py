@@ -33,10 +33,14 @@ class SteppedState:
     the corrector of ``taylorc`` skipped steps applied at the next computed step.
 
     A subclass sets ``sigmas``, ``backend``, ``next_step``, ``_to_correct`` (a list) and ``_pending`` (None) and
-    provides ``num_steps``, :meth:`should_compute` and the four hooks below.
+    provides ``num_steps``, :meth:`should_compute` (the public, validating question) and the five hooks below.
     """
 
     # ------------------------------------------------------------------ hooks
+    def _is_computed(self, i: int) -> bool:
+        """Whether step ``i`` (the next step, already validated) runs the model: host state only, no checks."""
+        raise NotImplementedError
+
     def _estimator_at(self, i: int):
         """The estimator of skipped step ``i``."""
         raise NotImplementedError
@@ -62,6 +66,9 @@ class SteppedState:
                 f"{type(self).__name__} expects step {self.next_step} next, got step {i}: steps must be taken in "
                 "order (call reset() to start a new generation)"
             )
+        if i >= self.num_steps:
+            raise IndexError(f"step index i={i} is out of range for {self.num_steps} steps: the generation is over "
+                             "(call reset() to start a new one)")
 
     @staticmethod
     def _check(z, v=None) -> None:
@@ -85,7 +92,7 @@ class SteppedState:
     def _estimate(self, i: int, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         self._check(z)
         self._expect(i)
-        if self.should_compute(i):
+        if self._is_computed(i):
             raise RuntimeError(f"step {i} is a computed step: run the model there, not estimate()")
         return self._estimator_at(i).estimate_step(ops, i, z, self.sigmas, self._trajectory(), self._velocities(),
                                                    self.backend)
@@ -120,7 +127,7 @@ class SteppedState:
         ):
             z_next = pending[5]  # already computed by the fused estimate, from these very (unmodified) z and v
         else:
-            if self.should_compute(i):
+            if self._is_computed(i):
                 z = self._correct(i, z, v)
             z_next = ops.euler_step(z, v, self.sigmas[i + 1] - self.sigmas[i], backend=self.backend)
         self._record(i, z, v)
@@ -135,7 +142,7 @@ class SteppedState:
         self._check(z, v)
         self._expect(i)
         self._pending = None
-        if self.should_compute(i):
+        if self._is_computed(i):
             z = self._correct(i, z, v)
         self._record(i, z, v)
         return z
@@ -210,6 +217,9 @@ class MeanCacheState(SteppedState):
         return min(self.schedule.spans[i], i)
 
     # ------------------------------------------------------------------ SteppedState hooks
+    def _is_computed(self, i: int) -> bool:
+        return self.schedule.compute[i]
+
     def _estimator_at(self, i: int):
         return self._estimators[i]
 

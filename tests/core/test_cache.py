@@ -109,6 +109,22 @@ def test_reset_and_order():
     assert state.next_step == 0 and len(state.history) == 0
 
 
+@pytest.mark.parametrize("adaptive", [False, True])
+def test_a_step_after_the_last_is_a_clear_error(adaptive):
+    from meancache_kernels.adaptive import AdaptiveState
+
+    n = 4
+    state = (AdaptiveState(flow_sigmas(n), budget=2) if adaptive
+             else mck.MeanCacheState(mck.Schedule.uniform(n, 2, "taylor1"), flow_sigmas(n)))
+    z, v = torch.zeros(1, 2), torch.ones(1, 2)
+    for i in range(n):
+        z = state.step(i, z, v) if state.should_compute(i) else state.skip(i, z)[1]
+    for call in (lambda: state.skip(n, z), lambda: state.estimate(n, z), lambda: state.step(n, z, v),
+                 lambda: state.record(n, z, v)):
+        with pytest.raises(IndexError, match="i=4 is out of range for 4 steps: the generation is over"):
+            call()
+
+
 def test_sample_bad_inputs():
     schedule = mck.presets.get("qwen-image", 10)
     fn = smooth_random_field(4)
