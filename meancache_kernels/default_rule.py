@@ -15,13 +15,14 @@ budget B. It is a fixed rule with a few constants (:data:`DEFAULT_RULE`), chosen
   ``("taylor1", "taylor2")`` for schedulers that forbid the corrector).
 
 The shipped rule, as measured: the B computed steps are ``round(k (N - 1) / (B - 1))``, k = 0..B-1 (exactly
-``Schedule.uniform(N, B)``'s; B = 1: step 0 only); every skipped step uses ``taylorc2``; where it is not allowed,
-a gap of at most 3 skipped steps takes the first allowed of (taylor2, taylorc1, taylor1, mean2, mean1) and a longer
+``Schedule.uniform(N, B)``'s; B = 1: step 0 only); every skipped step uses ``taylorc2``; where it is not allowed, a
+gap of at most 3 skipped steps takes the first allowed of (taylor2, taylorc1, taylor1, mean2, mean1) and a longer
 gap the first allowed of (taylor1, taylorc1, taylor2, mean2, mean1) (measured for ``("taylor1", "taylor2")``; the
-rest is the fixed fallback order). Sigma-aware spacings win large on the
-analytic flows at shift 3-6 but lost on the trained pipeline, so the sigmas are only validated and used by the rule
-family's other members. :func:`rule_schedule` applies any :class:`Rule` (the benchmark measures candidates through
-it).
+rest is the fixed fallback order). Where a solver other than the Euler step takes the estimate
+(``sampler="multistep"``), every gap takes taylor1 (:data:`MULTISTEP_RULE`, measured under those solvers).
+Sigma-aware spacings win large on the analytic flows at shift 3-6 but lost on the trained pipeline, so the sigmas
+are only validated and used by the rule family's other members. :func:`rule_schedule` applies any :class:`Rule` (the
+benchmark measures candidates through it).
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ from dataclasses import dataclass
 
 from .checks import as_sigmas, check_budget, check_estimator_names
 
-__all__ = ["Rule", "DEFAULT_RULE", "default_schedule", "rule_schedule", "POLY_ESTIMATORS"]
+__all__ = ["Rule", "DEFAULT_RULE", "MULTISTEP_RULE", "SAMPLERS", "default_schedule", "rule_schedule",
+           "POLY_ESTIMATORS"]
 
 POLY_ESTIMATORS = ("taylor1", "taylor2", "mean1", "mean2", "taylorc1", "taylorc2")
 # Order in which the remaining polynomial estimators are tried when none of a rule's preferred ones is allowed.
@@ -101,6 +103,15 @@ class Rule:
 # skipped steps, taylor1 on longer ones.
 DEFAULT_RULE = Rule(alpha=0.0, warp=1.0, warmup=1, last=True, short=("taylorc2", "taylor2"),
                     long=("taylorc2", "taylor1"), long_gap=3)
+
+# The rule where the estimate is handed to a solver other than the Euler step (UniPC, DPM-Solver++, FlowMatchAdams,
+# FlowMatchHeun: the corrector is not allowed there): the same computed steps, taylor1 on every gap. Chosen by
+# bench/studies/multistep_estimator.py on selection prompts (bench/RESULTS.md, "Any scheduler"): against the Euler
+# rule's mix (taylor2 on gaps of <= 3 skipped steps) taylor1 was better at B = 25 and 17 of 50 under every solver
+# measured, by 1.5-3.4 dB on the shipped model and up to 2.0 dB on the second (two settings of UniPC 2 / 3 at B = 17
+# on the second model 0.2-0.4 dB worse); at B = 10 the two are the same schedule.
+MULTISTEP_RULE = Rule(alpha=0.0, warp=1.0, warmup=1, last=True, short=("taylor1",))
+SAMPLERS = ("euler", "multistep")  # what consumes the estimate: the flow-matching Euler step, or another solver
 
 
 # ---------------------------------------------------------------------------------------------------- validation
@@ -197,7 +208,7 @@ def rule_schedule(sigmas, budget: int, rule: Rule, *, estimators=None):
     return Schedule(mask, params, meta=meta, estimators=fams)
 
 
-def default_schedule(sigmas, budget: int, *, estimators=None):
+def default_schedule(sigmas, budget: int, *, estimators=None, sampler: str = "euler"):
     """A MeanCache schedule with ``budget`` computed steps for the generation's sigmas, without calibration.
 
     Args:
@@ -207,11 +218,17 @@ def default_schedule(sigmas, budget: int, *, estimators=None):
         estimators: None (every polynomial estimator), or the estimator names the skipped steps may use, e.g.
             ``("taylor1", "taylor2")`` where the corrector ``taylorc`` is not allowed; it must hold at least one
             polynomial estimator (``taylor``/``mean``/``taylorc``; ``jvp`` alone is refused).
+        sampler: what takes the estimate: ``"euler"`` (the flow-matching Euler step; :data:`DEFAULT_RULE`) or
+            ``"multistep"`` (UniPC, DPM-Solver++, FlowMatchAdams, FlowMatchHeun; :data:`MULTISTEP_RULE`).
 
     Returns:
         A :class:`Schedule` of N steps and exactly B computed ones (step 0 always), ``meta`` =
         ``{"source": "default", "rule": ...}``. Pure host code, deterministic, microseconds.
 
-    The rule is :data:`DEFAULT_RULE`; see the module docstring and ``bench/results/zero_config.md``.
+    The rule is :data:`DEFAULT_RULE` (:data:`MULTISTEP_RULE` for ``sampler="multistep"``); see the module docstring
+    and ``bench/results/zero_config.md``.
     """
-    return rule_schedule(sigmas, budget, DEFAULT_RULE, estimators=estimators)
+    if sampler not in SAMPLERS:
+        raise ValueError(f"sampler must be one of {list(SAMPLERS)}, got {sampler!r}")
+    rule = DEFAULT_RULE if sampler == "euler" else MULTISTEP_RULE
+    return rule_schedule(sigmas, budget, rule, estimators=estimators)

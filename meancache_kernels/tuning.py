@@ -44,7 +44,7 @@ def candidate_schedules(profile, budget: int, *, gammas: Sequence[float] = DEFAU
                         estimator_sets: Sequence = DEFAULT_ESTIMATOR_SETS,
                         edge_costs: Sequence[str] = DEFAULT_EDGE_COSTS, uniform: bool = True,
                         warps: Sequence[float] = DEFAULT_WARPS, solver_backend: str = "auto",
-                        allowed: Sequence[str] | None = None) -> dict[str, Schedule]:
+                        allowed: Sequence[str] | None = None, sampler: str = "euler") -> dict[str, Schedule]:
     """The candidates :func:`tune` evaluates, by name, duplicates removed (the first name of a schedule is kept).
 
     ``pssp[<estimators>,<edge cost>]@g<gamma>``: :func:`meancache_kernels.solve` with those estimators
@@ -54,7 +54,9 @@ def candidate_schedules(profile, budget: int, *, gammas: Sequence[float] = DEFAU
     taylorc estimators the profile has. ``solver_backend``: the PSSP solver's (``"auto"``, ``"cpp"``, ``"python"``).
     Only infeasibility drops a PSSP candidate; any other error of :func:`meancache_kernels.solve` propagates.
     ``allowed``: the estimator names the sampler can use (e.g. ``("taylor1", "taylor2")`` under a multistep diffusers
-    scheduler); candidates using others are left out, and the default rule is restricted to them.
+    scheduler); candidates using others are left out, and the default rule is restricted to them. ``sampler``: what
+    takes the estimate (``"euler"`` or ``"multistep"``), which picks the default rule (as ``MeanCacheConfig(budget=B)``
+    does under that scheduler).
     """
     if not isinstance(profile, Profile):
         raise TypeError(f"profile must be a meancache_kernels.Profile, got {type(profile).__name__}")
@@ -74,7 +76,7 @@ def candidate_schedules(profile, budget: int, *, gammas: Sequence[float] = DEFAU
     from .default_rule import default_schedule
 
     # the calibration-free default first: on ties it wins, and choose() keeps it unless clearly beaten
-    add(DEFAULT_RULE_NAME, default_schedule(profile.sigmas, budget, estimators=allowed))
+    add(DEFAULT_RULE_NAME, default_schedule(profile.sigmas, budget, estimators=allowed, sampler=sampler))
     for est in estimator_sets:
         if est is not None and not set(est) <= have:
             continue
@@ -145,8 +147,8 @@ def select(names: Sequence[str], num_samples: int, run: Callable[[str, list[int]
 
 def prepare_candidates(profile, budget: int, candidates: dict[str, Schedule] | None, *,
                        gammas: Sequence[float] = DEFAULT_GAMMAS, margin_se: float = DEFAULT_MARGIN_SE,
-                       solver_backend: str = "auto",
-                       allowed: Sequence[str] | None = None) -> tuple[dict[str, Schedule], str | None]:
+                       solver_backend: str = "auto", allowed: Sequence[str] | None = None,
+                       sampler: str = "euler") -> tuple[dict[str, Schedule], str | None]:
     """The candidates to evaluate and the name of the untuned default among them (None when ``candidates`` is
     given): the validation and candidate set shared by :func:`tune` and ``tune_pipeline``."""
     if not isinstance(profile, Profile):
@@ -155,9 +157,9 @@ def prepare_candidates(profile, budget: int, candidates: dict[str, Schedule] | N
     _check_margin(margin_se)
     if candidates is None:
         candidates = candidate_schedules(profile, budget, gammas=gammas, solver_backend=solver_backend,
-                                         allowed=allowed)
+                                         allowed=allowed, sampler=sampler)
         return candidates, default_candidate(candidates, profile, budget, solver_backend=solver_backend,
-                                             allowed=allowed)
+                                             allowed=allowed, sampler=sampler)
     if not isinstance(candidates, dict) or not candidates:
         raise TypeError("candidates must be a non-empty dict {name: Schedule}")
     for name, s in candidates.items():
@@ -269,7 +271,7 @@ def _check_margin(margin_se) -> None:
 
 
 def default_candidate(candidates: dict[str, Schedule], profile, budget: int, *, solver_backend: str = "auto",
-                      allowed: Sequence[str] | None = None) -> str | None:
+                      allowed: Sequence[str] | None = None, sampler: str = "euler") -> str | None:
     """The name under which ``candidates`` holds the library's untuned default, or None: the calibration-free default
     rule (:func:`meancache_kernels.default_rule`, what ``MeanCacheConfig(budget=B)`` runs), so that tuning is
     never worse than not tuning beyond noise. ``solver_backend`` is kept for callers of the former default,
@@ -277,7 +279,7 @@ def default_candidate(candidates: dict[str, Schedule], profile, budget: int, *, 
     from .default_rule import default_schedule
 
     check_solver_backend(solver_backend, "solver_backend")
-    default = default_schedule(profile.sigmas, budget, estimators=allowed)
+    default = default_schedule(profile.sigmas, budget, estimators=allowed, sampler=sampler)
     return next((name for name, s in candidates.items() if s == default), None)
 
 

@@ -220,16 +220,17 @@ def same_curve_sigmas(sigmas: list[float], num_steps: int) -> list[float]:
 
 def resolve_schedule(
     config: MeanCacheConfig, sigmas: list[float], source_grid: Callable[[list[float], int], list[float]] | None = None,
-    *, allowed: tuple[str, ...] | None = None,
+    *, allowed: tuple[str, ...] | None = None, sampler: str = "euler",
 ) -> Schedule:
     """The static schedule of a generation whose N + 1 sigmas are ``sigmas``.
 
     ``budget`` alone: the default rule on these very sigmas (``allowed``: the estimators the pipeline's scheduler
-    can use). A schedule (given, preset, or solved from the profile) whose N equals the generation's N is used as
-    is. For another N it is carried over by sigma with :func:`meancache_kernels.schedule.fit_schedule` (with a
-    warning). The grid it was made for is the profile's calibration sigmas; for a schedule or a preset it is
-    ``source_grid(sigmas, N_schedule)`` (the pipeline's own grid at the schedule's N, from the scheduler adapter), or
-    the generation's sigma curve sampled at the schedule's N when no ``source_grid`` is given.
+    can use; ``sampler``: ``"euler"`` or ``"multistep"``, what takes the estimate, which picks the rule). A schedule
+    (given, preset, or solved from the profile) whose N equals the generation's N is used as is. For another N it is
+    carried over by sigma with :func:`meancache_kernels.schedule.fit_schedule` (with a warning). The grid it was
+    made for is the profile's calibration sigmas; for a schedule or a preset it is ``source_grid(sigmas,
+    N_schedule)`` (the pipeline's own grid at the schedule's N, from the scheduler adapter), or the generation's
+    sigma curve sampled at the schedule's N when no ``source_grid`` is given.
     """
     num_steps = len(sigmas) - 1
     if config.schedule is None and config.preset is None and config.profile is None:
@@ -242,7 +243,7 @@ def resolve_schedule(
             if not est:
                 raise ValueError(f"estimators={list(config.estimators)}: none of them works with this pipeline's "
                                  f"scheduler; allowed: {list(allowed)}")
-        return default_schedule(sigmas, config.budget, estimators=est)
+        return default_schedule(sigmas, config.budget, estimators=est, sampler=sampler)
     base = config.schedule if config.schedule is not None else (
         presets.get(config.preset, config.budget) if config.preset is not None else config.profile_schedule(allowed))
     if base.num_steps == num_steps:

@@ -24,7 +24,14 @@ from diffusers.hooks import HookRegistry, ModelHook
 
 from ..cache import MeanCacheState
 from .config import MeanCacheConfig, adaptive_state, resolve_schedule
-from .scheduler import allowed_estimators, as_host_sigmas, check_scheduler, unwrap_scheduler, wrap_scheduler
+from .scheduler import (
+    allowed_estimators,
+    as_host_sigmas,
+    check_scheduler,
+    sampler_kind,
+    unwrap_scheduler,
+    wrap_scheduler,
+)
 from .stats import MeanCacheStats
 
 __all__ = ["MeanCacheHook", "apply_mean_cache", "remove_mean_cache", "get_mean_cache_stats"]
@@ -99,7 +106,8 @@ class MeanCacheContext:
         key = tuple(host)
         schedule = self._schedules.get(key)
         if schedule is None:
-            schedule = resolve_schedule(self.config, host, source_grid, allowed=allowed)
+            schedule = resolve_schedule(self.config, host, source_grid, allowed=allowed,
+                                        sampler=sampler_kind(self.scheduler))
             self._schedules = {key: schedule}  # keep one: calls usually repeat the same N
         self.generation = _Generation(schedule, MeanCacheState(schedule, host, backend=self.config.backend))
         self.stats = MeanCacheStats(num_steps=schedule.num_steps, schedule=schedule)

@@ -45,6 +45,7 @@ __all__ = [
     "SUPPORTED_SCHEDULERS",
     "VELOCITY_ESTIMATORS",
     "allowed_estimators",
+    "sampler_kind",
     "check_scheduler",
     "check_euler_scheduler",
     "wrap_scheduler",
@@ -155,6 +156,13 @@ def allowed_estimators(scheduler) -> tuple[str, ...]:
     if _kind(scheduler) == _EULER:
         return tuple(_estimators.available())
     return VELOCITY_ESTIMATORS
+
+
+def sampler_kind(scheduler) -> str:
+    """What consumes MeanCache's estimate under ``scheduler``: ``"euler"`` (the flow-matching Euler step) or
+    ``"multistep"`` (any other supported solver); picks the default rule (:func:`meancache_kernels.default_rule.
+    default_schedule`'s ``sampler``). TypeError for an unsupported scheduler."""
+    return "euler" if _kind(scheduler) == _EULER else "multistep"
 
 
 def _check_estimators(scheduler, kind: str, names, what: str) -> None:

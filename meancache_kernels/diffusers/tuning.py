@@ -19,7 +19,7 @@ from ..schedule import Schedule
 from ..tuning import DEFAULT_GAMMAS, DEFAULT_MARGIN_SE, prepare_candidates, run_tuning
 from .config import MeanCacheConfig
 from .hooks import apply_mean_cache, get_mean_cache_stats, remove_mean_cache
-from .scheduler import allowed_estimators
+from .scheduler import allowed_estimators, sampler_kind
 
 __all__ = ["tune_pipeline"]
 
@@ -131,7 +131,8 @@ def tune_pipeline(
     # under a multistep scheduler only the estimators that predict the velocity itself apply
     candidates, baseline = prepare_candidates(profile, budget, candidates, gammas=gammas,
                                               margin_se=default_margin_se, solver_backend=solver_backend,
-                                              allowed=allowed_estimators(pipe.scheduler))
+                                              allowed=allowed_estimators(pipe.scheduler),
+                                              sampler=sampler_kind(pipe.scheduler))
     prompts = list(prompts)
     n, num = num_inference_steps, len(prompts)
     if reference_steps is None:

@@ -81,6 +81,7 @@ def test_order_select_keeps_the_budget_and_picks_an_order_per_segment():
                           "DPM-Solver++ 2M B=3 3 steps"]),
     ("tune_any_scheduler", ["against the scheduler's own N-step output", "against the converged reference",
                             "| Adams order 1 | 3 |"]),
+    ("multistep_estimator", ["| UniPC order 2 | 3 |", "| Heun | 3 |", "best mean per setting"]),
 ])
 def test_smoke_runs(name, expected, capsys):
     load(name).main(["--smoke"])

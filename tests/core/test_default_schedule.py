@@ -97,6 +97,25 @@ def test_estimators_restriction_honoured():
             assert sched.compute == default_schedule(s, b).compute  # the restriction changes estimators only
 
 
+def test_multistep_sampler_takes_taylor1_on_every_gap_at_the_same_steps():
+    for n, b in ((50, 25), (50, 17), (50, 10), (28, 14), (8, 4), (5, 5), (9, 1)):
+        s = _sig(n)
+        euler = default_schedule(s, b, estimators=("taylor1", "taylor2"))
+        multi = default_schedule(s, b, estimators=("taylor1", "taylor2"), sampler="multistep")
+        assert multi.compute == euler.compute == default_schedule(s, b).compute
+        assert {e for e in multi.estimator_names() if e} <= {"taylor1"}
+        if b < n:
+            assert set(multi.estimator_names()) == {"", "taylor1"}
+        assert default_schedule(s, b, sampler="multistep") == multi  # taylor1 is the rule's first choice, allowed
+        # a restriction still wins over the rule's preference
+        assert {e for e in default_schedule(s, b, estimators=("taylor2",), sampler="multistep").estimator_names()
+                if e} <= {"taylor2"}
+    # at B = 17 of 50 (gaps of 2-3 skipped steps) the Euler rule's corrector-free choice is taylor2: the rules differ
+    assert set(default_schedule(_sig(50), 17, estimators=("taylor1", "taylor2")).estimator_names()) == {"", "taylor2"}
+    with pytest.raises(ValueError, match=r"sampler must be one of \['euler', 'multistep'\], got 'unipc'"):
+        default_schedule(_sig(50), 10, sampler="unipc")
+
+
 def test_estimators_restriction_errors():
     s = _sig(20)
     with pytest.raises(ValueError, match="polynomial"):

@@ -404,3 +404,41 @@ def test_profile_without_velocity_estimators_under_unipc_is_a_clear_error():
     config = MeanCacheConfig(profile=v1, budget=10)
     with pytest.raises(ValueError, match=r"costs for \['jvp'\]; none of them works .* allows \['taylor1', 'taylor2'\]"):
         config.profile_schedule(VELOCITY_ESTIMATORS)
+
+
+def test_one_line_under_a_multistep_scheduler_feeds_taylor1_and_tuning_keeps_the_same_default():
+    from meancache_kernels.default_rule import default_schedule
+    from meancache_kernels.diffusers import calibrate_pipeline, tune_pipeline
+    from meancache_kernels.diffusers.scheduler import sampler_kind
+
+    pipe = _pipe("flux")
+    n, b = N, B  # computed [0, 2, 5, 7]: gaps of 1-2 skipped steps (the Euler rule takes taylor2 there)
+    assert sampler_kind(pipe.scheduler) == "euler"
+    kw = tiny_call_kwargs("flux")
+    for key in ("prompt", "num_inference_steps", "generator", "output_type"):
+        kw.pop(key)
+    profile = calibrate_pipeline(pipe, ["a red cube", "two cats"], n, max_span=2, max_skip=4, batch_size=2,
+                                 progress=False, **kw)
+    with _Swap(pipe, _unipc(2)) as scheduler:
+        assert sampler_kind(scheduler) == "multistep"
+        apply_mean_cache(pipe, MeanCacheConfig(budget=b))
+        try:
+            _run(pipe, "flux")
+            stats = get_mean_cache_stats(pipe)
+            sigmas = scheduler.sigmas.double().tolist()
+        finally:
+            remove_mean_cache(pipe)
+        expected = default_schedule(sigmas, b, estimators=VELOCITY_ESTIMATORS, sampler="multistep")
+        assert stats.schedule == expected and stats.steps_computed == b
+        assert set(expected.estimator_names()) == {"", "taylor1"}
+        assert set(default_schedule(sigmas, b, estimators=VELOCITY_ESTIMATORS).estimator_names()) == {"", "taylor2"}
+        best = tune_pipeline(pipe, ["a blue ball", "a yellow star"], profile=profile, budget=b, num_inference_steps=n,
+                             metric="latent", progress=False, **kw)
+        names = [c["name"] for c in best.meta["tune"]["candidates"]]
+        assert "default rule" in names
+        # the candidate named "default rule" is what the one line runs under this scheduler
+        from meancache_kernels.tuning import candidate_schedules
+
+        cands = candidate_schedules(profile, b, allowed=VELOCITY_ESTIMATORS, sampler="multistep")
+        assert cands["default rule"] == default_schedule(profile.sigmas, b, estimators=VELOCITY_ESTIMATORS,
+                                                         sampler="multistep")
