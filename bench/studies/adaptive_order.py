@@ -23,7 +23,6 @@ Quality: PSNR of the decoded image against the uncached N-step output, mean and 
 
 from __future__ import annotations
 
-import argparse
 import time
 
 import numpy as np
@@ -36,6 +35,7 @@ from meancache_kernels.adaptive import AdaptiveState
 from meancache_kernels.metrics import psnr
 
 from ..zero_config.measure import PipeBench, selection_prompts
+from . import study_args
 
 STATIC = ("taylorc2", "taylorc1", "taylor2", "taylor1")
 
@@ -81,14 +81,11 @@ def per_prompt(model, prompts, n: int, run_one) -> list[float]:
 def main(argv=None) -> None:
     from meancache_kernels.diffusers import MeanCacheConfig, apply_mean_cache, hooks, remove_mean_cache
 
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--model", default=None, help="a trained tiny model dir (default: the shipped model)")
-    ap.add_argument("--budget", type=int, default=10)
-    ap.add_argument("--prompts", type=int, default=16)
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--smoke", action="store_true")
-    args = ap.parse_args(argv)
-    torch.set_num_threads(args.threads)
+    def extra(ap):
+        ap.add_argument("--budget", type=int, default=10)
+        ap.add_argument("--prompts", type=int, default=16)
+
+    args = study_args(__doc__, argv, extra)
     n, b, m = (8, 3, 2) if args.smoke else (50, args.budget, args.prompts)
     prompts = selection_prompts(m)
     t0 = time.perf_counter()

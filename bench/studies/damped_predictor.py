@@ -26,7 +26,6 @@ the decoded images.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import time
 
@@ -39,6 +38,7 @@ from meancache_kernels.metrics import psnr
 
 from ..frontier import methods as M
 from ..zero_config.measure import PipeBench, selection_prompts
+from . import study_args
 
 
 def damped_weights(nodes, s_i: float) -> list[float]:
@@ -73,12 +73,7 @@ def damped(on: bool):
 def main(argv=None) -> None:
     from meancache_kernels.diffusers import MeanCacheConfig, apply_mean_cache, remove_mean_cache
 
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--model", default=None, help="a trained tiny model dir (default: the shipped model)")
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--smoke", action="store_true")
-    args = ap.parse_args(argv)
-    torch.set_num_threads(args.threads)
+    args = study_args(__doc__, argv)
     n, m = (8, 2) if args.smoke else (50, 16)
     euler_budgets, other_budgets = ((5, 3), (3,)) if args.smoke else ((25, 17, 10), (17, 10))
     t0 = time.perf_counter()

@@ -18,7 +18,6 @@ it).
 
 from __future__ import annotations
 
-import argparse
 import time
 
 import numpy as np
@@ -29,6 +28,7 @@ from meancache_kernels.metrics import psnr
 
 from ..any_scheduler import make_solver
 from ..zero_config.measure import PipeBench, selection_prompts
+from . import study_args
 
 SCHEDULERS = ("UniPC order 1", "UniPC order 2", "UniPC order 3", "DPM-Solver++ 2M", "DPM-Solver++ 3M",
               "Adams order 1", "Adams order 2", "Heun")
@@ -38,12 +38,7 @@ VARIANTS = {"Euler rule's mix": ("taylor1", "taylor2"), "taylor1": ("taylor1",),
 def main(argv=None) -> None:
     from meancache_kernels.diffusers import MeanCacheConfig, apply_mean_cache, get_mean_cache_stats, remove_mean_cache
 
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--model", default=None, help="a trained tiny model dir (default: the shipped model)")
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--smoke", action="store_true")
-    args = ap.parse_args(argv)
-    torch.set_num_threads(args.threads)
+    args = study_args(__doc__, argv)
     n, budgets, m = (8, (3,), 2) if args.smoke else (50, (25, 17, 10), 16)
     schedulers = ("UniPC order 2", "Heun") if args.smoke else SCHEDULERS
     t0 = time.perf_counter()

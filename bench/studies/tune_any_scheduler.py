@@ -24,7 +24,6 @@ calibration prompts (seeds 100..) with the Euler scheduler.
 
 from __future__ import annotations
 
-import argparse
 import time
 
 import numpy as np
@@ -35,6 +34,7 @@ from meancache_kernels.metrics import psnr
 
 from ..any_scheduler import make_solver
 from ..frontier.common import CAL_SEED, TUNE_SEED, calibration_prompts, eval_prompts, tuning_prompts
+from . import study_args
 
 SOLVERS = ("UniPC order 2", "DPM-Solver++ 2M", "Adams order 1", "Adams order 2")
 CONV_FACTOR = 4  # the converged reference: the pipeline's Euler scheduler with 4N steps (as bench.any_scheduler)
@@ -53,12 +53,7 @@ def main(argv=None) -> None:
     )
     from meancache_kernels.diffusers.loading import load_pipeline
 
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--model", default=None, help="a trained tiny model dir (default: the shipped model)")
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--smoke", action="store_true")
-    args = ap.parse_args(argv)
-    torch.set_num_threads(args.threads)
+    args = study_args(__doc__, argv)
     n, budgets, m = (8, (3,), 2) if args.smoke else (50, (17, 10), 8)
     t0 = time.perf_counter()
     pipe, kw = load_pipeline(args.model)
