@@ -5,7 +5,6 @@ taylor2: the Lagrange polynomial in sigma through the last computed velocities);
 refused. Tiny random pipelines, CPU, offline.
 """
 
-import warnings
 
 import pytest
 import torch
@@ -26,33 +25,11 @@ from meancache_kernels.diffusers.scheduler import (  # noqa: E402
     allowed_estimators,
     check_scheduler,
 )
-from meancache_kernels.diffusers.testing import tiny_call_kwargs, tiny_pipeline  # noqa: E402
+from meancache_kernels.diffusers.testing import tiny_call_kwargs  # noqa: E402
 from meancache_kernels.estimators import lagrange_weights  # noqa: E402
 
 N, B = 8, 4
 TAYLOR2 = mck.Schedule.uniform(N, B, "taylor2")  # computed [0, 2, 5, 7]
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-_PIPES = {}
-
-
-def _pipe(kind, dtype=torch.float32, **kw):
-    key = (kind, dtype, tuple(sorted(kw.items())))
-    if key not in _PIPES:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            _PIPES[key] = tiny_pipeline(kind, **kw).to(dtype)
-    pipe = _PIPES[key]
-    assert getattr(pipe, "_meancache_context", None) is None, "a previous test left MeanCache applied"
-    return pipe
 
 
 def _unipc(order=2, **kw):
@@ -168,9 +145,9 @@ def test_allowed_estimators_per_scheduler():
 
 # ---------------------------------------------------------------------------------------------------- skipping
 @pytest.mark.parametrize("name", list(SCHEDULERS))
-def test_b_calls_estimate_fed_to_the_own_step_and_removal(name):
+def test_b_calls_estimate_fed_to_the_own_step_and_removal(name, tiny_pipe):
     kind, make = SCHEDULERS[name]
-    pipe = _pipe(kind)
+    pipe = tiny_pipe(kind)
     heun = name == "heun"
     with _Swap(pipe, make()) as scheduler:
         reference = _run(pipe, kind)
@@ -227,8 +204,8 @@ def test_b_calls_estimate_fed_to_the_own_step_and_removal(name):
 
 
 @pytest.mark.parametrize("two_stage", [False, True])
-def test_wan_with_its_shipped_unipc(two_stage):
-    pipe = _pipe("wan", two_stage=two_stage)
+def test_wan_with_its_shipped_unipc(two_stage, tiny_pipe):
+    pipe = tiny_pipe("wan", two_stage=two_stage)
     with _Swap(pipe, _wan_unipc()):
         reference = _run(pipe, "wan")
         modules = [pipe.transformer] + ([pipe.transformer_2] if two_stage else [])
@@ -247,8 +224,8 @@ def test_wan_with_its_shipped_unipc(two_stage):
     assert torch.equal(after, reference)
 
 
-def test_half_precision_estimate_has_the_model_output_dtype():
-    pipe = _pipe("flux", dtype=torch.bfloat16)
+def test_half_precision_estimate_has_the_model_output_dtype(tiny_pipe):
+    pipe = tiny_pipe("flux", dtype=torch.bfloat16)
     with _Swap(pipe, _unipc(2)) as scheduler:
         reference = _run(pipe, "flux")
         seen, unrecord = _record_own_steps(scheduler)
@@ -266,8 +243,8 @@ def test_half_precision_estimate_has_the_model_output_dtype():
     assert (out.float() - reference.float()).abs().max() > 1e-3
 
 
-def test_true_cfg_and_batch_under_unipc():
-    pipe = _pipe("qwen-image")
+def test_true_cfg_and_batch_under_unipc(tiny_pipe):
+    pipe = tiny_pipe("qwen-image")
     prompts = ["a red cube", "two blue spheres"]
     with _Swap(pipe, _unipc(2)) as scheduler:
         inits = []
@@ -299,11 +276,11 @@ def test_true_cfg_and_batch_under_unipc():
         torch.testing.assert_close(both[k : k + 1], alone[k], rtol=1e-4, atol=1e-4)
 
 
-def test_schedule_for_another_n_is_fitted_on_the_unipc_grid():
+def test_schedule_for_another_n_is_fitted_on_the_unipc_grid(tiny_pipe):
     # computed [0, 2, 5], taylor2 on every interval (none is a chain: fitting gives taylor2 everywhere)
     mask = [True, False, True, False, False, True, False, False]
     schedule = mck.Schedule(mask, [0 if c else 2 for c in mask], estimators=["" if c else "taylor" for c in mask])
-    pipe = _pipe("flux")
+    pipe = tiny_pipe("flux")
     with _Swap(pipe, _unipc(2)):
         counter, uncount = _count_forwards(pipe.transformer)
         apply_mean_cache(pipe, MeanCacheConfig(schedule=schedule))
@@ -320,10 +297,10 @@ def test_schedule_for_another_n_is_fitted_on_the_unipc_grid():
 
 
 # ---------------------------------------------------------------------------------------------------- refusals
-def test_non_flow_and_stochastic_schedulers_raise_type_error():
+def test_non_flow_and_stochastic_schedulers_raise_type_error(tiny_pipe):
     from diffusers import DDIMScheduler, DPMSolverMultistepScheduler, UniPCMultistepScheduler
 
-    pipe = _pipe("flux")
+    pipe = tiny_pipe("flux")
     bad = [
         (DDIMScheduler(), "DDIMScheduler"),
         (UniPCMultistepScheduler(), "flow_prediction"),  # epsilon prediction: not flow matching
@@ -343,8 +320,8 @@ def test_non_flow_and_stochastic_schedulers_raise_type_error():
 
 
 @pytest.mark.parametrize("estimator", ["jvp", "taylorc2", "mean2"])
-def test_euler_only_estimators_refused_under_unipc(estimator):
-    pipe = _pipe("flux")
+def test_euler_only_estimators_refused_under_unipc(estimator, tiny_pipe):
+    pipe = tiny_pipe("flux")
     schedule = mck.Schedule.uniform(N, B, estimator)
     with _Swap(pipe, _unipc(2)):
         counter, uncount = _count_forwards(pipe.transformer)
@@ -363,10 +340,10 @@ def test_euler_only_estimators_refused_under_unipc(estimator):
             uncount()
 
 
-def test_profile_config_is_solved_over_the_estimators_the_scheduler_allows():
+def test_profile_config_is_solved_over_the_estimators_the_scheduler_allows(tiny_pipe):
     from meancache_kernels.diffusers import calibrate_pipeline
 
-    pipe = _pipe("flux")
+    pipe = tiny_pipe("flux")
     kw = tiny_call_kwargs("flux")
     for key in ("prompt", "num_inference_steps", "generator", "output_type"):
         kw.pop(key)
@@ -406,12 +383,12 @@ def test_profile_without_velocity_estimators_under_unipc_is_a_clear_error():
         config.profile_schedule(VELOCITY_ESTIMATORS)
 
 
-def test_one_line_under_a_multistep_scheduler_feeds_taylor1_and_tuning_keeps_the_same_default():
+def test_one_line_under_a_multistep_scheduler_feeds_taylor1_and_tuning_keeps_the_same_default(tiny_pipe):
     from meancache_kernels.default_rule import default_schedule
     from meancache_kernels.diffusers import calibrate_pipeline, tune_pipeline
     from meancache_kernels.diffusers.scheduler import sampler_kind
 
-    pipe = _pipe("flux")
+    pipe = tiny_pipe("flux")
     n, b = N, B  # computed [0, 2, 5, 7]: gaps of 1-2 skipped steps (the Euler rule takes taylor2 there)
     assert sampler_kind(pipe.scheduler) == "euler"
     kw = tiny_call_kwargs("flux")

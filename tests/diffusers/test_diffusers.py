@@ -18,34 +18,11 @@ from meancache_kernels.diffusers import (  # noqa: E402
     get_mean_cache_stats,
     remove_mean_cache,
 )
-from meancache_kernels.diffusers.testing import CALLS_PER_STEP, KINDS, tiny_call_kwargs, tiny_pipeline  # noqa: E402
+from meancache_kernels.diffusers.testing import CALLS_PER_STEP, KINDS, tiny_call_kwargs  # noqa: E402
 
 N = 8
 # computed [0, 1, 2, 4, 7]; skipped 3 (K=1), 5 and 6 (K=2): exercises reuse and the JVP.
 SCHEDULE = mck.Schedule.from_official([0, 1, 2, 4, 7], [0, 0, 1, 2], N)
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny models: one thread is faster and deterministic on a shared 2-core machine.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-_PIPES = {}
-
-
-def _pipe(kind, dtype=torch.float32, **kw):
-    key = (kind, dtype, tuple(sorted(kw.items())))
-    if key not in _PIPES:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            _PIPES[key] = tiny_pipeline(kind, **kw).to(dtype)
-    pipe = _PIPES[key]
-    assert getattr(pipe, "_meancache_context", None) is None, "a previous test left MeanCache applied"
-    return pipe
 
 
 def _latents(out):
@@ -95,8 +72,8 @@ def test_config_validation():
 
 # ---------------------------------------------------------------------------------------------------- per pipeline
 @pytest.mark.parametrize("kind, dtype", [(k, torch.float32) for k in KINDS] + [("flux", torch.bfloat16)])
-def test_pipeline_calls_core_equivalence_and_removal(kind, dtype, record_steps):
-    pipe = _pipe(kind, dtype)
+def test_pipeline_calls_core_equivalence_and_removal(kind, dtype, record_steps, tiny_pipe):
+    pipe = tiny_pipe(kind, dtype)
     reference = _latents(pipe(**tiny_call_kwargs(kind, num_inference_steps=N)))  # never accelerated
 
     counter, uncount = _count_forwards(pipe.transformer)
@@ -142,8 +119,8 @@ def test_pipeline_calls_core_equivalence_and_removal(kind, dtype, record_steps):
 
 
 @pytest.mark.parametrize("kind", ["flux", "hunyuan-video"])
-def test_true_cfg_on_guidance_distilled_pipelines_skips_both_calls(kind):
-    pipe = _pipe(kind)
+def test_true_cfg_on_guidance_distilled_pipelines_skips_both_calls(kind, tiny_pipe):
+    pipe = tiny_pipe(kind)
     counter, uncount = _count_forwards(pipe.transformer)
     apply_mean_cache(pipe, MeanCacheConfig(schedule=SCHEDULE))
     try:
@@ -157,8 +134,8 @@ def test_true_cfg_on_guidance_distilled_pipelines_skips_both_calls(kind):
     assert stats.transformer_calls_saved == (N - SCHEDULE.budget) * 2
 
 
-def test_full_schedule_is_bit_identical_to_no_cache():
-    pipe = _pipe("qwen-image")
+def test_full_schedule_is_bit_identical_to_no_cache(tiny_pipe):
+    pipe = tiny_pipe("qwen-image")
     reference = _latents(pipe(**tiny_call_kwargs("qwen-image", num_inference_steps=N)))
     apply_mean_cache(pipe, MeanCacheConfig(schedule=mck.Schedule.full(N)))
     try:
@@ -169,8 +146,8 @@ def test_full_schedule_is_bit_identical_to_no_cache():
     assert torch.equal(out, reference)
 
 
-def test_wan_two_transformers():
-    pipe = _pipe("wan", two_stage=True)
+def test_wan_two_transformers(tiny_pipe):
+    pipe = tiny_pipe("wan", two_stage=True)
     counters = [_count_forwards(pipe.transformer), _count_forwards(pipe.transformer_2)]
     apply_mean_cache(pipe, MeanCacheConfig(schedule=SCHEDULE))
     try:
@@ -186,8 +163,8 @@ def test_wan_two_transformers():
     assert stats.transformer_calls_saved == (N - SCHEDULE.budget) * 2
 
 
-def test_double_apply_and_remove_errors():
-    pipe = _pipe("flux")
+def test_double_apply_and_remove_errors(tiny_pipe):
+    pipe = tiny_pipe("flux")
     with pytest.raises(ValueError, match="not applied"):
         remove_mean_cache(pipe)
     apply_mean_cache(pipe, MeanCacheConfig(schedule=SCHEDULE))
@@ -200,8 +177,8 @@ def test_double_apply_and_remove_errors():
         get_mean_cache_stats(pipe)
 
 
-def test_other_num_steps_resets_and_fits_or_raises():
-    pipe = _pipe("flux")
+def test_other_num_steps_resets_and_fits_or_raises(tiny_pipe):
+    pipe = tiny_pipe("flux")
     apply_mean_cache(pipe, MeanCacheConfig(schedule=SCHEDULE))
     try:
         first = _latents(pipe(**tiny_call_kwargs("flux", num_inference_steps=N)))
@@ -242,8 +219,8 @@ def test_source_grid_for_fitting_is_the_pipeline_grid_at_the_schedule_n():
     assert max(abs(a - b) for a, b in zip(fitted, g12)) < 0.03  # off-grid points: linear interpolation of the curve
 
 
-def test_call_that_raised_midway_does_not_poison_the_next():
-    pipe = _pipe("qwen-image")
+def test_call_that_raised_midway_does_not_poison_the_next(tiny_pipe):
+    pipe = tiny_pipe("qwen-image")
     apply_mean_cache(pipe, MeanCacheConfig(schedule=SCHEDULE))
     try:
         clean = _latents(pipe(**tiny_call_kwargs("qwen-image", num_inference_steps=N)))
@@ -265,8 +242,8 @@ def test_call_that_raised_midway_does_not_poison_the_next():
 
 
 @pytest.mark.parametrize("kind", ["flux", "qwen-image", "sd3"])
-def test_batch_of_two_prompts_equals_each_alone(kind, record_steps):
-    pipe = _pipe(kind)
+def test_batch_of_two_prompts_equals_each_alone(kind, record_steps, tiny_pipe):
+    pipe = tiny_pipe(kind)
     prompts = ["a red cube", "two blue spheres"]
     seen, unrecord = record_steps(pipe.scheduler)  # under the adapter: sees the computed steps
     apply_mean_cache(pipe, MeanCacheConfig(schedule=SCHEDULE))
@@ -291,7 +268,7 @@ def test_batch_of_two_prompts_equals_each_alone(kind, record_steps):
 
 
 # ---------------------------------------------------------------------------------------------------- errors
-def test_unsupported_schedulers_raise_type_error():
+def test_unsupported_schedulers_raise_type_error(tiny_pipe):
     from diffusers import (
         DDIMScheduler,
         DPMSolverMultistepScheduler,
@@ -299,7 +276,7 @@ def test_unsupported_schedulers_raise_type_error():
         FlowMatchHeunDiscreteScheduler,
     )
 
-    pipe = _pipe("flux")
+    pipe = tiny_pipe("flux")
     original = pipe.scheduler
     try:
         for scheduler, match in (
@@ -318,10 +295,10 @@ def test_unsupported_schedulers_raise_type_error():
         pipe.scheduler = original
 
 
-def test_replaced_scheduler_raises():
+def test_replaced_scheduler_raises(tiny_pipe):
     from diffusers import FlowMatchEulerDiscreteScheduler
 
-    pipe = _pipe("flux")
+    pipe = tiny_pipe("flux")
     original = pipe.scheduler
     apply_mean_cache(pipe, MeanCacheConfig(schedule=SCHEDULE))
     try:
@@ -333,8 +310,8 @@ def test_replaced_scheduler_raises():
         remove_mean_cache(pipe)
 
 
-def test_interrupted_call_is_not_an_error():
-    pipe = _pipe("flux")
+def test_interrupted_call_is_not_an_error(tiny_pipe):
+    pipe = tiny_pipe("flux")
 
     def stop(p, i, t, kwargs):
         if i == 3:
@@ -350,8 +327,8 @@ def test_interrupted_call_is_not_an_error():
     assert not stats.finished and stats.steps_computed + stats.steps_skipped == 4
 
 
-def test_generation_not_starting_at_step_zero_raises():
-    pipe = _pipe("flux")
+def test_generation_not_starting_at_step_zero_raises(tiny_pipe):
+    pipe = tiny_pipe("flux")
     apply_mean_cache(pipe, MeanCacheConfig(schedule=SCHEDULE))
     try:
         sched = pipe.scheduler
@@ -409,8 +386,8 @@ class _PlainVelocity(torch.nn.Module):
 
 @pytest.mark.parametrize("steps", [3, 8])
 @pytest.mark.parametrize("model", ["flux", "plain"])
-def test_loop_without_scheduler_step_raises_at_first_call(steps, model):
-    flux = _pipe("flux")
+def test_loop_without_scheduler_step_raises_at_first_call(steps, model, tiny_pipe):
+    flux = tiny_pipe("flux")
     if model == "flux":
         transformer = flux.transformer
         kw = {
@@ -432,11 +409,11 @@ def test_loop_without_scheduler_step_raises_at_first_call(steps, model):
 
 
 # ---------------------------------------------------------------------------------------------------- faithfulness
-def test_qwen_image_preset_matches_loop_written_from_the_design():
+def test_qwen_image_preset_matches_loop_written_from_the_design(tiny_pipe):
     """Qwen-Image B=10 preset, 50 steps, true CFG: equals a loop written directly from DESIGN.md section 2."""
     from diffusers.pipelines.qwenimage.pipeline_qwenimage import calculate_shift
 
-    pipe = _pipe("qwen-image")
+    pipe = tiny_pipe("qwen-image")
     n, scale = 50, 4.0
     sched = mck.presets.get("qwen-image", 10)
     kw = tiny_call_kwargs("qwen-image", num_inference_steps=n, true_cfg_scale=scale)
@@ -506,10 +483,10 @@ def test_testing_module_forwards_tiny_pipelines_lazily():
 
 
 # ---------------------------------------------------------------------------------------------------- calibration
-def test_recorded_trajectory_is_the_pipeline_generation():
+def test_recorded_trajectory_is_the_pipeline_generation(tiny_pipe):
     from meancache_kernels.diffusers.calibration import record_trajectory
 
-    pipe = _pipe("flux")
+    pipe = tiny_pipe("flux")
     out = _latents(pipe(**tiny_call_kwargs("flux", num_inference_steps=N)))
     z, v, sigmas = record_trajectory(pipe, **tiny_call_kwargs("flux", num_inference_steps=N))
     assert z.shape == (N + 1, *out.shape) and v.shape == (N, *out.shape) and len(sigmas) == N + 1
@@ -519,10 +496,10 @@ def test_recorded_trajectory_is_the_pipeline_generation():
     assert "step" not in pipe.scheduler.__dict__
 
 
-def test_profile_config_solves_for_the_pipeline():
+def test_profile_config_solves_for_the_pipeline(tiny_pipe):
     from meancache_kernels.diffusers.calibration import calibrate_pipeline
 
-    pipe = _pipe("qwen-image")
+    pipe = tiny_pipe("qwen-image")
     kw = tiny_call_kwargs("qwen-image")
     for key in ("prompt", "num_inference_steps", "generator", "output_type"):
         kw.pop(key)
@@ -549,11 +526,11 @@ def test_profile_config_solves_for_the_pipeline():
     assert fitted.num_steps == 12 and fitted.finished and fitted.schedule.compute[0]
 
 
-def test_cli_calibrate_writes_a_profile(tmp_path, capsys):
+def test_cli_calibrate_writes_a_profile(tmp_path, capsys, tiny_pipe):
     from meancache_kernels.cli import main
 
     pipe_dir = tmp_path / "tiny-flux"
-    _pipe("flux").save_pretrained(pipe_dir)
+    tiny_pipe("flux").save_pretrained(pipe_dir)
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("# calibration prompts\na red cube\n\ntwo blue spheres\n", encoding="utf-8")
     out = tmp_path / "flux.profile"
@@ -573,12 +550,12 @@ def test_cli_calibrate_writes_a_profile(tmp_path, capsys):
     ("flux.py", "flux", ["--size", "16", "--budget", "17"]),
     ("qwen_image.py", "qwen-image", ["--size", "32", "--budget", "10"]),
 ])
-def test_examples_run_on_a_local_tiny_pipeline(tmp_path, capsys, example, kind, args):
+def test_examples_run_on_a_local_tiny_pipeline(tmp_path, capsys, example, kind, args, tiny_pipe):
     import runpy
     from pathlib import Path
 
     model_dir = tmp_path / kind
-    _pipe(kind).save_pretrained(model_dir)
+    tiny_pipe(kind).save_pretrained(model_dir)
     path = Path(__file__).resolve().parents[2] / "python" / "examples" / example
     module = runpy.run_path(str(path), run_name="example")
     out = tmp_path / "out.png"
