@@ -320,19 +320,7 @@ def sample_adaptive(
     Returns ``(z_final, info)`` with ``info = {"calls", "schedule", "errors"}``: the model calls made, the realised
     :class:`Schedule` and the error estimate read at each computed step.
     """
-    if not callable(model_fn):
-        raise TypeError(f"model_fn must be callable, got {type(model_fn).__name__}")
-    if not isinstance(z, torch.Tensor):
-        raise TypeError(f"z must be a torch.Tensor, got {type(z).__name__}")
     state = AdaptiveState(sigmas, budget=budget, tol=tol, estimator=estimator, backend=backend, first_gap=first_gap,
                           record_errors=record_errors)
-    for i in range(state.num_steps):
-        if state.should_compute(i):
-            v = model_fn(z, state.sigmas[i])
-            if not isinstance(v, torch.Tensor) or v.shape != z.shape:
-                got = tuple(v.shape) if isinstance(v, torch.Tensor) else type(v).__name__
-                raise ValueError(f"model_fn must return a tensor of z's shape {tuple(z.shape)}, got {got}")
-            z = state.step(i, z, v)
-        else:
-            _, z = state.skip(i, z)
+    z = state.run(model_fn, z)
     return z, {"calls": state.calls, "schedule": state.schedule_so_far(), "errors": dict(state.errors)}

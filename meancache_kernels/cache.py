@@ -147,6 +147,31 @@ class SteppedState:
         self._record(i, z, v)
         return z
 
+    def run(self, model_fn: Callable[[torch.Tensor, float], torch.Tensor], z: torch.Tensor,
+            callback: Callable[[int, torch.Tensor, torch.Tensor, bool], None] | None = None) -> torch.Tensor:
+        """Every step of a generation from ``z``: ``model_fn(z, sigma)`` on the computed steps, the estimate on the
+        others; ``callback(i, z_next, v, computed)`` after each step. Returns the final latent."""
+        if not callable(model_fn):
+            raise TypeError(f"model_fn must be callable, got {type(model_fn).__name__}")
+        if not isinstance(z, torch.Tensor):
+            raise TypeError(f"z must be a torch.Tensor, got {type(z).__name__}")
+        if callback is not None and not callable(callback):
+            raise TypeError(f"callback must be callable or None, got {type(callback).__name__}")
+        for i in range(self.num_steps):
+            computed = self.should_compute(i)
+            if computed:
+                v = model_fn(z, self.sigmas[i])
+                if not isinstance(v, torch.Tensor) or v.shape != z.shape:
+                    got = tuple(v.shape) if isinstance(v, torch.Tensor) else type(v).__name__
+                    raise ValueError(f"model_fn must return a tensor of z's shape {tuple(z.shape)}, got {got}")
+                z_next = self.step(i, z, v)
+            else:
+                v, z_next = self.skip(i, z)
+            if callback is not None:
+                callback(i, z_next, v, computed)
+            z = z_next
+        return z
+
     def num_latents_held(self) -> int:
         """Latent-sized tensors referenced by the state (for memory checks)."""
         held = {id(t) for _, zj, vj in self._trajectory() for t in (zj, vj)} | {id(v) for _, v in self._velocities()}
@@ -263,25 +288,4 @@ def sample(
     Returns:
         The final latent (same dtype and device as ``z``).
     """
-    if not callable(model_fn):
-        raise TypeError(f"model_fn must be callable, got {type(model_fn).__name__}")
-    if not isinstance(z, torch.Tensor):
-        raise TypeError(f"z must be a torch.Tensor, got {type(z).__name__}")
-    if callback is not None and not callable(callback):
-        raise TypeError(f"callback must be callable or None, got {type(callback).__name__}")
-    state = MeanCacheState(schedule, sigmas, backend=backend)
-    for i in range(schedule.num_steps):
-        if state.should_compute(i):
-            v = model_fn(z, state.sigmas[i])
-            if not isinstance(v, torch.Tensor) or v.shape != z.shape:
-                got = tuple(v.shape) if isinstance(v, torch.Tensor) else type(v).__name__
-                raise ValueError(f"model_fn must return a tensor of z's shape {tuple(z.shape)}, got {got}")
-            z_next = state.step(i, z, v)
-            computed = True
-        else:
-            v, z_next = state.skip(i, z)
-            computed = False
-        if callback is not None:
-            callback(i, z_next, v, computed)
-        z = z_next
-    return z
+    return MeanCacheState(schedule, sigmas, backend=backend).run(model_fn, z, callback)
