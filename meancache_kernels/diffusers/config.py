@@ -89,6 +89,8 @@ class MeanCacheConfig:
     backend: str = "auto"
     solver_backend: str = "auto"
     _solved: Schedule | None = field(default=None, init=False, repr=False, compare=False)
+    # profile_schedule's re-solves, by the usable estimators (solved once per scheduler kind, not at every check)
+    _resolved: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self):
         given = [name for name in ("schedule", "preset", "profile") if getattr(self, name) is not None]
@@ -182,9 +184,11 @@ class MeanCacheConfig:
         if not usable:
             raise ValueError(f"the profile has costs for {list(self.profile.estimators)}; none of them works with this "
                              f"pipeline's scheduler, which allows {list(allowed)}: calibrate a profile with them")
-        from ..solver import solve
+        if usable not in self._resolved:
+            from ..solver import solve
 
-        return solve(self.profile, self.budget, **dict(self.solve_kwargs(), estimators=usable))
+            self._resolved[usable] = solve(self.profile, self.budget, **dict(self.solve_kwargs(), estimators=usable))
+        return self._resolved[usable]
 
     def solve_kwargs(self) -> dict:
         """The keyword arguments of :func:`meancache_kernels.solve` this configuration stands for."""

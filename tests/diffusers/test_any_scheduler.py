@@ -354,6 +354,7 @@ def test_profile_config_is_solved_over_the_estimators_the_scheduler_allows(tiny_
     assert not euler_names <= set(VELOCITY_ESTIMATORS)  # under Euler the solver picks a corrected / mean estimator
     under_unipc = config.profile_schedule(VELOCITY_ESTIMATORS)
     assert under_unipc == mck.solve(profile, B, estimators=VELOCITY_ESTIMATORS)
+    assert config.profile_schedule(VELOCITY_ESTIMATORS) is under_unipc  # solved once, not at every check
     assert config.profile_schedule(allowed_estimators(pipe.scheduler)) is config._solved  # Euler: as solved
     with _Swap(pipe, _unipc(2)):
         counter, uncount = _count_forwards(pipe.transformer)
