@@ -1,14 +1,13 @@
 """``meancache demo``: MeanCache on a real diffusers pipeline, against the uncached output, in one command.
 
-By default it runs the small text-conditioned FluxPipeline shipped in ``meancache_kernels/assets/tiny_flux`` (trained
-by ``python/tools/train_tiny_flux.py`` on rendered shapes): for a few prompts it generates at N steps without caching
-and with MeanCache at budgets B, then reports transformer calls (the primary cost), wall time, speedup and the image
-error (PSNR, SSIM, max abs difference) against the uncached output, and writes an image grid and a plot. The MeanCache
-rows are the one line
-``MeanCacheConfig(budget=B)`` (the calibration-free default rule, no setup); ``schedule="pssp"`` runs the paper's
-solver on a calibration profile instead (the shipped one for the shipped model at N = 50, else calibrated first).
-With ``compare=True`` it adds the alternatives a user has at the same number of transformer calls: UniPC with B steps
-and diffusers' TaylorSeer cache.
+By default it runs the small text-conditioned FluxPipeline shipped in ``meancache_kernels/assets/tiny_flux``
+(trained by ``python/tools/train_tiny_flux.py`` on rendered shapes): for a few prompts it generates at N steps
+without caching and with MeanCache at budgets B, then reports transformer calls (the primary cost), wall time,
+speedup and the image error (PSNR, SSIM, max abs difference) against the uncached output, and writes an image grid
+and a plot. The MeanCache rows are the one line ``MeanCacheConfig(budget=B)`` (the calibration-free default rule, no
+setup); ``schedule="pssp"`` runs the paper's solver on a calibration profile instead (the shipped one for the
+shipped model at N = 50, else calibrated first). With ``compare=True`` it adds the alternatives a user has at the
+same number of transformer calls: UniPC with B steps and diffusers' TaylorSeer cache.
 
 Timing on a shared machine: runs are interleaved (full, cached, full, cached, ...); each speedup is the median of the
 paired ratios (each run against the full run just before it) with their min-max spread, beside the same ratio of
