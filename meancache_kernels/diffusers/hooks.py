@@ -23,6 +23,7 @@ import torch
 from diffusers.hooks import HookRegistry, ModelHook
 
 from ..cache import MeanCacheState
+from .compat import check_pipeline
 from .config import MeanCacheConfig, adaptive_state, resolve_schedule
 from .scheduler import (
     allowed_estimators,
@@ -257,6 +258,7 @@ def apply_mean_cache(pipe, config: MeanCacheConfig) -> None:
         raise TypeError(f"config must be a MeanCacheConfig, got {type(config).__name__}")
     if getattr(pipe, _CONTEXT_ATTR, None) is not None:
         raise ValueError("MeanCache is already applied to this pipeline: call remove_mean_cache(pipe) first")
+    check_pipeline(pipe)
     transformers = _transformers(pipe)
     if not transformers:
         raise TypeError(
