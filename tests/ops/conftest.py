@@ -1,11 +1,12 @@
 """Fixtures and the ``triton`` marker of the ops tests.
 
-Where the Triton tests run: CUDA when present (and not interpreting), else the CPU interpreter. The facts are taken
-once, when this conftest is imported (after tests/conftest.py has defaulted TRITON_INTERPRET to 1), so a test that
-monkeypatches TRITON_INTERPRET does not change them.
+Where the Triton tests run: CUDA when present (and not interpreting), else the CPU interpreter (tests/conftest.py
+sets TRITON_INTERPRET=1 where there is no CUDA device). The facts are taken once, when this conftest is imported, so
+a test that monkeypatches TRITON_INTERPRET does not change them.
 
-- ``@pytest.mark.triton`` (or ``pytest.param("triton", marks=pytest.mark.triton)``): skipped unless triton imports
-  and the kernels can run (on CUDA, or on the CPU through TRITON_INTERPRET=1).
+- ``@pytest.mark.triton`` (or ``pytest.param("triton", marks=pytest.mark.triton)``): runs a Triton kernel. triton is
+  a test dependency: when it does not import, or when the kernels can run nowhere (no CUDA device and
+  TRITON_INTERPRET=0 exported), these tests FAIL with the reason; they are never skipped.
 - fixtures: ``device`` ("cuda" or "cpu"), ``interpret`` (bool), ``has_triton`` (bool) and ``assert_as_accurate``
   (the low-precision accuracy rule of the elementwise kernel tests).
 """
@@ -18,24 +19,31 @@ import torch
 try:
     import triton  # noqa: F401
 
-    _HAS_TRITON = True
-except Exception:  # pragma: no cover - depends on the environment
-    _HAS_TRITON = False
+    _TRITON_ERROR = None
+except Exception as exc:  # pragma: no cover - depends on the environment; reported as a failure below
+    _TRITON_ERROR = f"{type(exc).__name__}: {exc}"
 
+_HAS_TRITON = _TRITON_ERROR is None
 _INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 _DEVICE = "cuda" if torch.cuda.is_available() and not _INTERPRET else "cpu"
-_TRITON_SKIP = not _HAS_TRITON or (_DEVICE == "cpu" and not _INTERPRET)
-_TRITON_SKIP_REASON = "needs triton (and CUDA or TRITON_INTERPRET=1)"
+if not _HAS_TRITON:
+    _TRITON_FAIL = f"triton, a test dependency (pip install -e '.[test]'), does not import: {_TRITON_ERROR}"
+elif _DEVICE == "cpu" and not _INTERPRET:
+    _TRITON_FAIL = ("no CUDA device and TRITON_INTERPRET=0: the Triton kernels can run nowhere; unset "
+                    "TRITON_INTERPRET (the test conftest then interprets them on the CPU)")
+else:
+    _TRITON_FAIL = None
 
 
 def pytest_configure(config):
-    config.addinivalue_line("markers", f"triton: runs a Triton kernel; skipped when it cannot: {_TRITON_SKIP_REASON}")
+    config.addinivalue_line("markers", "triton: runs a Triton kernel (on CUDA, else through TRITON_INTERPRET=1); "
+                                       "fails, never skips, when triton is missing or broken")
 
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_setup(item):
-    if _TRITON_SKIP and item.get_closest_marker("triton") is not None:
-        pytest.skip(_TRITON_SKIP_REASON)
+    if _TRITON_FAIL is not None and item.get_closest_marker("triton") is not None:
+        pytest.fail(_TRITON_FAIL, pytrace=False)
 
 
 @pytest.fixture
