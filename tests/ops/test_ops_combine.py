@@ -37,8 +37,11 @@ def _randn(shape, dtype, device, scale=1.0):
     return (torch.randn(shape, dtype=torch.float64) * scale).to(device=device, dtype=dtype)
 
 
-def _f64(ts):
-    return [t.double() for t in ts]
+def _combine_f64(z, ts, cs, ds):
+    """v_hat = sum_k c_k x_k and z_next = z + ds * v_hat in float64, written out here (not the library's reference
+    module), so the torch rows check the reference against something other than itself."""
+    v_hat = sum(c * t.double() for c, t in zip(cs, ts))
+    return v_hat, z.double() + ds * v_hat
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -59,7 +62,7 @@ def test_combine_step_matches_float64(backend, zdt, tdts, vdt, shape, m, with_ou
     if with_out:
         assert v_hat is kw["out_v"] and z_next is kw["out_z"]
     assert v_hat.dtype == out_dt and z_next.dtype == zdt and v_hat.device == z.device
-    v64, z64 = reference.combine_step(z.double(), _f64(ts), cs, DS, v_dtype=torch.float64)
+    v64, z64 = _combine_f64(z, ts, cs, DS)
     vt, zt = reference.combine_step(z, ts, cs, DS, v_dtype=out_dt)
     assert_as_accurate(v_hat, vt, v64, bf16_interp_ulps=BF16_INTERP_ULPS)
     assert_as_accurate(z_next, zt, z64, bf16_interp_ulps=BF16_INTERP_ULPS)
@@ -144,7 +147,7 @@ def test_strided_inputs_and_outputs(backend, device):
     c = _randn((1, 6), torch.float32, device).expand(10, 6)
     ts = [a, b, c, a]
     cs = (0.5, 1.5, -1.0, 0.25)
-    v64, z64 = reference.combine_step(z.double(), _f64(ts), cs, DS, v_dtype=torch.float64)
+    v64, z64 = _combine_f64(z, ts, cs, DS)
     out_v = torch.full((6, 10), float("nan"), device=device).t()
     v_hat, z_next = ops.combine_step(z, ts, cs, DS, out_v=out_v, out_z=z, backend=backend)
     assert z_next is z and v_hat is out_v and not z.is_contiguous()
@@ -166,7 +169,7 @@ def test_many_programs_with_ragged_tail(monkeypatch, m, device, interpret, asser
     out_v = torch.full(shape, float("nan"), dtype=torch.bfloat16, device=device)
     out_z = torch.full(shape, float("nan"), dtype=torch.bfloat16, device=device)
     ops.combine_step(z, ts, COEFFS[:m], DS, out_v=out_v, out_z=out_z, backend="triton")
-    v64, z64 = reference.combine_step(z.double(), _f64(ts), COEFFS[:m], DS, v_dtype=torch.float64)
+    v64, z64 = _combine_f64(z, ts, COEFFS[:m], DS)
     vt, zt = reference.combine_step(z, ts, COEFFS[:m], DS, v_dtype=torch.bfloat16)
     assert_as_accurate(out_v, vt, v64, bf16_interp_ulps=BF16_INTERP_ULPS)
     assert_as_accurate(out_z, zt, z64, bf16_interp_ulps=BF16_INTERP_ULPS)
@@ -202,7 +205,8 @@ def test_jvp_rule_as_a_combination(backend, zdt, vdt, sig, device):
     v_hat, z_next = ops.combine_step(z, [vl, va, z, za], cs, ds, v_dtype=torch.float32, backend=backend)
     # mean_velocity_step on the same values in float32 (velocities upcast exactly), so both v_hat stay float32
     v_ref, z_ref = ops.mean_velocity_step(z, za, va.float(), vl.float(), *sig, backend=backend)
-    v64, z64 = reference.mean_velocity_step(z.double(), za.double(), va.double(), vl.double(), *sig)
+    span, ds64 = sig[1] - sig[0], sig[2] - sig[1]  # the paper's rule in float64, written out
+    v64 = vl.double() - (va.double() - (z.double() - za.double()) / span) / span * ds64
     # float32 rounding of either evaluation: a few ulp of the terms' magnitudes, elementwise
     terms = vl.double().abs() + abs(cs[1]) * va.double().abs() + abs(cs[2]) * (z.double().abs() + za.double().abs())
     bound = 8 * torch.finfo(torch.float32).eps * terms
