@@ -2,6 +2,7 @@
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -27,6 +28,24 @@ def _poly_field(coeffs, shape=(3, 5)):
         return sum(c * (s1 ** (k + 1) - s0 ** (k + 1)) / (k + 1) for k, c in enumerate(cs))
 
     return field, integral
+
+
+# The paper's PSSP optima of the v1 profile and of test_jvp_only_calibration_is_the_old_profile's profile, written
+# once by data/make_expected_schedules.py (the pure-Python DP and the C++ solver, checked equal).
+_EXPECTED = json.loads((Path(__file__).parent / "data" / "expected_schedules_v1.json").read_text())
+
+
+def _assert_is_expected(got: mck.Schedule, row: dict, n: int) -> None:
+    """``got`` runs exactly the stored optimum: its computed steps, the stored span K of each edge on every skipped
+    step of that edge, the paper's jvp estimator there, and the stored objective."""
+    steps, spans = row["compute_steps"], row["spans"]
+    assert got.num_steps == n and got.compute_steps == steps, (row["budget"], got.compute_steps)
+    per_step = [0] * n
+    for start, end, k in zip(steps, steps[1:] + [n], spans):
+        per_step[start + 1:end] = [k] * (end - start - 1)
+    assert list(got.spans) == per_step, row["budget"]
+    assert list(got.estimators) == ["" if i in steps else "jvp" for i in range(n)]
+    assert math.isclose(got.meta["objective"], row["objective"], rel_tol=1e-12), (got.meta["objective"], row)
 
 
 def _mixed_schedule(n: int, family: str, p: int) -> mck.Schedule:
@@ -297,10 +316,13 @@ def test_jvp_only_calibration_is_the_old_profile(tmp_path):
     back = mck.Profile.load(tmp_path / "new.npz")
     np.testing.assert_array_equal(back.poly_costs, new.poly_costs)
     assert back.poly_estimators == new.poly_estimators
-    # the paper's PSSP on either profile is the one it always was
-    for b in (4, 6, 9):
-        assert mck.solve(new, b, estimators=("jvp",)) == mck.solve(old, b) == mck.solver.solve_costs(
-            old.costs, b, max_skip=old.max_skip).to_schedule({})
+    # the paper's PSSP on either profile is the one it always was: the optima stored in
+    # data/expected_schedules_v1.json (solved by the pure-Python DP and the C++ solver, checked equal)
+    for row in _EXPECTED["gaussian_mixture_jvp"]:
+        b = row["budget"]
+        got = mck.solve(old, b)
+        _assert_is_expected(got, row, N)
+        assert mck.solve(new, b, estimators=("jvp",)) == got
     with pytest.raises(ValueError, match="no costs for 'taylor1'"):
         mck.solve(old, 4, estimators=("taylor1",))
     with pytest.raises(ValueError, match="unknown estimator"):
@@ -391,16 +413,16 @@ def test_sample_error_is_the_geometric_mean_of_per_sample_relative_errors():
 
 
 def test_files_written_before_estimators_load_and_solve_as_before():
-    from pathlib import Path
-
     data = Path(__file__).parent / "data"
     # the shipped profile and a schedule as the library wrote them at git 282b657 (format version 1)
     prof = mck.Profile.load(data / "profile_v1.npz")
     assert prof.estimators == ("jvp",) and prof.poly_costs is None
-    for b in (25, 17, 10):
-        expected = mck.solver.solve_costs(prof.costs, b, max_skip=prof.max_skip).to_schedule({})
-        assert mck.solve(prof, b) == expected == mck.solve(prof, b, estimators=("jvp",))
-        assert mck.solve(prof, b).meta["edge_cost"] == "velocity"
+    assert [row["budget"] for row in _EXPECTED["profile_v1"]] == [25, 17, 10]
+    for row in _EXPECTED["profile_v1"]:
+        got = mck.solve(prof, row["budget"])
+        _assert_is_expected(got, row, prof.num_steps)
+        assert got == mck.solve(prof, row["budget"], estimators=("jvp",))
+        assert got.meta["edge_cost"] == "velocity"
     sched = mck.Schedule.from_json(data / "schedule_v1.json")
     assert sched.is_official and sched.to_official() == ([0, 1, 3, 7, 14, 21, 28, 35, 42, 49],
                                                          [0, 2, 1, 1, 1, 1, 1, 1, 4])
