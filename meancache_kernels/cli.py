@@ -1,9 +1,12 @@
-"""The ``meancache`` command.
+"""The ``meancache`` command (bare ``meancache`` runs ``meancache demo``).
 
 Subcommands:
     demo      MeanCache on the shipped tiny FluxPipeline (or --model) against the uncached output
+    run       your own pipeline (local directory or hub id) with MeanCacheConfig(budget=B): stats and images
+    preview   the steps MeanCacheConfig(budget=B) runs for N steps on a pipeline's scheduler, without the model
     compare   MeanCache vs plain reuse vs full steps on the analytic Gaussian-mixture flow (no model needed)
     calibrate record full-step generations of a diffusers pipeline into a calibration profile
+    tune      pick the best schedule for a budget end to end on a few tuning prompts (after calibrate)
     solve     PSSP schedule for a calibration profile and a budget
     show      plot a profile's cost heatmap, a solved path and the frontier
 """
@@ -379,9 +382,32 @@ def _pipeline_args(p) -> None:
     p.add_argument("--guidance-scale", type=float, default=None, help="guidance_scale passed to the pipeline")
     p.add_argument("--true-cfg-scale", type=float, default=None, help="true_cfg_scale (Qwen-Image, FLUX.1 true CFG)")
     p.add_argument("--negative-prompt", default=None, help="negative prompt (for CFG pipelines)")
-    p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"), help="torch dtype")
-    p.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    _device_args(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+DTYPES = ("float32", "bfloat16", "float16")
+
+
+def _device_args(p) -> None:
+    """--device / --dtype of the commands that load a pipeline: by default what load_pipeline chooses."""
+    p.add_argument("--device", default=None,
+                   help="torch device (default: cuda when a GPU is available, else cpu)")
+    p.add_argument("--dtype", default=None, choices=DTYPES,
+                   help="torch dtype (default: bfloat16 on CUDA, float32 on the CPU, as load_pipeline)")
+
+
+def _resolve_device(args) -> str:
+    """``args.device``, or cuda when a GPU is available, else cpu."""
+    if args.device is None:
+        import torch
+
+        args.device = "cuda" if torch.cuda.is_available() else "cpu"
+    return args.device
+
+
+def _dtype_name(pipe) -> str:
+    return str(getattr(pipe, "dtype", "?")).removeprefix("torch.")
 
 
 def _load_for(cmd: str, args):
@@ -390,7 +416,7 @@ def _load_for(cmd: str, args):
         from .diffusers.loading import load_pipeline
     except ImportError as e:
         raise SystemExit(f"meancache {cmd} needs diffusers: pip install 'meancache_kernels[diffusers]' ({e})")
-    _check_device(cmd, args.device)
+    _check_device(cmd, _resolve_device(args))
     if args.steps < 2:
         raise SystemExit(f"meancache {cmd}: --steps must be >= 2, got {args.steps}")
     try:
@@ -427,8 +453,8 @@ def _cmd_calibrate(args) -> int:
     try:
         profile = calibrate_pipeline(
             pipe, prompts, args.steps, max_span=args.max_span, max_skip=args.max_skip, batch_size=args.batch_size,
-            seed=args.seed, progress=not args.no_progress, meta={"model": args.pipeline, "pipeline_dtype": args.dtype},
-            estimators=args.estimators, **call,
+            seed=args.seed, progress=not args.no_progress,
+            meta={"model": args.pipeline, "pipeline_dtype": _dtype_name(pipe)}, estimators=args.estimators, **call,
         )
     except (ValueError, TypeError) as e:
         raise SystemExit(f"meancache calibrate: {e}")
@@ -503,16 +529,333 @@ def _cmd_tune(args) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------------------------------------- run
+def _add_run(sub) -> None:
+    p = sub.add_parser(
+        "run",
+        help="run your own pipeline (local directory or hub id) with MeanCacheConfig(budget=B): stats and images",
+        description="Loads a diffusers flow-matching pipeline, applies MeanCacheConfig(budget=B) (the one line: no "
+        "calibration, no files), generates each prompt with N steps, prints per prompt the transformer calls made "
+        "and saved, the steps computed and the wall time, and saves the images (video pipelines: one PNG per frame) "
+        "and results.json into --out. --compare also generates without MeanCache and prints the PSNR against it. "
+        "Any other call argument goes through --set KEY=VALUE (VALUE parsed as JSON when it parses, else a "
+        "string), e.g. --set num_frames=9 --set guidance_scale=4.5 --set negative_prompt=blurry.",
+    )
+    p.add_argument("model", metavar="MODEL", help="local pipeline directory or hub id")
+    p.add_argument("--budget", "-b", type=int, required=True, metavar="B", help="computed steps per generation")
+    p.add_argument("--steps", type=int, default=50, metavar="N", help="num_inference_steps N (default 50)")
+    p.add_argument("--prompt", "-p", action="append", default=None, help="prompt; repeat for several")
+    p.add_argument("--prompts", default=None, metavar="FILE", help="text file, one prompt per line ('#' comments)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="call_args",
+                   help="a pipeline call argument (repeat): num_frames=9, height=1024, guidance_scale=3.5, ...")
+    p.add_argument("--seed", type=int, default=0, help="noise seed of the first prompt (the k-th: seed + k)")
+    p.add_argument("--compare", action="store_true", help="also generate without MeanCache: PSNR against it")
+    p.add_argument("--out", default="meancache_run", help="output folder (default ./meancache_run)")
+    _device_args(p)
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=_cmd_run)
+
+
+def parse_set(items: list[str]) -> dict:
+    """``KEY=VALUE`` strings -> call arguments; a VALUE that parses as JSON is that value (9, 3.5, true, [1, 2],
+    null), else the string itself."""
+    import json
+
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep or not key.isidentifier():
+            raise ValueError(f"--set takes KEY=VALUE with KEY a Python identifier, got {item!r}")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
+def _read_prompts(cmd: str, path: str) -> list[str]:
+    try:
+        with open(path, encoding="utf-8") as f:
+            prompts = [line.strip() for line in f if line.strip() and not line.lstrip().startswith("#")]
+    except OSError as e:
+        raise SystemExit(f"meancache {cmd}: cannot read --prompts: {e}")
+    if not prompts:
+        raise SystemExit(f"meancache {cmd}: --prompts {path} holds no prompt")
+    return prompts
+
+
+_RESERVED = {"prompt": "--prompt / --prompts", "num_inference_steps": "--steps", "generator": "--seed"}
+
+
+def _check_call_args(pipe, call: dict) -> None:
+    """ValueError for a --set key the pipeline's __call__ does not take (when its signature says so)."""
+    import inspect
+
+    for key, opt in _RESERVED.items():
+        if key in call:
+            raise ValueError(f"--set {key}=...: use {opt}")
+    params = inspect.signature(pipe.__call__).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return
+    unknown = sorted(set(call) - set(params))
+    if unknown:
+        raise ValueError(f"--set {unknown[0]}=...: {type(pipe).__name__} takes no argument {unknown[0]!r}; it takes "
+                         f"{sorted(k for k in params if k not in _RESERVED)}")
+
+
+def _outputs(result):
+    """(kind, outputs) of a pipeline call, one output per image or video: "images" ([H, W, C]) or "frames"
+    ([frames, H, W, C]) as float arrays in [0, 1], or "tensors" (output_type latent / pt)."""
+    import numpy as np
+    import torch
+
+    for attr, kind in (("images", "images"), ("frames", "frames")):
+        value = getattr(result, attr, None)
+        if value is None:
+            continue
+        if isinstance(value, torch.Tensor):
+            return "tensors", list(value)
+        if isinstance(value, np.ndarray):
+            return kind, [np.asarray(v, np.float64) for v in value]
+        items = list(value)
+        if items and hasattr(items[0], "save"):  # PIL images
+            return kind, [np.asarray(v, np.float64) / 255.0 for v in items]
+        return kind, [np.asarray(v, np.float64) for v in items]
+    raise ValueError(f"the pipeline returned {type(result).__name__} with neither images nor frames")
+
+
+def _save_output(out_dir: str, stem: str, kind: str, value) -> list[str]:
+    import numpy as np
+    import torch
+
+    if kind == "tensors":
+        path = os.path.join(out_dir, f"{stem}.pt")
+        torch.save(value.detach().cpu(), path)
+        return [path]
+    from PIL import Image
+
+    def png(arr, path):
+        arr = np.clip(np.asarray(arr, np.float64), 0.0, 1.0)
+        if arr.ndim == 3 and arr.shape[-1] == 1:
+            arr = arr[..., 0]
+        Image.fromarray(np.round(arr * 255).astype(np.uint8)).save(path)
+        return path
+
+    if kind == "frames":  # one video: [frames, H, W, C]
+        return [png(f, os.path.join(out_dir, f"{stem}_frame{k:03d}.png")) for k, f in enumerate(value)]
+    return [png(value, os.path.join(out_dir, f"{stem}.png"))]
+
+
+def _cmd_run(args) -> int:
+    import json
+
+    import numpy as np
+
+    if args.steps < 1:
+        raise SystemExit(f"meancache run: --steps must be >= 1, got {args.steps}")
+    if not 1 <= args.budget <= args.steps:
+        raise SystemExit(f"meancache run: --budget must be in 1..--steps ({args.steps}), got {args.budget}")
+    prompts = list(args.prompt or []) + (_read_prompts("run", args.prompts) if args.prompts else [])
+    if not prompts:
+        raise SystemExit("meancache run: give --prompt TEXT (repeat for several) or --prompts FILE")
+    try:
+        extra = parse_set(args.call_args)
+    except ValueError as e:
+        raise SystemExit(f"meancache run: {e}")
+    try:
+        import torch
+
+        from .diffusers import MeanCacheConfig, get_mean_cache_stats, mean_cache
+        from .diffusers.loading import load_pipeline
+    except ImportError as e:
+        raise SystemExit(f"meancache run needs diffusers: pip install 'meancache_kernels[diffusers]' ({e})")
+    _check_device("run", _resolve_device(args))
+    try:
+        pipe, call = load_pipeline(args.model, dtype=args.dtype, device=args.device)
+    except (OSError, ValueError) as e:
+        raise SystemExit(f"meancache run: cannot load the pipeline {args.model!r}: {e}")
+    if hasattr(pipe, "set_progress_bar_config"):
+        pipe.set_progress_bar_config(disable=args.no_progress)
+    call.update(extra)
+    call.setdefault("output_type", "np")
+    try:
+        _check_call_args(pipe, call)
+    except ValueError as e:
+        raise SystemExit(f"meancache run: {e}")
+    os.makedirs(args.out, exist_ok=True)
+    cuda = str(args.device).startswith("cuda")
+
+    def generate(k: int, prompt: str):
+        gen = torch.Generator("cpu").manual_seed(args.seed + k)
+        t0 = time.perf_counter()
+        result = pipe(prompt=prompt, num_inference_steps=args.steps, generator=gen, **call)
+        if cuda:
+            torch.cuda.synchronize()
+        return _outputs(result), time.perf_counter() - t0
+
+    config = MeanCacheConfig(budget=args.budget)
+    print(f"{type(pipe).__name__} from {args.model} on {args.device} ({_dtype_name(pipe)}): N={args.steps}, "
+          f"{config.source}, {len(prompts)} prompt(s) -> {args.out}")
+    rows = []
+    full = {}
+    if args.compare:
+        for k, prompt in enumerate(prompts):
+            (kind, values), dt = generate(k, prompt)
+            full[k] = (values, dt)
+            for v_i, value in enumerate(values):
+                _save_output(args.out, f"{k:03d}_full" + (f"_{v_i}" if len(values) > 1 else ""), kind, value)
+    with mean_cache(pipe, config):
+        for k, prompt in enumerate(prompts):
+            (kind, values), dt = generate(k, prompt)
+            stats = get_mean_cache_stats(pipe)
+            files = []
+            for v_i, value in enumerate(values):
+                files += _save_output(args.out, f"{k:03d}" + (f"_{v_i}" if len(values) > 1 else ""), kind, value)
+            row = {"prompt": prompt, "seed": args.seed + k, "num_steps": stats.num_steps,
+                   "steps_computed": stats.steps_computed, "transformer_calls": stats.transformer_calls,
+                   "transformer_calls_saved": stats.transformer_calls_saved, "calls_per_step": stats.calls_per_step,
+                   "compute_steps": stats.schedule.compute_steps if stats.schedule is not None else None,
+                   "seconds": dt, "files": [os.path.basename(f) for f in files]}
+            line = (f"[{k}] {stats.transformer_calls} transformer calls ({stats.transformer_calls_saved} saved, "
+                    f"{stats.steps_computed}/{stats.num_steps} steps computed), {dt:.2f} s")
+            if args.compare:
+                ref, t_full = full[k]
+                if kind == "tensors":
+                    raise SystemExit("meancache run: --compare needs images or frames (not output_type latent/pt)")
+                from .metrics import psnr
+
+                row["psnr_db"] = [None if np.isinf(v) else v for v in (psnr(a, b) for a, b in zip(values, ref))]
+                row["seconds_full"] = t_full
+                line += (f"; uncached {t_full:.2f} s; PSNR vs uncached "
+                         + ", ".join("inf" if v is None else f"{v:.2f} dB" for v in row["psnr_db"]))
+            print(line + f": {prompt!r}")
+            rows.append(row)
+    with open(os.path.join(args.out, "results.json"), "w", encoding="utf-8") as f:
+        json.dump({"model": args.model, "pipeline": type(pipe).__name__, "device": args.device,
+                   "dtype": _dtype_name(pipe), "config": config.source, "budget": args.budget, "steps": args.steps,
+                   "call_args": {k: v for k, v in call.items() if _jsonable(v)}, "runs": rows}, f, indent=1)
+    print(f"images and results.json written to {args.out}")
+    return 0
+
+
+def _jsonable(v) -> bool:
+    import json
+
+    try:
+        json.dumps(v)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+# ---------------------------------------------------------------------------------------------------- preview
+def _add_preview(sub) -> None:
+    p = sub.add_parser(
+        "preview",
+        help="the steps MeanCacheConfig(budget=B) runs for N steps on a pipeline's scheduler, without the model",
+        description="Loads only the scheduler of a pipeline (local directory or hub id; default: the shipped tiny "
+        "FluxPipeline) and prints which of the N steps run the transformer and each skipped step's estimator, for "
+        "MeanCacheConfig(budget=B) or a schedule file (meancache tune) or a calibration profile. No model is loaded "
+        "or run.",
+    )
+    p.add_argument("model", nargs="?", default=None, metavar="MODEL",
+                   help="local pipeline directory or hub id (default: the shipped tiny FluxPipeline)")
+    p.add_argument("--budget", "-b", type=int, default=None, metavar="B", help="computed steps per generation")
+    p.add_argument("--steps", type=int, default=50, metavar="N", help="num_inference_steps N (default 50)")
+    p.add_argument("--schedule", default=None, metavar="FILE", help="a schedule JSON (meancache tune --out)")
+    p.add_argument("--profile", default=None, metavar="FILE", help="a calibration profile, solved for --budget")
+    shift = p.add_mutually_exclusive_group()
+    shift.add_argument("--image-seq-len", type=int, default=None, metavar="L",
+                       help="latent sequence length, for schedulers that shift by resolution (FLUX.1 / Qwen-Image "
+                       "at 1024x1024: 4096)")
+    shift.add_argument("--mu", type=float, default=None, help="the resolution shift mu itself, instead")
+    p.set_defaults(func=_cmd_preview)
+
+
+def _load_scheduler(model):
+    """The scheduler of a pipeline directory or hub id, from its model_index.json and scheduler config only."""
+    import diffusers
+
+    from ._assets import SHIPPED_MODEL_DIR
+
+    source = SHIPPED_MODEL_DIR if model is None else model
+    index = diffusers.DiffusionPipeline.load_config(source)
+    entry = index.get("scheduler")
+    if not entry or not isinstance(entry, (list, tuple)) or len(entry) != 2:
+        raise ValueError(f"{source}: model_index.json names no scheduler")
+    cls = getattr(diffusers, entry[1], None)
+    if cls is None:
+        raise ValueError(f"{source}: the scheduler class {entry[1]!r} is not in diffusers")
+    return cls.from_pretrained(source, subfolder="scheduler")
+
+
+def _shipped_seq_len() -> int:
+    """The latent sequence length of the shipped tiny FluxPipeline at the size it was trained for (2x2 packing)."""
+    import json
+
+    from ._assets import SHIPPED_META, SHIPPED_MODEL_DIR
+
+    meta = json.loads((SHIPPED_MODEL_DIR / SHIPPED_META).read_text())
+    vae = json.loads((SHIPPED_MODEL_DIR / "vae" / "config.json").read_text())
+    factor = 2 * 2 ** (len(vae["block_out_channels"]) - 1)
+    return (meta["height"] // factor) * (meta["width"] // factor)
+
+
+def _cmd_preview(args) -> int:
+    try:
+        from .diffusers import MeanCacheConfig, preview_schedule
+    except ImportError as e:
+        raise SystemExit(f"meancache preview needs diffusers: pip install 'meancache_kernels[diffusers]' ({e})")
+    from .profile import Profile
+    from .schedule import Schedule
+
+    if args.schedule is not None and args.profile is not None:
+        raise SystemExit("meancache preview: give --schedule or --profile, not both")
+    try:
+        if args.schedule is not None:
+            if args.budget is not None:
+                raise SystemExit("meancache preview: --budget is not used with --schedule (it carries its own)")
+            config = MeanCacheConfig(schedule=Schedule.from_json(args.schedule))
+        elif args.budget is None:
+            raise SystemExit("meancache preview: give --budget B (with or without --profile) or --schedule FILE")
+        elif args.profile is not None:
+            config = MeanCacheConfig(profile=Profile.load(args.profile), budget=args.budget)
+        else:
+            config = MeanCacheConfig(budget=args.budget)
+        scheduler = _load_scheduler(args.model)
+        seq_len = args.image_seq_len
+        if scheduler.config.get("use_dynamic_shifting", False) and seq_len is None and args.mu is None:
+            if args.model is not None:
+                raise SystemExit(
+                    f"meancache preview: {type(scheduler).__name__} shifts its sigmas by resolution: give "
+                    "--image-seq-len L (FLUX.1 / Qwen-Image at 1024x1024: 4096) or --mu M")
+            seq_len = _shipped_seq_len()
+        preview = preview_schedule(scheduler, config, args.steps, mu=args.mu, image_seq_len=seq_len)
+    except (ValueError, TypeError, OSError) as e:
+        raise SystemExit(f"meancache preview: {e}") from None
+    print(preview)
+    return 0
+
+
 # ---------------------------------------------------------------------------------------------------- main
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="meancache", description="MeanCache for flow-matching generation")
+    parser = argparse.ArgumentParser(
+        prog="meancache",
+        description="MeanCache for flow-matching generation. Bare `meancache` (no command, or options only) runs "
+        "`meancache demo`: the shipped tiny FluxPipeline, offline, with and without MeanCacheConfig(budget=B). "
+        "Your own model: `meancache run MODEL --budget B --prompt TEXT --steps N --set KEY=VALUE`.",
+        epilog="`meancache COMMAND --help` gives each command's options.",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    _add_demo(sub)
+    _add_run(sub)
+    _add_preview(sub)
     _add_compare(sub)
     _add_calibrate(sub)
     _add_tune(sub)
     _add_solve(sub)
     _add_show(sub)
-    _add_demo(sub)
     return parser
 
 

@@ -135,7 +135,8 @@ class SchedulePreview:
             for a, b in zip(steps, steps[1:]):
                 if b - a > 1:
                     used = sorted({names[k] for k in range(a + 1, b)})
-                    gaps.append(f"{a + 1}-{b - 1}: {'/'.join(used)}")
+                    where = f"{a + 1}" if b - a == 2 else f"{a + 1}-{b - 1}"
+                    gaps.append(f"{where}: {'/'.join(used)}")
             lines.append("skipped steps: " + (", ".join(gaps) if gaps else "none"))
             lines.append("step  sigma     ")
             for i in range(n):
