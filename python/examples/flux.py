@@ -1,12 +1,11 @@
-"""FLUX.1 with MeanCache: calibrate once, then one call accelerates every generation.
+"""FLUX.1 with MeanCache: one line, MeanCacheConfig(budget=B), accelerates every generation.
 
-    meancache calibrate --pipeline black-forest-labs/FLUX.1-dev --prompts prompts.txt --steps 50 \\
-        --out flux.profile --dtype bfloat16 --device cuda --height 1024 --width 1024
-    python python/examples/flux.py --model black-forest-labs/FLUX.1-dev --profile flux.profile --budget 17
+    python python/examples/flux.py --model black-forest-labs/FLUX.1-dev --budget 17 --steps 50 --compare
 
-Needs the FLUX.1 weights (hub id or local directory) and a GPU for a reasonable run time. MeanCache's published
-schedules are for Qwen-Image and Z-Image; for FLUX.1 solve one from your calibration profile (--profile). Without
---profile the Qwen-Image schedule is borrowed (a rough start, not optimised for FLUX.1).
+B of the N steps run the transformer (FLUX.1-dev's guidance is batched into one call: B transformer calls per image);
+no calibration, no file, any N >= B. Needs the FLUX.1 weights (hub id or local directory) and a GPU for a reasonable
+run time. Optional upgrade, measured in bench/RESULTS.md: `meancache calibrate` then `meancache tune` write a schedule
+JSON, passed here with --schedule (thousands of extra model calls, once per model, N and budget).
 """
 
 from __future__ import annotations
@@ -21,8 +20,7 @@ def main(argv=None) -> int:
     parser.add_argument("--prompt", default="A cat holding a sign that says hello world")
     parser.add_argument("--budget", type=int, default=17, help="computed steps B")
     parser.add_argument("--steps", type=int, default=50, help="num_inference_steps N (default 50)")
-    parser.add_argument("--profile", default=None, help="calibration profile from `meancache calibrate`")
-    parser.add_argument("--gamma", type=float, default=2.0, help="PSSP peak-suppression exponent")
+    parser.add_argument("--schedule", default=None, help="a tuned schedule JSON (`meancache tune --out`) instead")
     parser.add_argument("--guidance-scale", type=float, default=3.5)
     parser.add_argument("--size", type=int, default=1024, help="height = width (default 1024)")
     parser.add_argument("--seed", type=int, default=0)
@@ -35,7 +33,7 @@ def main(argv=None) -> int:
     from diffusers import FluxPipeline
 
     import meancache_kernels as mck
-    from meancache_kernels.diffusers import MeanCacheConfig, apply_mean_cache, get_mean_cache_stats
+    from meancache_kernels.diffusers import MeanCacheConfig, apply_mean_cache, get_mean_cache_stats, preview_schedule
 
     try:
         pipe = FluxPipeline.from_pretrained(args.model, torch_dtype=torch.bfloat16).to(args.device)
@@ -56,15 +54,22 @@ def main(argv=None) -> int:
         full.save(args.out.replace(".png", "_full.png"))
         print(f"full {args.steps} steps: {t_full:.1f} s")
 
-    if args.profile:
-        config = MeanCacheConfig(profile=mck.Profile.load(args.profile), budget=args.budget, gamma=args.gamma)
+    if args.schedule:
+        config = MeanCacheConfig(schedule=mck.Schedule.from_json(args.schedule))
     else:
-        print("no --profile: borrowing the published Qwen-Image schedule (calibrate FLUX.1 for a better one)")
-        config = MeanCacheConfig(preset="qwen-image", budget=args.budget)
-    apply_mean_cache(pipe, config)  # the one call
+        config = MeanCacheConfig(budget=args.budget)
+    # The steps that will run, before running (FluxPipeline passes these sigmas and shifts them by resolution).
+    seq_len = (args.size // (2 * pipe.vae_scale_factor)) ** 2
+    sigmas = [1.0 - k * (1.0 - 1.0 / args.steps) / max(args.steps - 1, 1) for k in range(args.steps)]
+    print(preview_schedule(pipe, config, args.steps, sigmas=sigmas, image_seq_len=seq_len).schedule)
+    apply_mean_cache(pipe, config)  # the one line
     image, t_mc = generate()
-    image.save(args.out)
     stats = get_mean_cache_stats(pipe)
+    if stats.steps_computed == stats.num_steps > args.budget:  # a first generation that learned the schedule
+        print(f"first generation: all {stats.num_steps} steps computed ({t_mc:.1f} s); the schedule is learned")
+        image, t_mc = generate()
+        stats = get_mean_cache_stats(pipe)
+    image.save(args.out)
     print(f"MeanCache B={stats.steps_computed}/{stats.num_steps}: {t_mc:.1f} s, transformer calls "
           f"{stats.transformer_calls} (saved {stats.transformer_calls_saved}) -> {args.out}")
     if args.compare:
