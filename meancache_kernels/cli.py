@@ -103,6 +103,8 @@ def _add_solve(sub) -> None:
                    help="estimators allowed on skipped steps (default: every one the profile has; 'jvp' alone: the "
                    "paper's PSSP, printed in the public release's format)")
     p.add_argument("--always-compute", type=int, nargs="*", default=[0], metavar="STEP", help="forced steps")
+    p.add_argument("--edge-cost", choices=["velocity", "state"], default=None,
+                   help="PSSP edge cost (default: 'velocity' for jvp alone, else 'state')")
     p.add_argument("--backend", choices=["auto", "cpp", "python"], default="auto")
     p.add_argument("--json", default=None, metavar="OUT", help="also write the schedule as JSON to OUT")
     p.set_defaults(func=_cmd_solve)
@@ -140,7 +142,7 @@ def _cmd_solve(args) -> int:
         prof = Profile.load(args.profile)
         constraints = dict(gamma=args.gamma, always_compute=args.always_compute, max_skip=args.max_skip,
                            k_range=tuple(args.k_range) if args.k_range else None, backend=args.backend,
-                           estimators=args.estimators)
+                           estimators=args.estimators, edge_cost=args.edge_cost)
         feasible = list(solve_frontier(prof, **constraints))  # the same DP as `show`: both name the same range
         if args.budget not in feasible:
             raise SystemExit(f"meancache solve: budget={args.budget} is infeasible for this profile "

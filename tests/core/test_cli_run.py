@@ -189,3 +189,18 @@ def test_preview_of_a_schedule_file_and_its_errors(saved, tmp_path, capsys):
         main(["preview", model, "--budget", "9", "--steps", "8"])
     with pytest.raises(SystemExit, match="meancache preview: "):
         main(["preview", str(tmp_path / "missing"), "--budget", "3"])
+
+
+def test_solve_takes_the_edge_cost_meancache_config_takes(tmp_path, capsys):
+    from meancache_kernels._assets import SHIPPED_PROFILE
+
+    prof = mck.Profile.load(SHIPPED_PROFILE)
+    for cost in ("velocity", "state"):
+        path = tmp_path / f"{cost}.json"
+        assert main(["solve", str(SHIPPED_PROFILE), "--budget", "17", "--edge-cost", cost, "--json", str(path)]) == 0
+        assert mck.Schedule.from_json(path) == mck.solve(prof, 17, edge_cost=cost)
+    capsys.readouterr()
+    assert mck.Schedule.from_json(tmp_path / "velocity.json") != mck.Schedule.from_json(tmp_path / "state.json")
+    with pytest.raises(SystemExit):
+        main(["solve", str(SHIPPED_PROFILE), "--budget", "17", "--edge-cost", "l2"])
+    assert "invalid choice: 'l2'" in capsys.readouterr().err
