@@ -52,7 +52,7 @@ __all__ = [
     "unwrap_scheduler",
 ]
 
-_WRAPPED = ("step", "set_timesteps")
+_WRAPPED = ("step", "set_timesteps", "set_begin_index")
 # Estimators whose estimate is the velocity at s_i itself: what a solver other than Euler consumes as model output.
 VELOCITY_ESTIMATORS = tuple(f"taylor{p}" for p in _estimators.POLY_ORDERS)
 
@@ -242,7 +242,8 @@ def wrap_scheduler(scheduler, context) -> dict:
             given = set_signature.bind(*args, **kwargs).arguments
         except TypeError:
             given = {}
-        context.start_generation(_flow_grid(scheduler, kind), functools.partial(_grid_for, scheduler, given, kind=kind))
+        context.start_generation(_flow_grid(scheduler, kind), functools.partial(_grid_for, scheduler, given, kind=kind),
+                                 _flow_timesteps(scheduler, kind))
         if kind != _EULER:
             try:
                 _check_estimators(scheduler, kind, _generation_estimators(context.generation),
@@ -250,6 +251,14 @@ def wrap_scheduler(scheduler, context) -> dict:
             except TypeError:
                 context.abort()
                 raise
+        return out
+
+    orig_set_begin_index = getattr(scheduler, "set_begin_index", None)
+
+    def set_begin_index(*args, **kwargs):
+        out = orig_set_begin_index(*args, **kwargs)
+        if scheduler.begin_index is not None:  # image-to-image: the loop starts mid-schedule
+            context.start_at(scheduler.begin_index // 2 if kind == _HEUN else scheduler.begin_index)
         return out
 
     def arg(args, kwargs, name, default):
@@ -266,7 +275,8 @@ def wrap_scheduler(scheduler, context) -> dict:
         if arg(args, kwargs, "per_token_timesteps", None) is not None:
             context.abort()
             raise TypeError("MeanCache does not support per_token_timesteps in scheduler.step (one sigma per step)")
-        i = context.begin_step(scheduler.step_index, scheduler.begin_index)
+        i = context.begin_step(_current_index(scheduler, timestep))
+        gen = context.generation  # a new one when the loop started elsewhere than announced
         if gen.compute[i]:
             sample = gen.state.record(i, sample, model_output)  # corrected after taylorc skipped steps
             out = orig_step(model_output, timestep, sample, *args, **kwargs)
@@ -275,7 +285,7 @@ def wrap_scheduler(scheduler, context) -> dict:
         _, z_next = gen.state.skip(i, sample)
         if z_next.dtype != model_output.dtype:  # the scheduler casts its result to the model output's dtype
             z_next = z_next.to(model_output.dtype)
-        scheduler._step_index = i + 1
+        scheduler._step_index = gen.offset + i + 1
         context.end_step(i, False, scheduler.step_index)
         if not arg(args, kwargs, "return_dict", True):
             return (z_next,)
@@ -300,7 +310,8 @@ def wrap_scheduler(scheduler, context) -> dict:
         gen = context.generation
         if gen is None:
             return orig_step(model_output, timestep, sample, *args, **kwargs)
-        i = context.begin_step(scheduler.step_index, scheduler.begin_index)
+        i = context.begin_step(_current_index(scheduler, timestep))
+        gen = context.generation
         computed = gen.compute[i]
         if computed:
             gen.state.record(i, sample, model_output)
@@ -322,12 +333,14 @@ def wrap_scheduler(scheduler, context) -> dict:
         if arg(args, kwargs, "s_churn", 0.0) != 0.0:
             context.abort()
             raise TypeError("MeanCache supports the deterministic ODE: s_churn must be 0 in scheduler.step")
-        if heun["gen"] is not gen:
-            heun.update(gen=gen, nodes=[], stage2=None)
-        raw = scheduler.step_index if scheduler.step_index is not None else (scheduler.begin_index or 0)
-        i, second = divmod(raw, 2)
+        step, second = divmod(_current_index(scheduler, timestep), 2)
         if not second:
-            i = context.begin_step(i, None)
+            i = context.begin_step(step)
+            gen = context.generation
+            if heun["gen"] is not gen:
+                heun.update(gen=gen, nodes=[], stage2=None)
+            if i == gen.segment(i).start:  # a new model (or the first step): estimates use its velocities only
+                heun["nodes"] = []
             computed = gen.compute[i]
             if computed:
                 gen.state.record(i, sample, model_output)
@@ -337,6 +350,7 @@ def wrap_scheduler(scheduler, context) -> dict:
                     heun["stage2"] = _second_stage(gen, i, heun["nodes"], sample)
                 model_output = estimate(gen, i, sample, model_output)
         else:
+            i = step - gen.offset
             if gen.step != i:
                 context.abort()
                 raise RuntimeError(f"MeanCache: Heun's second stage of step {i} came while at step {gen.step}")
@@ -355,6 +369,8 @@ def wrap_scheduler(scheduler, context) -> dict:
 
     scheduler.step = {_EULER: euler_step, _ONE_EVAL: one_eval_step, _HEUN: heun_step}[kind]
     scheduler.set_timesteps = set_timesteps
+    if orig_set_begin_index is not None:
+        scheduler.set_begin_index = functools.wraps(orig_set_begin_index)(set_begin_index)
     return saved
 
 
@@ -375,6 +391,29 @@ def _generation_estimators(gen) -> list[str]:
     if gen.schedule is not None:
         return gen.schedule.estimator_names()
     return [getattr(gen.state, "estimator_name", "")]
+
+
+def _current_index(scheduler, timestep) -> int:
+    """The scheduler's index of the step about to be taken (what its own ``step`` is about to use): its step index,
+    else its begin index, else the index of ``timestep`` in its timesteps (a loop over sliced timesteps)."""
+    if scheduler.step_index is not None:
+        return scheduler.step_index
+    if scheduler.begin_index is not None:
+        return scheduler.begin_index
+    try:
+        if isinstance(timestep, torch.Tensor):
+            timestep = timestep.to(scheduler.timesteps.device)
+        return int(scheduler.index_for_timestep(timestep))
+    except Exception:  # no index_for_timestep, or a timestep not on the grid: the scheduler's step will say
+        return 0
+
+
+def _flow_timesteps(scheduler, kind: str) -> torch.Tensor | None:
+    """The timestep of each MeanCache step (Heun's repeat every interior value: one per step)."""
+    timesteps = getattr(scheduler, "timesteps", None)
+    if timesteps is None:
+        return None
+    return timesteps[::2] if kind == _HEUN else timesteps
 
 
 def _flow_grid(scheduler, kind: str) -> torch.Tensor:

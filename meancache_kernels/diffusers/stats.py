@@ -14,7 +14,8 @@ class MeanCacheStats:
     """What the last pipeline call did. Read it with ``get_mean_cache_stats(pipe)`` after the call.
 
     Attributes:
-        num_steps: N, the number of scheduler steps of the generation.
+        num_steps: N, the number of scheduler steps the generation ran (image-to-image and inpainting with
+            strength < 1 run the last ones only).
         steps_computed: steps whose velocity came from the transformer.
         steps_skipped: steps whose velocity was the MeanCache estimate.
         transformer_calls: transformer forwards actually run (all transformers, all CFG branches).
@@ -22,6 +23,11 @@ class MeanCacheStats:
         calls_per_step: transformer calls of the first step (2 with true CFG, 1 with batched or no CFG).
         schedule: the schedule the generation ran with (fitted to N).
         finished: True when all N steps were taken.
+        first_step: the scheduler's index of the first step run (0, or > 0 when the generation started
+            mid-schedule: image-to-image, inpainting); step i of ``schedule`` is the scheduler's step
+            ``first_step + i``.
+        segments: ``(first step, transformer name)`` of each run of steps made by one model when the generation
+            changes model (Wan 2.2's two experts); empty otherwise.
     """
 
     num_steps: int = 0
@@ -32,6 +38,8 @@ class MeanCacheStats:
     calls_per_step: int = 0
     schedule: Schedule | None = None
     finished: bool = False
+    first_step: int = 0
+    segments: tuple[tuple[int, str | None], ...] = ()
 
     @property
     def speedup(self) -> float:

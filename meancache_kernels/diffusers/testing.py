@@ -7,19 +7,37 @@ that fit it. Kinds: ``"flux"`` (FluxPipeline, guidance-distilled, one call per s
 list of latents), ``"sd3"`` (StableDiffusion3Pipeline, batched CFG: one call with 2x batch), ``"wan"`` (WanPipeline,
 two calls per step; ``two_stage=True`` adds a ``transformer_2``), ``"hunyuan-video"`` (HunyuanVideoPipeline,
 guidance-distilled). The component sizes follow the dummy components of diffusers' own pipeline tests.
+
+``tiny_image_pipeline(kind, task)`` builds the image-to-image or inpainting pipeline of ``"flux"``, ``"sd3"``,
+``"qwen-image"`` or ``"z-image"`` from the same components (SD3 inpainting: a 16-channel latent), and
+``tiny_image_call_kwargs`` adds a seeded input image (and mask) and ``strength`` to the call arguments.
 """
 
 from __future__ import annotations
 
+import inspect
 import string
 
 import torch
 
-__all__ = ["KINDS", "CALLS_PER_STEP", "tiny_pipeline", "tiny_call_kwargs"]
+__all__ = ["KINDS", "CALLS_PER_STEP", "IMAGE_PIPELINES", "tiny_pipeline", "tiny_call_kwargs", "tiny_image_pipeline",
+           "tiny_image_call_kwargs"]
 
 KINDS = ("flux", "qwen-image", "z-image", "sd3", "wan", "hunyuan-video")
 # Transformer calls per step with the arguments of tiny_call_kwargs (CFG on where the pipeline has it).
 CALLS_PER_STEP = {"flux": 1, "qwen-image": 2, "z-image": 1, "sd3": 1, "wan": 2, "hunyuan-video": 1}
+
+# (kind, task) -> the diffusers pipeline class tiny_image_pipeline builds.
+IMAGE_PIPELINES = {
+    ("flux", "img2img"): "FluxImg2ImgPipeline",
+    ("flux", "inpaint"): "FluxInpaintPipeline",
+    ("sd3", "img2img"): "StableDiffusion3Img2ImgPipeline",
+    ("sd3", "inpaint"): "StableDiffusion3InpaintPipeline",
+    ("qwen-image", "img2img"): "QwenImageImg2ImgPipeline",
+    ("qwen-image", "inpaint"): "QwenImageInpaintPipeline",
+    ("z-image", "img2img"): "ZImageImg2ImgPipeline",
+    ("z-image", "inpaint"): "ZImageInpaintPipeline",
+}
 
 _CHARS = string.ascii_lowercase + string.digits + ".,:!?'-"
 
@@ -171,7 +189,7 @@ def _z_image():
                           tokenizer=_qwen_tokenizer(_CHAT_TEMPLATE), transformer=transformer)
 
 
-def _sd3():
+def _sd3(latent_channels: int = 4):
     from diffusers import (
         AutoencoderKL,
         FlowMatchEulerDiscreteScheduler,
@@ -184,6 +202,12 @@ def _sd3():
     transformer = SD3Transformer2DModel(sample_size=32, patch_size=1, in_channels=4, num_layers=1,
                                         attention_head_dim=8, num_attention_heads=4, caption_projection_dim=32,
                                         joint_attention_dim=32, pooled_projection_dim=64, out_channels=4)
+    if latent_channels != 4:  # SD3 inpainting takes a 16-channel latent (or 33 with mask and masked image)
+        torch.manual_seed(0)
+        transformer = SD3Transformer2DModel(sample_size=32, patch_size=1, in_channels=latent_channels, num_layers=1,
+                                            attention_head_dim=8, num_attention_heads=4, caption_projection_dim=32,
+                                            joint_attention_dim=32, pooled_projection_dim=64,
+                                            out_channels=latent_channels)
     torch.manual_seed(0)
     text_encoder = CLIPTextModelWithProjection(_clip_config(32))
     torch.manual_seed(0)
@@ -192,8 +216,8 @@ def _sd3():
     text_encoder_3 = _t5_encoder(32)
     torch.manual_seed(0)
     vae = AutoencoderKL(sample_size=32, in_channels=3, out_channels=3, block_out_channels=(4,), layers_per_block=1,
-                        latent_channels=4, norm_num_groups=1, use_quant_conv=False, use_post_quant_conv=False,
-                        shift_factor=0.0609, scaling_factor=1.5035)
+                        latent_channels=latent_channels, norm_num_groups=1, use_quant_conv=False,
+                        use_post_quant_conv=False, shift_factor=0.0609, scaling_factor=1.5035)
     return StableDiffusion3Pipeline(scheduler=FlowMatchEulerDiscreteScheduler(), text_encoder=text_encoder,
                                     text_encoder_2=text_encoder_2, text_encoder_3=text_encoder_3,
                                     tokenizer=_clip_tokenizer(), tokenizer_2=_clip_tokenizer(),
@@ -303,4 +327,38 @@ def tiny_call_kwargs(kind: str, *, prompt="a red cube", num_inference_steps: int
         kw.update(height=16, width=16, num_frames=5, guidance_scale=4.5, max_sequence_length=16,
                   prompt_template={"template": "{}", "crop_start": 0})
     kw.update(overrides)
+    return kw
+
+
+def tiny_image_pipeline(kind: str, task: str):
+    """The tiny image-to-image (``task="img2img"``) or inpainting (``task="inpaint"``) pipeline of ``kind`` (a key of
+    :data:`IMAGE_PIPELINES`), built from the components of ``tiny_pipeline(kind)``, in eval mode, on the CPU."""
+    if (kind, task) not in IMAGE_PIPELINES:
+        raise ValueError(f"(kind, task) must be one of {sorted(IMAGE_PIPELINES)}, got {(kind, task)!r}")
+    import diffusers
+
+    base = _sd3(latent_channels=16) if (kind, task) == ("sd3", "inpaint") else _BUILDERS[kind]()
+    cls = getattr(diffusers, IMAGE_PIPELINES[kind, task])
+    accepted = inspect.signature(cls.__init__).parameters
+    pipe = cls(**{name: c for name, c in base.components.items() if name in accepted})
+    for component in pipe.components.values():
+        if isinstance(component, torch.nn.Module):
+            component.eval()
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def tiny_image_call_kwargs(kind: str, task: str, *, strength: float = 0.6, image_seed: int = 1, **overrides):
+    """Call arguments for ``tiny_image_pipeline(kind, task)``: those of :func:`tiny_call_kwargs` (``overrides`` go
+    there), ``strength``, a seeded random image of the output size in [0, 1] and, for inpainting, a mask over the
+    central square."""
+    if (kind, task) not in IMAGE_PIPELINES:
+        raise ValueError(f"(kind, task) must be one of {sorted(IMAGE_PIPELINES)}, got {(kind, task)!r}")
+    kw = tiny_call_kwargs(kind, strength=strength, **overrides)
+    h, w = kw["height"], kw["width"]
+    kw.setdefault("image", torch.rand(1, 3, h, w, generator=torch.Generator().manual_seed(image_seed)))
+    if task == "inpaint" and "mask_image" not in kw:
+        mask = torch.zeros(1, 1, h, w)
+        mask[..., h // 4: 3 * h // 4, w // 4: 3 * w // 4] = 1.0
+        kw["mask_image"] = mask
     return kw
