@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from .checks import as_sigmas, check_budget, check_estimator_names
 
 __all__ = ["Rule", "DEFAULT_RULE", "MULTISTEP_RULE", "SAMPLERS", "default_schedule", "rule_schedule",
-           "POLY_ESTIMATORS"]
+           "schedule_from_steps", "POLY_ESTIMATORS"]
 
 POLY_ESTIMATORS = ("taylor1", "taylor2", "mean1", "mean2", "taylorc1", "taylorc2")
 # Order in which the remaining polynomial estimators are tried when none of a rule's preferred ones is allowed.
@@ -182,16 +182,24 @@ def _computed_steps(s: list[float], b: int, rule: Rule) -> list[int]:
 def rule_schedule(sigmas, budget: int, rule: Rule, *, estimators=None):
     """The :class:`~meancache_kernels.Schedule` a :class:`Rule` gives for these sigmas and budget (see
     :func:`default_schedule`)."""
-    from . import Schedule
-    from . import estimators as est
-
     if not isinstance(rule, Rule):
         raise TypeError(f"rule must be a meancache_kernels.default_schedule.Rule, got {type(rule).__name__}")
     s = as_sigmas(sigmas)
     n = len(s) - 1
     b = check_budget(budget, n)
     allowed = _check_allowed(estimators)
-    steps = _computed_steps(s, b, rule)
+    meta = {"source": "default", "rule": rule.name}
+    if estimators is not None:
+        meta["estimators"] = list(allowed)
+    return schedule_from_steps(_computed_steps(s, b, rule), n, rule, allowed, meta)
+
+
+def schedule_from_steps(steps: list[int], n: int, rule: Rule, allowed: tuple[str, ...], meta: dict):
+    """The :class:`~meancache_kernels.Schedule` computing ``steps`` (increasing, step 0 first) of ``n``, each gap's
+    skipped steps estimated as ``rule`` picks among ``allowed`` (:func:`rule_schedule`'s estimator choice)."""
+    from . import Schedule
+    from . import estimators as est
+
     short = _pick(rule.short, allowed)
     long = _pick(rule.long, allowed) if rule.long is not None else short
     mask = [False] * n
@@ -202,9 +210,6 @@ def rule_schedule(sigmas, budget: int, rule: Rule, *, estimators=None):
         fam, p = est.parse(name)
         for i in range(a + 1, e):
             fams[i], params[i] = fam, p
-    meta = {"source": "default", "rule": rule.name}
-    if estimators is not None:
-        meta["estimators"] = list(allowed)
     return Schedule(mask, params, meta=meta, estimators=fams)
 
 
