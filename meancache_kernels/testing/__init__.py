@@ -4,10 +4,19 @@
 test suite and the demos have a real curved ODE whose every quantity is known in closed form.
 """
 
-from .flows import GaussianMixtureFlow, flow_sigmas, smooth_random_field
+from .flows import (
+    REALISTIC_FLOWS,
+    GaussianMixtureFlow,
+    flow_sigmas,
+    late_decision_flow,
+    power_law_flow,
+    realistic_flow,
+    smooth_random_field,
+)
 from .official import official_sample
 
-__all__ = ["GaussianMixtureFlow", "flow_sigmas", "smooth_random_field", "official_sample"]
+__all__ = ["GaussianMixtureFlow", "flow_sigmas", "smooth_random_field", "official_sample", "power_law_flow",
+           "late_decision_flow", "realistic_flow", "REALISTIC_FLOWS"]
 
 # Tiny diffusers pipelines live in meancache_kernels.diffusers.testing (the only layer that imports diffusers);
 # they are forwarded lazily so that importing this module never imports diffusers.
