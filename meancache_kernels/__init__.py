@@ -1,7 +1,14 @@
 """meancache_kernels: training-free MeanCache acceleration for flow-matching image and video generation.
 
+On a diffusers pipeline, one line (B = 17 of the N steps run the transformer; docs: README.md, docs/guide.md):
+
+    from meancache_kernels.diffusers import MeanCacheConfig, apply_mean_cache
+    apply_mean_cache(pipe, MeanCacheConfig(budget=17))
+
+For any velocity function ``model_fn(z, sigma) -> v``:
+
     import meancache_kernels as mck
-    schedule = mck.presets.get("qwen-image", 10)
+    schedule = mck.default_schedule(sigmas, 10)     # the calibration-free rule: B = 10 of the N steps
     z0 = mck.sample(model_fn, z, sigmas, schedule)
 
 Importing does no GPU work and needs neither Triton, diffusers nor the compiled extension.
