@@ -204,3 +204,13 @@ def test_solve_takes_the_edge_cost_meancache_config_takes(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["solve", str(SHIPPED_PROFILE), "--budget", "17", "--edge-cost", "l2"])
     assert "invalid choice: 'l2'" in capsys.readouterr().err
+
+
+def test_compare_has_the_one_line_beside_the_presets(capsys):
+    assert main(["compare", "--dim", "16", "--samples", "8"]) == 0
+    out = capsys.readouterr().out
+    rows = {m.group(1).strip(): (int(m.group(2)), float(m.group(3)))
+            for m in re.finditer(r"^(\w[\w ]*?=?\d*|full)\s+\d+\s+(\d+)\s+([0-9.e+-]+)\s", out, re.M)}
+    for b in (10, 17, 25):
+        calls, err = rows[f"one line B={b}"]
+        assert calls == b and 0 < err < rows[f"meancache B={b}"][1]  # the rule beats the paper's presets on the flows
