@@ -558,6 +558,9 @@ def _add_run(sub) -> None:
                    help="a pipeline call argument (repeat): num_frames=9, height=1024, guidance_scale=3.5, ...")
     p.add_argument("--seed", type=int, default=0, help="noise seed of the first prompt (the k-th: seed + k)")
     p.add_argument("--compare", action="store_true", help="also generate without MeanCache: PSNR against it")
+    p.add_argument("--no-learn", action="store_true",
+                   help="MeanCacheConfig(budget=B, learn=False): the calibration-free rule from the first image (no "
+                   "first generation that computes every step to learn the schedule)")
     p.add_argument("--out", default="meancache_run", help="output folder (default ./meancache_run)")
     _device_args(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -702,7 +705,7 @@ def _cmd_run(args) -> int:
             torch.cuda.synchronize()
         return _outputs(result), time.perf_counter() - t0
 
-    config = MeanCacheConfig(budget=args.budget)
+    config = _budget_config(MeanCacheConfig, args.budget, learn=not args.no_learn)
     print(f"{type(pipe).__name__} from {args.model} on {args.device} ({_dtype_name(pipe)}): N={args.steps}, "
           f"{config.source}, {len(prompts)} prompt(s) -> {args.out}")
     rows = []
@@ -745,6 +748,16 @@ def _cmd_run(args) -> int:
                    "call_args": {k: v for k, v in call.items() if _jsonable(v)}, "runs": rows}, f, indent=1)
     print(f"images and results.json written to {args.out}")
     return 0
+
+
+def _budget_config(config_cls, budget: int, *, learn: bool):
+    """``MeanCacheConfig(budget=B)``, with ``learn=False`` when asked (a MeanCacheConfig without the ``learn`` field
+    runs the calibration-free rule already)."""
+    import dataclasses
+
+    if not learn and any(f.name == "learn" for f in dataclasses.fields(config_cls)):
+        return config_cls(budget=budget, learn=False)
+    return config_cls(budget=budget)
 
 
 def _jsonable(v) -> bool:

@@ -57,13 +57,14 @@ def _quantised(x: np.ndarray) -> np.ndarray:
 def test_run_flux_dir_saves_the_images_it_generated_and_counts_calls(saved, tmp_path, capsys):
     from diffusers import DiffusionPipeline
 
+    from meancache_kernels.cli import _budget_config
     from meancache_kernels.diffusers import MeanCacheConfig, mean_cache
 
     model = saved("flux")
     out = tmp_path / "out"
     prompts = ["a red cube", "a blue ball"]
     assert main(["run", str(model), "--budget", "4", "--steps", "8", "--prompt", prompts[0], "--prompt", prompts[1],
-                 "--seed", "3", "--compare", "--out", str(out), "--no-progress", *FLUX_ARGS]) == 0
+                 "--seed", "3", "--compare", "--no-learn", "--out", str(out), "--no-progress", *FLUX_ARGS]) == 0
     text = capsys.readouterr().out
     assert "FluxPipeline" in text and "on cpu (float32)" in text and "default rule B=4" in text
     assert len(re.findall(r"4 transformer calls \(4 saved, 4/8 steps computed\)", text)) == 2
@@ -84,7 +85,7 @@ def test_run_flux_dir_saves_the_images_it_generated_and_counts_calls(saved, tmp_
               output_type="np")
     for k, prompt in enumerate(prompts):
         full = pipe(prompt=prompt, generator=torch.Generator().manual_seed(3 + k), **kw).images[0]
-        with mean_cache(pipe, MeanCacheConfig(budget=4)):
+        with mean_cache(pipe, _budget_config(MeanCacheConfig, 4, learn=False)):
             cached = pipe(prompt=prompt, generator=torch.Generator().manual_seed(3 + k), **kw).images[0]
         assert not np.array_equal(cached, full)
         np.testing.assert_array_equal(_png(out / f"{k:03d}.png"), _quantised(cached))
@@ -94,18 +95,28 @@ def test_run_flux_dir_saves_the_images_it_generated_and_counts_calls(saved, tmp_
 
 
 def test_run_wan_dir_passes_num_frames_and_counts_true_cfg(saved, tmp_path, capsys):
+    from meancache_kernels.diffusers import MeanCacheConfig
+
     out = tmp_path / "wan"
-    assert main(["run", str(saved("wan")), "--budget", "3", "--steps", "6", "--prompt", "a cat", "--out", str(out),
-                 "--set", "num_frames=5", "--set", "height=16", "--set", "width=16", "--set", "guidance_scale=5.0",
-                 "--set", "negative_prompt=blurry", "--set", "max_sequence_length=16", "--no-progress"]) == 0
+    assert main(["run", str(saved("wan")), "--budget", "3", "--steps", "6", "--prompt", "a cat", "--prompt", "a dog",
+                 "--out", str(out), "--set", "num_frames=5", "--set", "height=16", "--set", "width=16", "--set",
+                 "guidance_scale=5.0", "--set", "negative_prompt=blurry", "--set", "max_sequence_length=16",
+                 "--no-progress"]) == 0
     text = capsys.readouterr().out
-    assert "6 transformer calls (6 saved, 3/6 steps computed)" in text  # true CFG: 2 calls per computed step
     result = json.loads((out / "results.json").read_text())
-    row = result["runs"][0]
-    assert row["calls_per_step"] == 2
-    assert row["files"] == [f"000_frame{f:03d}.png" for f in range(5)]
+    first, second = result["runs"]
+    # MeanCacheConfig(budget=B): with learning, the first generation computes all 6 steps; else 3 from the start.
+    learns = getattr(MeanCacheConfig(budget=3), "learn", False)
+    assert first["steps_computed"] == (6 if learns else 3)
+    assert second["steps_computed"] == 3
+    for row in (first, second):  # true CFG: 2 calls per computed step
+        assert row["calls_per_step"] == 2
+        assert row["transformer_calls"] == 2 * row["steps_computed"]
+        assert row["transformer_calls_saved"] == 2 * (6 - row["steps_computed"])
+    assert "6 transformer calls (6 saved, 3/6 steps computed)" in text
+    assert second["files"] == [f"001_frame{f:03d}.png" for f in range(5)]
     assert result["call_args"]["num_frames"] == 5 and result["call_args"]["negative_prompt"] == "blurry"
-    assert _png(out / "000_frame004.png").shape == (16, 16, 3)
+    assert _png(out / "001_frame004.png").shape == (16, 16, 3)
 
 
 def test_run_rejects_bad_input(saved, tmp_path):

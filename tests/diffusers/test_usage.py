@@ -20,6 +20,16 @@ from meancache_kernels.diffusers.testing import tiny_call_kwargs
 N = 10
 
 
+def rule(budget: int) -> MeanCacheConfig:
+    """MeanCacheConfig(budget=B) running the calibration-free rule from the first generation (learn=False where the
+    configuration learns by default): the generations below then have known schedules."""
+    import dataclasses
+
+    if any(f.name == "learn" for f in dataclasses.fields(MeanCacheConfig)):
+        return MeanCacheConfig(budget=budget, learn=False)
+    return MeanCacheConfig(budget=budget)
+
+
 def _run(pipe, kind="flux", steps=N, **kw):
     return pipe(**tiny_call_kwargs(kind, num_inference_steps=steps, **kw))[0]
 
@@ -27,7 +37,7 @@ def _run(pipe, kind="flux", steps=N, **kw):
 def test_is_mean_cache_enabled_follows_apply_and_remove(tiny_pipe):
     pipe = tiny_pipe("flux")
     assert is_mean_cache_enabled(pipe) is False
-    apply_mean_cache(pipe, MeanCacheConfig(budget=4))
+    apply_mean_cache(pipe, rule(4))
     try:
         assert is_mean_cache_enabled(pipe) is True
     finally:
@@ -38,12 +48,12 @@ def test_is_mean_cache_enabled_follows_apply_and_remove(tiny_pipe):
 def test_context_manager_applies_then_removes(tiny_pipe):
     pipe = tiny_pipe("flux")
     plain = _run(pipe)
-    apply_mean_cache(pipe, MeanCacheConfig(budget=4))
+    apply_mean_cache(pipe, rule(4))
     applied = _run(pipe)
     remove_mean_cache(pipe)
     assert not torch.equal(applied, plain)  # B = 4 of 10 changes the output: the comparison below can fail
 
-    with mean_cache(pipe, MeanCacheConfig(budget=4)) as mc:
+    with mean_cache(pipe, rule(4)) as mc:
         assert is_mean_cache_enabled(pipe)
         inside = _run(pipe)
         assert mc.stats.transformer_calls == 4  # live inside the block
@@ -59,14 +69,14 @@ def test_context_manager_applies_then_removes(tiny_pipe):
 def test_context_manager_removes_after_an_error_and_refuses_a_second_apply(tiny_pipe):
     pipe = tiny_pipe("flux")
     with pytest.raises(RuntimeError, match="boom"):
-        with mean_cache(pipe, MeanCacheConfig(budget=4)):
+        with mean_cache(pipe, rule(4)):
             raise RuntimeError("boom")
     assert not is_mean_cache_enabled(pipe)
 
-    apply_mean_cache(pipe, MeanCacheConfig(budget=5))
+    apply_mean_cache(pipe, rule(5))
     try:
         with pytest.raises(ValueError, match="already applied"):
-            with mean_cache(pipe, MeanCacheConfig(budget=4)):
+            with mean_cache(pipe, rule(4)):
                 pass
         assert is_mean_cache_enabled(pipe)  # the failed entry left the first application in place
         assert get_mean_cache_stats(pipe).num_steps == 0
@@ -76,7 +86,7 @@ def test_context_manager_removes_after_an_error_and_refuses_a_second_apply(tiny_
 
 def test_leaving_the_block_after_a_manual_remove_is_quiet(tiny_pipe):
     pipe = tiny_pipe("flux")
-    with mean_cache(pipe, MeanCacheConfig(budget=4)) as mc:
+    with mean_cache(pipe, rule(4)) as mc:
         remove_mean_cache(pipe)
     assert not is_mean_cache_enabled(pipe)
     assert mc.stats.transformer_calls == 0  # no call was made: empty statistics, not an error
@@ -84,7 +94,7 @@ def test_leaving_the_block_after_a_manual_remove_is_quiet(tiny_pipe):
 
 def test_preview_default_rule_is_the_schedule_the_generation_runs(tiny_pipe):
     pipe = tiny_pipe("flux")
-    config = MeanCacheConfig(budget=4)
+    config = rule(4)
     # FluxPipeline passes its own sigmas linspace(1, 1/N, N) (and mu; this tiny scheduler does not shift).
     given = np.linspace(1.0, 1 / N, N).tolist()
     preview = preview_schedule(pipe, config, N, sigmas=given)
@@ -121,7 +131,7 @@ def test_preview_under_heun_counts_two_evaluations_per_computed_step(tiny_pipe):
     saved = pipe.scheduler
     pipe.scheduler = FlowMatchHeunDiscreteScheduler(shift=3.0)
     try:
-        config = MeanCacheConfig(budget=3)
+        config = rule(3)
         preview = preview_schedule(pipe, config, 8)
         with mean_cache(pipe, config) as mc:
             _run(pipe, "wan", steps=8)
@@ -153,7 +163,7 @@ def test_preview_with_dynamic_shifting_needs_the_resolution():
     from diffusers import FlowMatchEulerDiscreteScheduler
 
     sched = FlowMatchEulerDiscreteScheduler(use_dynamic_shifting=True)
-    config = MeanCacheConfig(budget=5)
+    config = rule(5)
     with pytest.raises(ValueError, match="use_dynamic_shifting=True.*image_seq_len=4096"):
         preview_schedule(sched, config, 20)
     by_len = preview_schedule(sched, config, 20, image_seq_len=4096)
@@ -170,16 +180,16 @@ def test_preview_rejects_bad_input(tiny_pipe):
     with pytest.raises(TypeError, match="config must be a MeanCacheConfig, got dict"):
         preview_schedule(pipe, {"budget": 4}, N)
     with pytest.raises(TypeError, match="pipe_or_scheduler must be a diffusers pipeline or scheduler, got str"):
-        preview_schedule("flux", MeanCacheConfig(budget=4), N)
+        preview_schedule("flux", rule(4), N)
     with pytest.raises(ValueError, match="num_inference_steps must be an int >= 1, got 0"):
-        preview_schedule(pipe, MeanCacheConfig(budget=4), 0)
+        preview_schedule(pipe, rule(4), 0)
     with pytest.raises(ValueError, match="budget"):
-        preview_schedule(pipe, MeanCacheConfig(budget=12), N)
+        preview_schedule(pipe, rule(12), N)
     with pytest.raises(ValueError, match="sigmas must hold num_inference_steps=10 values .* got 3"):
-        preview_schedule(pipe, MeanCacheConfig(budget=4), N, sigmas=[1.0, 0.5, 0.1])
+        preview_schedule(pipe, rule(4), N, sigmas=[1.0, 0.5, 0.1])
     with pytest.raises(ValueError, match="image_seq_len must be an int >= 1, got 0"):
-        preview_schedule(pipe, MeanCacheConfig(budget=4), N, image_seq_len=0)
+        preview_schedule(pipe, rule(4), N, image_seq_len=0)
     from diffusers import DDIMScheduler
 
     with pytest.raises(TypeError, match="MeanCache supports deterministic flow-matching schedulers"):
-        preview_schedule(DDIMScheduler(), MeanCacheConfig(budget=4), N)
+        preview_schedule(DDIMScheduler(), rule(4), N)
