@@ -22,11 +22,12 @@ except ImportError as e:  # torch is not a pip dependency on purpose: an unpinne
         "build of your choice from https://pytorch.org"
     ) from e
 
-from . import adaptive, estimators, ops, presets  # noqa: E402
+from . import adaptive, dynamics, estimators, ops, presets  # noqa: E402
 from ._version import __version__  # noqa: E402
 from .cache import MeanCacheState, sample  # noqa: E402
 from .calibration import calibrate  # noqa: E402
 from .default_rule import default_schedule  # noqa: E402
+from .learning import MeanCache  # noqa: E402
 from .profile import Profile  # noqa: E402
 from .schedule import Schedule  # noqa: E402
 from .solver import solve, solve_frontier  # noqa: E402
@@ -34,5 +35,5 @@ from .tuning import tune  # noqa: E402
 
 __all__ = [
     "__version__", "Schedule", "presets", "ops", "estimators", "adaptive", "MeanCacheState", "sample", "Profile",
-    "calibrate", "solve", "solve_frontier", "tune", "default_schedule",
+    "calibrate", "solve", "solve_frontier", "tune", "default_schedule", "MeanCache", "dynamics",
 ]

@@ -1,0 +1,345 @@
+"""The one line that sees the model: :class:`MeanCache` learns a schedule from the first generation.
+
+``mc = MeanCache(budget=B)`` then ``mc.sample(model_fn, z, sigmas)`` as often as wanted. The first generation at a
+given (N, sigmas, per-sample latent shape, sampler) computes every step: its result is the exact N-step one, and its
+trajectory is what the schedule is learnt from (no other model call). Every later generation at that key makes
+exactly B model calls. What was learnt can be saved and loaded (:meth:`MeanCache.save`, :meth:`MeanCache.load`, or
+``cache_dir=``), so the learning happens once per model and resolution. ``learn=False`` is the blind rule
+(:func:`meancache_kernels.default_schedule`, evenly spaced) with no learning generation.
+
+The decision rule (:func:`learn_schedule`), chosen on the analytic flows of :mod:`meancache_kernels.testing`
+(bench/studies/learned_default.py; bench/RESULTS.md, "The one line that sees the model"):
+
+- the learning trajectory's dynamics signature (:mod:`meancache_kernels.dynamics`) gives the regime: an **early
+  phase** when the output norm grows by more than 20 % over the first 10/28 of the steps (FLUX.1: +86 %);
+- early phase, B >= N/3: the computed steps are placed where the model changes, evenly in the coordinate
+  ``u = cumsum(0.5 + 0.5 c_i ** 0.5 / mean(c ** 0.5))`` (c_i the relative change of the output at step i), with the
+  default rule's estimators; evenly spaced steps lost 15-45 dB there;
+- early phase, B < N/3: the paper's PSSP with its jvp estimator on the profile of the one learning trajectory (the
+  polynomial estimators where the sampler forbids jvp); its dense-start schedule held up best at long gaps;
+- smooth: the schedule among (even rule, PSSP over the polynomial estimators, the change-density placement) with
+  the lowest end-to-end error when **replayed** on the learning trajectory (computed steps take the recorded
+  velocity, skipped ones the estimate: no model call). Replay ranks schedules well where errors are not amplified
+  along the trajectory (smooth flows) and badly in an early phase (it cannot see the amplification), hence the split.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from .checks import as_sigmas, check_budget, check_ops_backend, check_solver_backend
+from .default_rule import DEFAULT_RULE, MULTISTEP_RULE, SAMPLERS, _check_allowed, default_schedule, schedule_from_steps
+from .dynamics import Signature, signature_from_velocities
+from .schedule import Schedule
+
+__all__ = ["MeanCache", "Learned", "learn_schedule", "density_schedule", "replay", "early_growth", "trajectory_key",
+           "EARLY_PHASE_GROWTH"]
+
+# An output norm that grows by more than this factor over the first 10/28 of the steps marks an early phase.
+EARLY_PHASE_GROWTH = 1.2
+DENSITY_EXPONENT = 0.5  # u grows as the relative change to this power ...
+DENSITY_MIX = 0.5  # ... mixed half and half with even spacing
+_FORMAT = "meancache-learned"
+_FORMAT_VERSION = 1
+
+
+def early_growth(signature: Signature) -> float:
+    """The output-norm growth over the first round(10/28 N) steps: FLUX.1's prod10 at N = 28, comparable at any N."""
+    k = max(1, round(signature.num_steps * 10 / 28))
+    return float(np.prod(signature.ratios[1:k + 1]))
+
+
+def density_steps(changes, budget: int) -> list[int]:
+    """B computed steps (0 and N - 1 included) evenly spaced in u = cumsum(density), density = DENSITY_MIX +
+    (1 - DENSITY_MIX) c^q / mean(c^q) with c the per-step relative change of the output (c_0 := c_1)."""
+    c = np.asarray(changes, dtype=np.float64).copy()
+    n = len(c)
+    if budget >= n:
+        return list(range(n))
+    if n > 1:
+        c[0] = c[1]
+    d = np.maximum(c, 1e-12) ** DENSITY_EXPONENT
+    d = DENSITY_MIX + (1.0 - DENSITY_MIX) * d / d.mean()
+    u = np.concatenate([[0.0], np.cumsum(d)])[:n]  # u[i]: the coordinate at the start of step i
+    if budget == 1:
+        return [0]
+    targets = u[n - 1] * np.arange(1, budget - 1) / (budget - 1)
+    steps = [0] + [int(round(float(x))) for x in np.interp(targets, u, np.arange(n))] + [n - 1]
+    for k in range(1, budget - 1):  # strictly increasing, room left for the steps after
+        steps[k] = min(max(steps[k], steps[k - 1] + 1), n - budget + k)
+    return steps
+
+
+def density_schedule(sigmas, budget: int, changes, *, estimators=None, sampler: str = "euler") -> Schedule:
+    """The change-density placement (:func:`density_steps`) with the default rule's estimators."""
+    s = as_sigmas(sigmas)
+    n = len(s) - 1
+    b = check_budget(budget, n)
+    if len(changes) != n:
+        raise ValueError(f"changes must hold N={n} values, got {len(changes)}")
+    rule = DEFAULT_RULE if sampler == "euler" else MULTISTEP_RULE
+    meta = {"source": "learned", "rule": "change-density"}
+    return schedule_from_steps(density_steps(changes, b), n, rule, _check_allowed(estimators), meta)
+
+
+def replay(schedule: Schedule, z: torch.Tensor, v: torch.Tensor, sigmas, *, backend: str = "auto") -> torch.Tensor:
+    """The final latent of ``schedule`` run on a recorded trajectory: computed step i takes the recorded ``v[i]``,
+    a skipped one the schedule's estimate (no model call). ``z`` [N+1, S, ...] (z[0] is read), ``v`` [N, S, ...]."""
+    from .cache import MeanCacheState
+
+    state = MeanCacheState(schedule, sigmas, backend=backend)
+    x = z[0]
+    for i in range(schedule.num_steps):
+        if state.should_compute(i):
+            x = state.step(i, x, v[i].to(x.dtype))
+        else:
+            _, x = state.skip(i, x)
+    return x
+
+
+def _final_error(x: torch.Tensor, ref: torch.Tensor) -> float:
+    a, b = x.reshape(x.shape[0], -1).double(), ref.reshape(ref.shape[0], -1).double()
+    return float(((a - b).norm(dim=1) / b.norm(dim=1).clamp_min(1e-30)).mean())
+
+
+def learn_schedule(z: torch.Tensor, v: torch.Tensor, sigmas, budget: int, *, sampler: str = "euler", estimators=None,
+                   backend: str = "auto", solver_backend: str = "auto") -> tuple[Schedule, dict]:
+    """The schedule of ``budget`` computed steps learnt from one full-step trajectory (module docstring's rule).
+
+    Args:
+        z: [N+1, S, ...] the states (z[0] the initial latents, z[N] the result), v: [N, S, ...] the velocities used.
+        sigmas: the N + 1 sigmas; budget: B.
+        sampler: ``"euler"`` or ``"multistep"`` (what takes the estimate; picks the estimators allowed).
+        estimators: the estimator names skipped steps may use (None: every one the sampler allows).
+
+    Returns:
+        ``(schedule, info)``; ``info`` holds ``regime``, ``early_growth``, ``choice`` and, for the smooth regime,
+        the replayed relative error of each candidate (``replay``).
+    """
+    from .calibration import profile_from_trajectories
+    from .solver import solve
+
+    s = as_sigmas(sigmas)
+    n = len(s) - 1
+    b = check_budget(budget, n)
+    if sampler not in SAMPLERS:
+        raise ValueError(f"sampler must be one of {list(SAMPLERS)}, got {sampler!r}")
+    if not isinstance(z, torch.Tensor) or not isinstance(v, torch.Tensor):
+        raise TypeError("z and v must be torch tensors")
+    if z.shape[0] != n + 1 or v.shape[0] != n or z.shape[1:] != v.shape[1:]:
+        raise ValueError(f"z must be [N+1={n + 1}, S, ...] and v [N={n}, S, ...] of the same sample shape, got "
+                         f"{tuple(z.shape)} and {tuple(v.shape)}")
+    poly = _check_allowed(estimators)
+    if sampler == "multistep":
+        poly = tuple(e for e in poly if e in ("taylor1", "taylor2")) or ("taylor1",)
+    jvp_ok = sampler == "euler" and (estimators is None or "jvp" in estimators)
+    signature = signature_from_velocities(list(v))
+    growth = early_growth(signature)
+    early = growth >= EARLY_PHASE_GROWTH
+    info = {"regime": "early phase" if early else "smooth", "early_growth": round(growth, 4)}
+    if b >= n:
+        return Schedule.full(n), dict(info, choice="every step")
+    if early and 3 * b >= n:
+        sched = density_schedule(s, b, signature.changes, estimators=poly, sampler=sampler)
+        return sched, dict(info, choice="change-density")
+    profile = profile_from_trajectories([(z, v)], s, backend=backend, estimators=poly)
+    if early:
+        est = ("jvp",) if jvp_ok else poly
+        sched = solve(profile, b, estimators=est, backend=solver_backend)
+        return sched, dict(info, choice="pssp[jvp]" if jvp_ok else f"pssp[{','.join(poly)}]")
+    candidates = {
+        "default rule": default_schedule(s, b, estimators=poly, sampler=sampler),
+        "pssp": solve(profile, b, estimators=poly, backend=solver_backend),
+        "change-density": density_schedule(s, b, signature.changes, estimators=poly, sampler=sampler),
+    }
+    errors = {name: _final_error(replay(c, z, v, s, backend=backend), z[n]) for name, c in candidates.items()}
+    best = min(errors, key=errors.get)
+    return candidates[best], dict(info, choice=best, replay={k: round(e, 8) for k, e in errors.items()})
+
+
+def trajectory_key(sigmas, sample_shape, sampler: str = "euler") -> str:
+    """The key a learnt schedule is stored under: N, the sigmas (to 6 decimals), the per-sample latent shape and the
+    sampler, hashed."""
+    s = [round(float(x), 6) for x in as_sigmas(sigmas)]
+    text = json.dumps({"sigmas": s, "shape": [int(d) for d in sample_shape], "sampler": sampler})
+    return f"N{len(s) - 1}-" + hashlib.sha1(text.encode()).hexdigest()[:16]
+
+
+@dataclass
+class Learned:
+    """What :class:`MeanCache` learnt at one key: the schedule, the signature it was read from and the choice made."""
+
+    schedule: Schedule
+    signature: Signature
+    info: dict = field(default_factory=dict)
+    calls: int = 0  # model calls the learning generation made (N)
+
+    def to_dict(self) -> dict:
+        return {"schedule": self.schedule.to_dict(), "ratios": list(self.signature.ratios),
+                "changes": list(self.signature.changes or ()), "info": self.info, "calls": self.calls}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Learned":
+        sig = Signature(tuple(d["ratios"]), tuple(d["changes"]) or None, "learned")
+        return cls(Schedule.from_dict(d["schedule"]), sig, dict(d.get("info", {})), int(d.get("calls", 0)))
+
+
+class MeanCache:
+    """MeanCache with B model calls per generation, learning its schedule from the first generation (module doc).
+
+    Args:
+        budget: B, the model calls of every generation after the learning one (1..N).
+        learn: True (default): learn from the first generation at each key; False: the blind even rule
+            (:func:`meancache_kernels.default_schedule`), B calls from the first generation on.
+        estimators: the estimator names skipped steps may use (None: the sampler's).
+        cache_dir: a directory where what is learnt is written (one JSON file per key) and read back by later
+            processes; None: in memory only (see :meth:`save` / :meth:`load`).
+        backend: op backend; solver_backend: PSSP solver backend.
+
+    ``mc.learned`` maps each key (:func:`trajectory_key`) to its :class:`Learned`; ``mc.last`` describes the last
+    generation (``learning``, ``calls``, ``key``).
+    """
+
+    def __init__(self, budget: int, *, learn: bool = True, estimators=None, cache_dir: str | os.PathLike | None = None,
+                 backend: str = "auto", solver_backend: str = "auto"):
+        self.budget = check_budget(budget)
+        if not isinstance(learn, bool):
+            raise TypeError(f"learn must be a bool, got {learn!r}")
+        if estimators is not None:
+            _check_allowed(estimators)
+        check_ops_backend(backend)
+        check_solver_backend(solver_backend, "solver_backend")
+        if cache_dir is not None and not isinstance(cache_dir, (str, os.PathLike)):
+            raise TypeError(f"cache_dir must be a path or None, got {type(cache_dir).__name__}")
+        self.learn = learn
+        self.estimators = None if estimators is None else tuple(estimators)
+        self.cache_dir = None if cache_dir is None else os.fspath(cache_dir)
+        self.backend = backend
+        self.solver_backend = solver_backend
+        self.learned: dict[str, Learned] = {}
+        self.generations = 0
+        self.last: dict = {}
+
+    def __repr__(self) -> str:
+        return f"MeanCache(budget={self.budget}, learn={self.learn}, learned={len(self.learned)} keys)"
+
+    # ------------------------------------------------------------------ what to run
+    def lookup(self, key: str) -> Learned | None:
+        """The learnt entry at ``key`` (from memory, else from ``cache_dir``), or None."""
+        entry = self.learned.get(key)
+        if entry is None and self.cache_dir is not None:
+            path = os.path.join(self.cache_dir, f"{key}.json")
+            if os.path.exists(path):
+                with open(path) as f:
+                    entry = Learned.from_dict(json.load(f)["entry"])
+                self.learned[key] = entry
+        return entry
+
+    def schedule_for(self, sigmas, sample_shape, *, sampler: str = "euler") -> Schedule | None:
+        """The schedule a generation with these sigmas runs: the learnt one, the blind rule (``learn=False``), or
+        None when this generation must learn (every step computed)."""
+        s = as_sigmas(sigmas)
+        check_budget(self.budget, len(s) - 1, name="budget (the number of steps is N)")
+        if not self.learn:
+            return default_schedule(s, self.budget, estimators=self.estimators, sampler=sampler)
+        entry = self.lookup(trajectory_key(s, sample_shape, sampler))
+        return None if entry is None else entry.schedule
+
+    def learn_from(self, z: torch.Tensor, v: torch.Tensor, sigmas, *, sampler: str = "euler") -> Learned:
+        """Learn the schedule of the key of this trajectory (``z`` [N+1, S, ...], ``v`` [N, S, ...]) and store it."""
+        s = as_sigmas(sigmas)
+        key = trajectory_key(s, tuple(z.shape[2:]), sampler)
+        schedule, info = learn_schedule(z, v, s, self.budget, sampler=sampler, estimators=self.estimators,
+                                        backend=self.backend, solver_backend=self.solver_backend)
+        info = dict(info, generation=self.generations)
+        entry = Learned(schedule, signature_from_velocities(list(v), "learned"), info, calls=len(s) - 1)
+        self.learned[key] = entry
+        if self.cache_dir is not None:
+            os.makedirs(self.cache_dir, exist_ok=True)
+            self._write(os.path.join(self.cache_dir, f"{key}.json"), {key: entry})
+        return entry
+
+    # ------------------------------------------------------------------ sampling
+    def sample(self, model_fn: Callable[[torch.Tensor, float], torch.Tensor], z: torch.Tensor, sigmas, *,
+               callback=None) -> torch.Tensor:
+        """Euler flow-matching sampling of ``model_fn(z, sigma) -> v`` from ``z`` [S, ...] over ``sigmas``.
+
+        The first generation at a key computes every step (N calls, the exact result) and learns; later ones make
+        exactly B calls. ``mc.last`` says which it was."""
+        from .cache import MeanCacheState
+
+        if not isinstance(z, torch.Tensor) or z.dim() < 1:
+            raise TypeError(f"z must be a torch.Tensor [S, ...], got {type(z).__name__}")
+        s = as_sigmas(sigmas)
+        n = len(s) - 1
+        key = trajectory_key(s, tuple(z.shape[1:]), "euler")
+        schedule = self.schedule_for(s, tuple(z.shape[1:]))
+        calls = [0]
+
+        def counted(x, sigma):
+            calls[0] += 1
+            return model_fn(x, sigma)
+
+        self.generations += 1
+        if schedule is not None:
+            out = MeanCacheState(schedule, s, backend=self.backend).run(counted, z, callback)
+            self.last = {"learning": False, "calls": calls[0], "key": key}
+            return out
+        zs, vs = [z], []
+
+        def record(i, z_next, v, computed):
+            zs.append(z_next)
+            vs.append(v)
+            if callback is not None:
+                callback(i, z_next, v, computed)
+
+        out = MeanCacheState(Schedule.full(n), s, backend=self.backend).run(counted, z, record)
+        self.learn_from(torch.stack(zs), torch.stack(vs), s)
+        self.last = {"learning": True, "calls": calls[0], "key": key}
+        return out
+
+    # ------------------------------------------------------------------ files
+    @staticmethod
+    def _write(path: str, entries: dict[str, Learned]) -> None:
+        payload = {"format": _FORMAT, "format_version": _FORMAT_VERSION}
+        if len(entries) == 1:
+            payload["entry"] = next(iter(entries.values())).to_dict()
+        payload["entries"] = {k: e.to_dict() for k, e in entries.items()}
+        tmp = f"{path}.tmp"
+        with open(tmp, "w") as f:
+            json.dump(payload, f)
+        os.replace(tmp, path)
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write everything learnt to one JSON file (with the budget), for :meth:`load`."""
+        self._write(os.fspath(path), self.learned)
+        with open(path) as f:
+            payload = json.load(f)
+        payload["budget"] = self.budget
+        with open(path, "w") as f:
+            json.dump(payload, f)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, **kwargs) -> "MeanCache":
+        """A :class:`MeanCache` holding what :meth:`save` wrote (``budget`` from the file unless given)."""
+        with open(path) as f:
+            payload = json.load(f)
+        if payload.get("format") != _FORMAT:
+            raise ValueError(f"{os.fspath(path)!r} is not a MeanCache learnt-schedule file (format "
+                             f"{payload.get('format')!r}, expected {_FORMAT!r})")
+        kwargs.setdefault("budget", payload["budget"])
+        mc = cls(**kwargs)
+        for key, d in payload["entries"].items():
+            entry = Learned.from_dict(d)
+            if entry.schedule.budget != mc.budget and entry.schedule.budget < entry.schedule.num_steps:
+                raise ValueError(f"the file holds schedules for budget={entry.schedule.budget}, not "
+                                 f"budget={mc.budget}")
+            mc.learned[key] = entry
+        return mc
