@@ -12,7 +12,8 @@ or scoped: ``with mean_cache(pipe, MeanCacheConfig(budget=17)) as mc: ...`` (rem
 scheduler), so it is applied with ``apply_mean_cache(pipe, ...)``, not ``pipe.transformer.enable_cache(...)``.
 
 Works on pipelines whose loop calls ``pipe.transformer`` (and ``pipe.transformer_2``) then ``pipe.scheduler.step``
-once per timestep, from the first timestep (FLUX.1, Qwen-Image, Z-Image, Stable Diffusion 3, Wan, HunyuanVideo), under
+once per timestep (FLUX.1, Qwen-Image, Z-Image, Stable Diffusion 3, Wan, HunyuanVideo; image-to-image and inpainting
+at ``strength < 1`` included, the schedule fitted to the steps run), under
 ``FlowMatchEulerDiscreteScheduler``, UniPC and DPM-Solver++ in flow mode, ``FlowMatchHeunDiscreteScheduler`` and
 the library's ``FlowMatchAdamsScheduler``. A generation makes B transformer calls without CFG or with batched CFG
 (FLUX.1), 2B with true CFG (Qwen-Image, Wan), and under Heun 2 per computed step (the last step 1). This subpackage
