@@ -174,7 +174,10 @@ def preview_schedule(pipe_or_scheduler, config: MeanCacheConfig, num_inference_s
     The sigmas are the scheduler's own for N (a fresh copy of the scheduler, ``set_timesteps(N)``; the pipeline's
     scheduler is not touched). Some pipelines pass their own sigmas (FLUX.1 and Qwen-Image pass
     ``linspace(1, 1/N, N)`` before the shift): pass ``sigmas`` for exactly those. ``budget=B`` alone (the default
-    rule) picks its steps from N and B only, so its preview is exact either way.
+    rule) picks its steps from N and B only, so its preview is exact either way. It previews a generation of all N
+    steps made by one model: a start mid-schedule (image-to-image, ``strength < 1``) fits the schedule to the steps
+    run, and a pipeline with two transformers in turn (Wan 2.2) shares the budget between them, at generation time
+    (the INFO log line of each generation gives the schedule it resolved).
 
     Args:
         pipe_or_scheduler: a diffusers pipeline or its scheduler.
