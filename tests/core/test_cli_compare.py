@@ -18,13 +18,20 @@ def test_compare_runs_and_counts_calls(capsys):
         assert rows[f"meancache B={b}"][2] > 0
 
 
+def _exit_message(argv) -> str:
+    """The message main(argv) exits with (a SystemExit whose code is a string: printed, exit status 1)."""
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert isinstance(info.value.code, str), info.value.code
+    return info.value.code
+
+
 def test_compare_rejects_bad_args():
-    with pytest.raises(SystemExit):
-        main(["compare", "--dim", "0"])
-    with pytest.raises(SystemExit, match="meancache compare: unknown preset model"):
-        main(["compare", "--preset", "nope"])
-    with pytest.raises(SystemExit, match="meancache compare: shift must be > 0"):
-        main(["compare", "--shift", "0"])
+    for flag in ("--dim", "--samples"):
+        assert _exit_message(["compare", flag, "0"]) == "meancache compare: --dim and --samples must be >= 1"
+    msg = _exit_message(["compare", "--preset", "nope"])
+    assert msg.startswith("meancache compare: unknown preset model 'nope'; available: [") and "'qwen-image'" in msg
+    assert _exit_message(["compare", "--shift", "0"]) == "meancache compare: shift must be > 0, got 0.0"
 
 
 def test_cli_reports_unusable_paths_and_devices(tmp_path):
