@@ -4,9 +4,9 @@ Where the Triton tests run: CUDA when present (and not interpreting), else the C
 sets TRITON_INTERPRET=1 where there is no CUDA device). The facts are taken once, when this conftest is imported, so
 a test that monkeypatches TRITON_INTERPRET does not change them.
 
-- ``@pytest.mark.triton`` (or ``pytest.param("triton", marks=pytest.mark.triton)``): runs a Triton kernel. triton is
-  a test dependency: when it does not import, or when the kernels can run nowhere (no CUDA device and
-  TRITON_INTERPRET=0 exported), these tests FAIL with the reason; they are never skipped.
+- ``@pytest.mark.triton`` (registered in pyproject.toml; or ``pytest.param("triton", marks=pytest.mark.triton)``):
+  runs a Triton kernel. triton is a test dependency: when it does not import, or when the kernels can run nowhere
+  (no CUDA device and TRITON_INTERPRET=0 exported), these tests FAIL with the reason; they are never skipped.
 - fixtures: ``device`` ("cuda" or "cpu"), ``interpret`` (bool), ``has_triton`` (bool) and ``assert_as_accurate``
   (the low-precision accuracy rule of the elementwise kernel tests).
 """
@@ -33,11 +33,6 @@ elif _DEVICE == "cpu" and not _INTERPRET:
                     "TRITON_INTERPRET (the test conftest then interprets them on the CPU)")
 else:
     _TRITON_FAIL = None
-
-
-def pytest_configure(config):
-    config.addinivalue_line("markers", "triton: runs a Triton kernel (on CUDA, else through TRITON_INTERPRET=1); "
-                                       "fails, never skips, when triton is missing or broken")
 
 
 @pytest.hookimpl(tryfirst=True)

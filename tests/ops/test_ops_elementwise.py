@@ -229,6 +229,24 @@ def test_custom_op_for_torch_compile(device):
     torch.testing.assert_close(z_next, z_exp, rtol=0, atol=0)
 
 
+@pytest.mark.gpu
+@pytest.mark.triton
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_auto_runs_the_kernel_on_cuda_tensors(assert_as_accurate):
+    # on a GPU the default backend is the Triton kernel: same bits as backend="triton", as accurate as the rule asks
+    shape = (2, 4, 33, 17)
+    z, za = _randn(shape, torch.float32, "cuda"), _randn(shape, torch.float32, "cuda")
+    va, vl = _randn(shape, torch.bfloat16, "cuda"), _randn(shape, torch.bfloat16, "cuda")
+    assert ops.functional._resolve_backend("auto", z, za, va, vl) == "triton"
+    v_auto, z_auto = ops.mean_velocity_step(z, za, va, vl, *SIG)
+    v_tri, z_tri = ops.mean_velocity_step(z, za, va, vl, *SIG, backend="triton")
+    assert torch.equal(v_auto, v_tri) and torch.equal(z_auto, z_tri) and z_auto.device.type == "cuda"
+    v64, z64 = _mean_velocity_f64(z, za, va, vl, *SIG)
+    vt, zt = reference.mean_velocity_step(z, za, va, vl, *SIG)
+    assert_as_accurate(v_auto, vt, v64, bf16_interp_ulps=BF16_INTERP_ULPS)
+    assert_as_accurate(z_auto, zt, z64, bf16_interp_ulps=BF16_INTERP_ULPS)
+
+
 # --- dispatch and errors ---------------------------------------------------------------------------------------
 
 
