@@ -655,9 +655,25 @@ def _wrap_end_of_call(pipe, context: MeanCacheContext) -> None:
     pipe.maybe_free_model_hooks = maybe_free_model_hooks
 
 
+def _accelerate_forward(module: torch.nn.Module):
+    """accelerate's forward wrapper on ``module`` (``enable_model_cpu_offload``, ``enable_sequential_cpu_offload``:
+    ``module.forward`` calls ``module._old_forward`` between its pre- and post-forward), or None."""
+    if hasattr(module, "_hf_hook") and hasattr(module, "_old_forward") and "forward" in module.__dict__:
+        return module.__dict__["forward"]
+    return None
+
+
 def _apply_mean_cache_hook(module: torch.nn.Module, context: MeanCacheContext, name: str | None = None) -> None:
+    # Under accelerate's offload hook the MeanCache hook goes inside it: the pipeline re-installs offloading after
+    # every call (remove: forward = _old_forward; add: wraps forward), which keeps what _old_forward runs.
+    outer = _accelerate_forward(module)
+    if outer is not None:
+        module.forward = module._old_forward
     registry = HookRegistry.check_if_exists_or_initialize(module)
     registry.register_hook(MeanCacheHook(context, name), _MEANCACHE_HOOK)
+    if outer is not None:
+        module._old_forward = module.forward
+        module.forward = outer
 
 
 def _other_cache(pipe, module: torch.nn.Module) -> str | None:
@@ -708,10 +724,16 @@ def _remove_mean_cache_hook(module: torch.nn.Module) -> None:
     registry = getattr(module, "_diffusers_hook", None)
     if registry is None or registry.get_hook(_MEANCACHE_HOOK) is None:
         return
+    outer = _accelerate_forward(module)  # kept outside, around what remains
+    if outer is not None:
+        module.forward = module._old_forward
     registry.remove_hook(_MEANCACHE_HOOK, recurse=False)
     # With no hook left, the registry re-assigns the class's forward as an instance attribute: drop it.
     if not registry.hooks and module.__dict__.get("forward") == type(module).forward.__get__(module):
         del module.__dict__["forward"]
+    if outer is not None:
+        module._old_forward = module.forward
+        module.forward = outer
 
 
 def remove_mean_cache(pipe) -> None:
