@@ -6,17 +6,15 @@ import pytest
 import torch
 
 import meancache_kernels as mck
-
-pytest.importorskip("diffusers")
-from meancache_kernels.diffusers import (  # noqa: E402
+from meancache_kernels.diffusers import (
     MeanCacheConfig,
     apply_mean_cache,
     calibrate_pipeline,
     remove_mean_cache,
     tune_pipeline,
 )
-from meancache_kernels.diffusers.testing import tiny_call_kwargs, tiny_pipeline  # noqa: E402
-from meancache_kernels.metrics import geometric_mean, per_sample_errors  # noqa: E402
+from meancache_kernels.diffusers.testing import tiny_call_kwargs, tiny_pipeline
+from meancache_kernels.metrics import geometric_mean, per_sample_errors
 
 N = 8
 PROMPTS = ["a blue ball", "a yellow star"]
@@ -24,16 +22,21 @@ PROMPTS = ["a blue ball", "a yellow star"]
 
 @pytest.fixture(scope="module")
 def setup():
+    # one thread for the module (tiny models), restored after it: later modules get the count they started with
+    threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        pipe = tiny_pipeline("flux")
-    kw = tiny_call_kwargs("flux")
-    for key in ("prompt", "num_inference_steps", "generator", "output_type"):
-        kw.pop(key)
-    profile = calibrate_pipeline(pipe, ["a red cube", "two cats"], N, max_span=2, max_skip=4, batch_size=2,
-                                 progress=False, **kw)
-    return pipe, kw, profile
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            pipe = tiny_pipeline("flux")
+        kw = tiny_call_kwargs("flux")
+        for key in ("prompt", "num_inference_steps", "generator", "output_type"):
+            kw.pop(key)
+        profile = calibrate_pipeline(pipe, ["a red cube", "two cats"], N, max_span=2, max_skip=4, batch_size=2,
+                                     progress=False, **kw)
+        yield pipe, kw, profile
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _images(pipe, schedule, kw):
