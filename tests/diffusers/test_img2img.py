@@ -216,3 +216,21 @@ def test_generation_start_is_logged(image_pipe, caplog):
     assert len(lines) == 1
     assert lines[0].startswith(f"MeanCache: N=6 (steps 4..9 of 10), B=3, computed steps {steps}, estimators ")
     assert "default rule B=3" in lines[0]
+
+
+def test_a_given_schedule_is_restricted_to_the_steps_run(image_pipe):
+    """schedule= (made for all N steps): its steps from the begin index on, the first of them computed."""
+    from meancache_kernels.schedule import Schedule
+
+    pipe = image_pipe("flux", "img2img")
+    full = Schedule.from_compute_steps([0, 2, 3, 5, 7, 9], N)
+    ref = _run(pipe, "flux", "img2img", 0.6)  # steps 4..9
+    apply_mean_cache(pipe, MeanCacheConfig(schedule=full))
+    try:
+        out = _run(pipe, "flux", "img2img", 0.6)
+        stats = get_mean_cache_stats(pipe)
+    finally:
+        remove_mean_cache(pipe)
+    assert stats.schedule.compute_steps == [0, 1, 3, 5]  # 4 (forced), 5, 7, 9
+    assert list(stats.schedule.spans) == [0, *full.spans[5:]] and stats.transformer_calls == 4
+    assert 0 < _rel(out, ref) < TOL["flux"]
