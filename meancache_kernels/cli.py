@@ -694,6 +694,8 @@ def _cmd_run(args) -> int:
         _check_call_args(pipe, call)
     except ValueError as e:
         raise SystemExit(f"meancache run: {e}")
+    if args.compare and call["output_type"] in ("latent", "pt"):
+        raise SystemExit(f"meancache run: --compare needs images or frames, not output_type={call['output_type']!r}")
     os.makedirs(args.out, exist_ok=True)
     cuda = str(args.device).startswith("cuda")
 
@@ -732,8 +734,6 @@ def _cmd_run(args) -> int:
                     f"{stats.steps_computed}/{stats.num_steps} steps computed), {dt:.2f} s")
             if args.compare:
                 ref, t_full = full[k]
-                if kind == "tensors":
-                    raise SystemExit("meancache run: --compare needs images or frames (not output_type latent/pt)")
                 from .metrics import psnr
 
                 row["psnr_db"] = [None if np.isinf(v) else v for v in (psnr(a, b) for a, b in zip(values, ref))]

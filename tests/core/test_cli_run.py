@@ -132,6 +132,8 @@ def test_run_rejects_bad_input(saved, tmp_path):
         main([*base, "--budget", "4", "--prompt", "x", "--set", "num_frames=9"])
     with pytest.raises(SystemExit, match="--set num_inference_steps=...: use --steps"):
         main([*base, "--budget", "4", "--prompt", "x", "--set", "num_inference_steps=9"])
+    with pytest.raises(SystemExit, match="--compare needs images or frames, not output_type='latent'"):
+        main([*base, "--budget", "4", "--prompt", "x", "--compare", "--set", "output_type=latent", *FLUX_ARGS])
     with pytest.raises(SystemExit, match="meancache run: cannot load the pipeline"):
         main(["run", str(tmp_path / "missing"), "--budget", "4", "--prompt", "x", "--out", str(tmp_path / "o")])
     with pytest.raises(SystemExit, match="meancache run: --device 'nonsense' is not a torch device"):
@@ -225,3 +227,14 @@ def test_compare_has_the_one_line_beside_the_presets(capsys):
     for b in (10, 17, 25):
         calls, err = rows[f"one line B={b}"]
         assert calls == b and 0 < err < rows[f"meancache B={b}"][1]  # the rule beats the paper's presets on the flows
+
+
+def test_run_saves_latents_as_tensors(saved, tmp_path, capsys):
+    out = tmp_path / "lat"
+    assert main(["run", str(saved("flux")), "--budget", "3", "--steps", "6", "--prompt", "a red cube", "--no-learn",
+                 "--out", str(out), "--set", "output_type=latent", "--no-progress", *FLUX_ARGS]) == 0
+    capsys.readouterr()
+    result = json.loads((out / "results.json").read_text())
+    assert result["runs"][0]["files"] == ["000.pt"] and result["call_args"]["output_type"] == "latent"
+    latent = torch.load(out / "000.pt")
+    assert isinstance(latent, torch.Tensor) and latent.dtype == torch.float32 and torch.isfinite(latent).all()
