@@ -561,6 +561,9 @@ def _add_run(sub) -> None:
     p.add_argument("--no-learn", action="store_true",
                    help="MeanCacheConfig(budget=B, learn=False): the calibration-free rule from the first image (no "
                    "first generation that computes every step to learn the schedule)")
+    p.add_argument("--cache-dir", default=None, metavar="DIR",
+                   help="keep the learnt schedules in DIR: a later run at the same settings reads them back and makes "
+                   "B calls from its first image")
     p.add_argument("--out", default="meancache_run", help="output folder (default ./meancache_run)")
     _device_args(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -681,6 +684,10 @@ def _cmd_run(args) -> int:
         from .diffusers.loading import load_pipeline
     except ImportError as e:
         raise SystemExit(f"meancache run needs diffusers: pip install 'meancache_kernels[diffusers]' ({e})")
+    try:
+        config = _budget_config(MeanCacheConfig, args.budget, learn=not args.no_learn, cache_dir=args.cache_dir)
+    except (ValueError, TypeError) as e:
+        raise SystemExit(f"meancache run: {e}")
     _check_device("run", _resolve_device(args))
     try:
         pipe, call = load_pipeline(args.model, dtype=args.dtype, device=args.device)
@@ -707,7 +714,6 @@ def _cmd_run(args) -> int:
             torch.cuda.synchronize()
         return _outputs(result), time.perf_counter() - t0
 
-    config = _budget_config(MeanCacheConfig, args.budget, learn=not args.no_learn)
     print(f"{type(pipe).__name__} from {args.model} on {args.device} ({_dtype_name(pipe)}): N={args.steps}, "
           f"{config.source}, {len(prompts)} prompt(s) -> {args.out}")
     rows = []
@@ -750,14 +756,22 @@ def _cmd_run(args) -> int:
     return 0
 
 
-def _budget_config(config_cls, budget: int, *, learn: bool):
-    """``MeanCacheConfig(budget=B)``, with ``learn=False`` when asked (a MeanCacheConfig without the ``learn`` field
-    runs the calibration-free rule already)."""
+def _budget_config(config_cls, budget: int, *, learn: bool, cache_dir=None):
+    """``MeanCacheConfig(budget=B)``; ``learn=False`` and ``cache_dir`` passed where the configuration has them (one
+    without ``learn`` runs the calibration-free rule already, and has nowhere to keep a schedule)."""
     import dataclasses
 
-    if not learn and any(f.name == "learn" for f in dataclasses.fields(config_cls)):
-        return config_cls(budget=budget, learn=False)
-    return config_cls(budget=budget)
+    fields = {f.name for f in dataclasses.fields(config_cls)}
+    kwargs = {}
+    if not learn and "learn" in fields:
+        kwargs["learn"] = False
+    if cache_dir is not None:
+        if not learn:
+            raise ValueError("--cache-dir keeps learnt schedules: it does not go with --no-learn")
+        if "cache_dir" not in fields:
+            raise ValueError("--cache-dir: this MeanCacheConfig does not learn schedules")
+        kwargs["cache_dir"] = cache_dir
+    return config_cls(budget=budget, **kwargs)
 
 
 def _jsonable(v) -> bool:

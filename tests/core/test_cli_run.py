@@ -134,6 +134,8 @@ def test_run_rejects_bad_input(saved, tmp_path):
         main([*base, "--budget", "4", "--prompt", "x", "--set", "num_inference_steps=9"])
     with pytest.raises(SystemExit, match="--compare needs images or frames, not output_type='latent'"):
         main([*base, "--budget", "4", "--prompt", "x", "--compare", "--set", "output_type=latent", *FLUX_ARGS])
+    with pytest.raises(SystemExit, match="--cache-dir keeps learnt schedules: it does not go with --no-learn"):
+        main([*base, "--budget", "4", "--prompt", "x", "--no-learn", "--cache-dir", str(tmp_path / "c")])
     with pytest.raises(SystemExit, match="meancache run: cannot load the pipeline"):
         main(["run", str(tmp_path / "missing"), "--budget", "4", "--prompt", "x", "--out", str(tmp_path / "o")])
     with pytest.raises(SystemExit, match="meancache run: --device 'nonsense' is not a torch device"):
