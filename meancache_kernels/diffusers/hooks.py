@@ -12,6 +12,13 @@ call of that step, both CFG branches included:
 
 Which step the loop is in is a host-side counter advanced by ``scheduler.step`` and reset by ``set_timesteps``:
 deciding whether to run the transformer reads no device value.
+
+A generation (:class:`_Generation`) covers the steps the loop actually runs: from the scheduler's begin index
+(``set_begin_index``: image-to-image, inpainting) or the first step it takes, to the end. Its steps are split into
+segments by the transformer that makes them (Wan 2.2's two experts); each segment has its own schedule and estimator
+state, so no estimate uses another model's velocities. ``start_generation`` (at ``set_timesteps``) builds it,
+``start_at`` (at ``set_begin_index``) rebuilds it for a later start, ``begin_step`` / ``end_step`` (at every
+``scheduler.step``) and ``transformer_call`` (at every transformer forward) run it.
 """
 
 from __future__ import annotations
