@@ -193,3 +193,15 @@ def test_preview_rejects_bad_input(tiny_pipe):
 
     with pytest.raises(TypeError, match="MeanCache supports deterministic flow-matching schedulers"):
         preview_schedule(DDIMScheduler(), rule(4), N)
+
+
+def test_preview_of_the_default_config_says_what_learning_does(tiny_pipe):
+    pipe = tiny_pipe("flux")
+    config = MeanCacheConfig(budget=4)
+    preview = preview_schedule(pipe, config, N)
+    assert preview.schedule == preview_schedule(pipe, rule(4), N).schedule  # the rule, until a generation learns
+    if getattr(config, "learn", False):
+        assert preview.note.startswith("learn=True: the first generation at a given N") and "later ones make B" in \
+            preview.note
+    else:
+        assert "learn=True" not in preview.note
