@@ -803,6 +803,7 @@ def _add_preview(sub) -> None:
     p.add_argument("--steps", type=int, default=50, metavar="N", help="num_inference_steps N (default 50)")
     p.add_argument("--schedule", default=None, metavar="FILE", help="a schedule JSON (meancache tune --out)")
     p.add_argument("--profile", default=None, metavar="FILE", help="a calibration profile, solved for --budget")
+    p.add_argument("--no-learn", action="store_true", help="MeanCacheConfig(budget=B, learn=False)")
     shift = p.add_mutually_exclusive_group()
     shift.add_argument("--image-seq-len", type=int, default=None, metavar="L",
                        help="latent sequence length, for schedulers that shift by resolution (FLUX.1 / Qwen-Image "
@@ -860,7 +861,7 @@ def _cmd_preview(args) -> int:
         elif args.profile is not None:
             config = MeanCacheConfig(profile=Profile.load(args.profile), budget=args.budget)
         else:
-            config = MeanCacheConfig(budget=args.budget)
+            config = _budget_config(MeanCacheConfig, args.budget, learn=not args.no_learn)
         scheduler = _load_scheduler(args.model)
         seq_len = args.image_seq_len
         if scheduler.config.get("use_dynamic_shifting", False) and seq_len is None and args.mu is None:

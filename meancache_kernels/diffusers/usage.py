@@ -96,6 +96,9 @@ class SchedulePreview:
             step 1; else 1). True CFG doubles the transformer calls of each evaluation (Qwen-Image, Wan): it is a
             property of the pipeline call, not of the schedule.
         note: what the schedule does not show (tolerance control, a schedule fitted from another N, ...).
+        learns: the configuration learns its schedule from its first generation (``MeanCacheConfig(budget=B)``
+            with learning): that generation computes every step, and ``schedule`` is the calibration-free rule the
+            learnt schedule replaces.
     """
 
     schedule: Schedule | None
@@ -104,6 +107,7 @@ class SchedulePreview:
     source: str
     evaluations_per_step: int = 1
     note: str = ""
+    learns: bool = False
 
     @property
     def num_steps(self) -> int:
@@ -126,9 +130,15 @@ class SchedulePreview:
         lines = [head]
         if self.schedule is not None:
             full = n if self.evaluations_per_step == 1 else self.evaluations_per_step * (n - 1) + 1
-            lines.append(f"model evaluations per generation: {self.model_evaluations} of {full} "
-                         "(x2 with true CFG: Qwen-Image, Wan)")
-            lines.append(f"computed steps: {self.schedule.compute_steps}")
+            if self.learns:
+                lines.append(f"model evaluations: {full} in the first generation (it learns the schedule), then "
+                             f"{self.model_evaluations} of {full} per generation (x2 with true CFG: Qwen-Image, Wan)")
+                lines.append(f"computed steps (the calibration-free rule; the learnt schedule replaces it): "
+                             f"{self.schedule.compute_steps}")
+            else:
+                lines.append(f"model evaluations per generation: {self.model_evaluations} of {full} "
+                             "(x2 with true CFG: Qwen-Image, Wan)")
+                lines.append(f"computed steps: {self.schedule.compute_steps}")
             names = self.schedule.estimator_names()
             gaps = []
             steps = self.schedule.compute_steps + [n]
@@ -235,7 +245,8 @@ def preview_schedule(pipe_or_scheduler, config: MeanCacheConfig, num_inference_s
     evals = 2 if kind == "heun" else 1
     rule_only = config.schedule is None and config.preset is None and config.profile is None and not config.adaptive
     notes = []
-    if rule_only and getattr(config, "learn", False):
+    learns = rule_only and bool(getattr(config, "learn", False))
+    if learns:
         notes.append("learn=True: the first generation at a given N, sigmas, latent shape and scheduler computes every "
                      "step and learns the schedule from its trajectory; later ones make B calls. Shown: the "
                      "calibration-free rule (learn=False), which the learned schedule replaces")
@@ -262,7 +273,8 @@ def preview_schedule(pipe_or_scheduler, config: MeanCacheConfig, num_inference_s
         notes.append("sigmas: the scheduler's own for N; pipelines that pass their own (FLUX.1, Qwen-Image) run "
                      "slightly different values (sigmas= gives them)"
                      + ("; the default rule's steps depend on N and B only" if rule_only else ""))
-    return SchedulePreview(schedule, tuple(host), type(scheduler).__name__, config.source, evals, "\n".join(notes))
+    return SchedulePreview(schedule, tuple(host), type(scheduler).__name__, config.source, evals, "\n".join(notes),
+                           learns)
 
 
 def _base_num_steps(config: MeanCacheConfig) -> int | None:

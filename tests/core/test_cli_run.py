@@ -179,11 +179,15 @@ def test_help_says_bare_meancache_runs_the_demo(capsys):
 
 
 def test_preview_prints_the_default_rule_without_loading_the_model(saved, capsys):
+    from meancache_kernels.diffusers import MeanCacheConfig
+
     assert main(["preview", "--budget", "17"]) == 0  # the shipped model's scheduler (resolution shift)
     text = capsys.readouterr().out
-    assert f"computed steps: {mck.Schedule.uniform(50, 17).compute_steps}" in text
+    assert f": {mck.Schedule.uniform(50, 17).compute_steps}\n" in text  # the rule (until a generation learns)
     assert "17 of 50" in text and len(re.findall(r"skipped, taylorc2", text)) == 33
-    assert main(["preview", str(saved("flux")), "--budget", "4", "--steps", "8"]) == 0
+    assert ("in the first generation (it learns the schedule)" in text) == bool(
+        getattr(MeanCacheConfig(budget=17), "learn", False))
+    assert main(["preview", str(saved("flux")), "--budget", "4", "--steps", "8", "--no-learn"]) == 0
     text = capsys.readouterr().out
     grid = np.linspace(1.0, 1e-3, 8)  # FlowMatchEulerDiscreteScheduler(shift=1) for 8 steps: sigma_min 1 / 1000
     assert "computed steps: [0, 2, 5, 7]" in text and "skipped steps: 1: taylorc2, 3-4: taylorc2, 6: taylorc2" in text

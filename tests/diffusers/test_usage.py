@@ -200,8 +200,12 @@ def test_preview_of_the_default_config_says_what_learning_does(tiny_pipe):
     config = MeanCacheConfig(budget=4)
     preview = preview_schedule(pipe, config, N)
     assert preview.schedule == preview_schedule(pipe, rule(4), N).schedule  # the rule, until a generation learns
-    if getattr(config, "learn", False):
+    learns = bool(getattr(config, "learn", False))
+    assert preview.learns is learns and preview_schedule(pipe, rule(4), N).learns is False
+    text = str(preview)
+    if learns:
         assert preview.note.startswith("learn=True: the first generation at a given N") and "later ones make B" in \
             preview.note
+        assert "model evaluations: 10 in the first generation (it learns the schedule), then 4 of 10" in text
     else:
-        assert "learn=True" not in preview.note
+        assert "learn=True" not in preview.note and "model evaluations per generation: 4 of 10" in text
