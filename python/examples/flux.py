@@ -61,7 +61,10 @@ def main(argv=None) -> int:
     # The steps that will run, before running (FluxPipeline passes these sigmas and shifts them by resolution).
     seq_len = (args.size // (2 * pipe.vae_scale_factor)) ** 2
     sigmas = [1.0 - k * (1.0 - 1.0 / args.steps) / max(args.steps - 1, 1) for k in range(args.steps)]
-    print(preview_schedule(pipe, config, args.steps, sigmas=sigmas, image_seq_len=seq_len).schedule)
+    preview = preview_schedule(pipe, config, args.steps, sigmas=sigmas, image_seq_len=seq_len)
+    print(f"{preview.source}: computed steps {preview.schedule.compute_steps}"
+          + (" (the calibration-free rule, until the first generation has learnt the schedule)" if preview.learns
+             else ""))
     apply_mean_cache(pipe, config)  # the one line
     image, t_mc = generate()
     stats = get_mean_cache_stats(pipe)
