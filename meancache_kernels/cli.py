@@ -545,8 +545,10 @@ def _add_run(sub) -> None:
     p = sub.add_parser(
         "run",
         help="run your own pipeline (local directory or hub id) with MeanCacheConfig(budget=B): stats and images",
-        description="Loads a diffusers flow-matching pipeline, applies MeanCacheConfig(budget=B) (the one line: no "
-        "calibration, no files), generates each prompt with N steps, prints per prompt the transformer calls made "
+        description="Loads a diffusers flow-matching pipeline, applies MeanCacheConfig(budget=B) (the one line: the "
+        "first generation at given settings computes every step and learns the schedule, later ones make B calls; "
+        "--no-learn: the calibration-free rule from the first image; no calibration step either way), generates "
+        "each prompt with N steps, prints per prompt the transformer calls made "
         "and saved, the steps computed and the wall time, and saves the images (video pipelines: one PNG per frame) "
         "and results.json into --out. --compare also generates without MeanCache and prints the PSNR against it. "
         "Any other call argument goes through --set KEY=VALUE (VALUE parsed as JSON when it parses, else a "
