@@ -34,6 +34,7 @@ from diffusers.hooks import HookRegistry, ModelHook
 from diffusers.utils import logging
 
 from ..cache import MeanCacheState
+from ..checks import check_budget
 from ..schedule import Schedule
 from .compat import check_pipeline
 from .config import MeanCacheConfig, adaptive_state, resolve_schedule
@@ -260,6 +261,8 @@ class MeanCacheContext:
         sigmas = sigmas_all[offset:]
         n = len(sigmas) - 1
         budget = self.config.budget
+        if budget is not None and offset == 0:
+            check_budget(budget, n, name="budget (num_inference_steps is N)")
         if budget is not None and offset > 0 and budget > n:
             self.generation = None
             raise ValueError(

@@ -215,7 +215,7 @@ def test_generation_start_is_logged(image_pipe, caplog):
     lines = [r.getMessage() for r in caplog.records if r.name == "meancache_kernels.diffusers.hooks"]
     assert len(lines) == 1
     assert lines[0].startswith(f"MeanCache: N=6 (steps 4..9 of 10), B=3, computed steps {steps}, estimators ")
-    assert "default rule B=3" in lines[0]
+    assert lines[0].endswith(f"({MeanCacheConfig(budget=3).source})")
 
 
 def test_a_given_schedule_is_restricted_to_the_steps_run(image_pipe):

@@ -146,6 +146,31 @@ def test_budget_below_the_number_of_models_raises_before_any_call(tiny_pipe):
     assert calls == []
 
 
+def test_budget_above_n_and_the_log_line(tiny_pipe, caplog):
+    import logging
+
+    pipe = tiny_pipe("wan", two_stage=True)
+    apply_mean_cache(pipe, MeanCacheConfig(budget=N + 1))
+    try:
+        with pytest.raises(ValueError, match=rf"must be in 1..N={N} .*, got {N + 1}"):
+            pipe(**_kw())
+    finally:
+        remove_mean_cache(pipe)
+    config = MeanCacheConfig(budget=B)
+    apply_mean_cache(pipe, config)
+    try:
+        with caplog.at_level(logging.INFO, logger="meancache_kernels.diffusers.hooks"):
+            pipe(**_kw())
+        stats = get_mean_cache_stats(pipe)
+    finally:
+        remove_mean_cache(pipe)
+    b = _boundary_step(pipe)
+    lines = [r.getMessage() for r in caplog.records if r.name == "meancache_kernels.diffusers.hooks"]
+    assert lines == [f"MeanCache: N={N}, B={B}, computed steps {stats.schedule.compute_steps}, estimators "
+                     f"{', '.join(sorted({e for e in stats.schedule.estimator_names() if e}))} ({config.source}), "
+                     f"models transformer from step 0, transformer_2 from step {b}"]
+
+
 # Worked by hand: shares proportional to the steps (B * n / sum), rounded, each in 1..n, summing to B.
 SPLITS = [(5, [8, 2], [4, 1]), (2, [9, 1], [1, 1]), (3, [1, 1, 8], [1, 1, 1]), (10, [8, 2], [8, 2]),
           (4, [5, 5], [2, 2]), (7, [3, 3, 4], [2, 2, 3])]
