@@ -1,0 +1,671 @@
+"""Every flow-matching pipeline class of the installed diffusers, built tiny and offline, and the checks of the
+compatibility matrix (``docs/pipelines.md``, ``python/tools/write_pipelines_md.py``, ``tests/diffusers/test_matrix.py``).
+
+:data:`FLOW_PIPELINES` is the list of pipeline classes whose ``scheduler`` argument is typed as a FlowMatch scheduler
+or UniPC (Wan and its derivatives), as :func:`flow_pipeline_classes` finds it in the installed diffusers; it is kept
+in code so that a diffusers upgrade that adds or drops one shows up as a test failure. :func:`build` makes one
+class tiny (random weights, no files, no hub; text encoders replaced by ``prompt_embeds`` wherever the pipeline
+accepts them) together with the call arguments that fit it; :func:`check` runs the matrix's checks on it.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import re
+import traceback
+import warnings
+from dataclasses import dataclass, field
+
+import torch
+
+__all__ = ["FLOW_PIPELINES", "NOT_BUILT", "Result", "build", "check", "flow_pipeline_classes", "family"]
+
+_FLOW_SCHEDULER = re.compile(r"FlowMatch|UniPC")
+
+
+def flow_pipeline_classes() -> tuple[str, ...]:
+    """Names of the pipeline classes exported by the installed diffusers whose ``__init__`` types ``scheduler`` as a
+    FlowMatch scheduler or ``UniPCMultistepScheduler`` (sorted)."""
+    import diffusers
+    from diffusers import DiffusionPipeline
+
+    names = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for name in dir(diffusers):
+            if "Pipeline" not in name:
+                continue
+            try:
+                cls = getattr(diffusers, name)
+            except Exception:  # optional dependency missing: not a class this install can run
+                continue
+            if not inspect.isclass(cls) or not issubclass(cls, DiffusionPipeline) or cls is DiffusionPipeline:
+                continue
+            param = inspect.signature(cls.__init__).parameters.get("scheduler")
+            if param is not None and _FLOW_SCHEDULER.search(str(param.annotation)):
+                names.append(name)
+    return tuple(sorted(names))
+
+
+# ---------------------------------------------------------------------------------------------------- the matrix
+@dataclass
+class Result:
+    """What :func:`check` found for one pipeline class.
+
+    ``status``: ``"ok"`` (every check passed), ``"refused"`` (``apply_mean_cache`` raises TypeError before any
+    transformer call: ``error`` is its message), ``"not built"`` (no tiny offline build: ``reason``) or ``"failed"``
+    (``reason`` names the check, ``error`` what the user sees).
+    """
+
+    name: str
+    status: str
+    reason: str = ""
+    error: str = ""
+    calls_per_step: int = 0
+    calls: dict = field(default_factory=dict)
+    rel_err: float = float("nan")
+
+
+def _first_tensor(out):
+    """The generated latents of a pipeline output (``return_dict=False``: a tuple)."""
+    if isinstance(out, (tuple, list)):
+        out = out[0]
+    if isinstance(out, (tuple, list)):
+        out = torch.stack([torch.as_tensor(o) for o in out]) if len(out) else torch.zeros(0)
+    if hasattr(out, "images"):
+        out = out.images
+    return torch.as_tensor(out).detach().float().clone()
+
+
+def _install_counter(pipe) -> dict:
+    """Count the real forwards of pipe.transformer (and transformer_2): an instance-level wrapper installed before
+    MeanCache, so MeanCache's hook wraps it and a skipped call never reaches it."""
+    counts = {}
+    scheduler = getattr(pipe, "scheduler", None)
+    if scheduler is not None:
+        counts["steps"] = 0
+        step = scheduler.step
+
+        def counted_step(*args, _step=step, **kwargs):
+            counts["steps"] += 1
+            return _step(*args, **kwargs)
+
+        scheduler.step = functools.wraps(step)(counted_step)
+    for name in ("transformer", "transformer_2"):
+        module = getattr(pipe, name, None)
+        if not isinstance(module, torch.nn.Module):
+            continue
+        counts[name] = 0
+        original = module.forward
+
+        def counted(*args, _name=name, _original=original, **kwargs):
+            counts[_name] += 1
+            return _original(*args, **kwargs)
+
+        module.forward = functools.wraps(original)(counted)
+    return counts
+
+
+def _remove_counter(pipe) -> None:
+    if getattr(pipe, "scheduler", None) is not None:
+        pipe.scheduler.__dict__.pop("step", None)
+    for name in ("transformer", "transformer_2"):
+        module = getattr(pipe, name, None)
+        if isinstance(module, torch.nn.Module):
+            module.__dict__.pop("forward", None)
+
+
+def _run(pipe, kwargs_fn, n: int, counts: dict):
+    for k in counts:
+        counts[k] = 0
+    with torch.no_grad():
+        out = _first_tensor(pipe(**kwargs_fn(n), return_dict=False))
+    return out, sum(v for k, v in counts.items() if k != "steps"), counts.get("steps", 0)
+
+
+def _error_line(e: BaseException) -> str:
+    msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
+    return f"{type(e).__name__}: {msg}"[:400]
+
+
+# Relative L2 distance of the cached output (N = 6, B = 3) to the uncached one that a pipeline must stay within.
+# The tiny random models' velocities change fast, so the bound is loose; it still fails on a wrong estimate
+# (measured in docs/pipelines.md, column "rel. err").
+REL_ERR_BOUND = 0.5
+
+
+def check(name: str, *, n: int = 6, budget: int = 3, n2: int = 8) -> Result:
+    """Run the matrix's checks on the tiny ``name`` (a class of :data:`FLOW_PIPELINES`).
+
+    Uncached, N = ``n``: the transformer calls per step (c). With ``MeanCacheConfig(budget=budget)``: calls =
+    budget * c, the output within :data:`REL_ERR_BOUND` of uncached, a second call identical (state reset), a call at
+    N = ``n2`` makes budget * c calls again; after ``remove_mean_cache`` the output is bit-identical to uncached.
+    """
+    from . import MeanCacheConfig, apply_mean_cache, get_mean_cache_stats, remove_mean_cache
+
+    if name in NOT_BUILT:
+        return Result(name, "not built", reason=NOT_BUILT[name])
+    if name not in _BUILDERS:
+        return Result(name, "not built", reason="no tiny builder yet")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            pipe, kwargs_fn = build(name)
+        except Exception as e:  # pragma: no cover - reported in the matrix
+            return Result(name, "not built", reason="tiny build failed", error=_error_line(e))
+        counts = _install_counter(pipe)
+        res = Result(name, "failed")
+        stage = "uncached call"
+        try:
+            ref, calls, steps = _run(pipe, kwargs_fn, n, counts)
+            if calls == 0 or steps == 0 or calls % steps:
+                res.reason = (f"uncached, N = {n}: {calls} transformer calls over {steps} scheduler.step() calls "
+                              "(not a whole number per step)")
+                return res
+            cps = res.calls_per_step = calls // steps
+            stage = "apply_mean_cache"
+            try:
+                apply_mean_cache(pipe, MeanCacheConfig(budget=budget))
+            except TypeError as e:
+                return Result(name, "refused", reason="apply_mean_cache refuses it", error=_error_line(e),
+                              calls_per_step=cps)
+            try:
+                stage = "cached call"
+                out1, c1, _ = _run(pipe, kwargs_fn, n, counts)
+                stats = get_mean_cache_stats(pipe)
+                res.calls = {"cached": c1, "stats": stats.transformer_calls}
+                if (c1 != budget * cps or stats.transformer_calls != c1 or not stats.finished
+                        or stats.num_steps != steps):
+                    res.reason = (f"cached N = {n}, B = {budget}: {c1} transformer calls (stats say "
+                                  f"{stats.transformer_calls} over {stats.num_steps} steps, finished={stats.finished}), "
+                                  f"expected {budget * cps} over {steps}")
+                    return res
+                res.rel_err = float((out1 - ref).norm() / ref.norm().clamp_min(1e-12))
+                if not res.rel_err <= REL_ERR_BOUND:
+                    res.reason = f"cached output {res.rel_err:.3f} away from uncached (bound {REL_ERR_BOUND})"
+                    return res
+                stage = "second cached call"
+                out2, c2, _ = _run(pipe, kwargs_fn, n, counts)
+                if c2 != c1 or not torch.equal(out2, out1):
+                    res.reason = "a second cached call differs from the first (state not reset)"
+                    return res
+                stage = f"cached call at N = {n2}"
+                _, c3, _ = _run(pipe, kwargs_fn, n2, counts)
+                stats = get_mean_cache_stats(pipe)
+                # img2img / inpaint run fewer steps than N: only more than at N = n.
+                if c3 != budget * cps or not stats.finished or not stats.num_steps > steps:
+                    res.reason = (f"cached N = {n2}, B = {budget}: {c3} transformer calls over "
+                                  f"{stats.num_steps} steps (finished={stats.finished}), expected {budget * cps} "
+                                  f"over more than {steps}")
+                    return res
+            finally:
+                remove_mean_cache(pipe)
+            stage = "call after remove_mean_cache"
+            out4, _, _ = _run(pipe, kwargs_fn, n, counts)
+            if not torch.equal(out4, ref):
+                res.reason = "output after remove_mean_cache is not bit-identical to uncached"
+                return res
+        except Exception as e:
+            res.reason = f"{stage} raised"
+            res.error = _error_line(e)
+            res.trace = traceback.format_exc()
+            return res
+        finally:
+            _remove_counter(pipe)
+    res.status = "ok"
+    return res
+
+
+# ---------------------------------------------------------------------------------------------------- builders
+_BUILDERS: dict = {}
+_FAMILY: dict = {}
+# Classes with no tiny offline build, and why.
+NOT_BUILT: dict = {}
+
+
+def _builder(*names: str, family: str):
+    def register(fn):
+        for name in names:
+            _BUILDERS[name] = functools.partial(fn, name)
+            _FAMILY[name] = family
+        return fn
+
+    return register
+
+
+def family(name: str) -> str:
+    """The model family of a pipeline class of :data:`FLOW_PIPELINES` (the diffusers subpackage when unbuilt)."""
+    if name in _FAMILY:
+        return _FAMILY[name]
+    import diffusers
+
+    return getattr(diffusers, name).__module__.split(".")[2]
+
+
+def build(name: str):
+    """``(pipe, kwargs)``: the tiny ``name`` pipeline (seeded, eval mode, CPU) and ``kwargs(n)``, its call arguments
+    for ``num_inference_steps=n`` (output_type="latent", seeded generator). KeyError when there is no builder."""
+    if name not in _BUILDERS:
+        raise KeyError(f"no tiny builder for {name!r}" + (f": {NOT_BUILT[name]}" if name in NOT_BUILT else ""))
+    pipe, kwargs = _BUILDERS[name]()
+    _memoize_encode(pipe)
+    for component in pipe.components.values():
+        if isinstance(component, torch.nn.Module):
+            component.eval()
+    pipe.set_progress_bar_config(disable=True)
+    return pipe, kwargs
+
+
+def _memoize_encode(pipe) -> None:
+    """The matrix calls each pipeline five times with the same image: encode it with the VAE once (an instance-level
+    memo of ``vae.encode`` on an equal input; the VAE is not what is tested)."""
+    vae = getattr(pipe, "vae", None)
+    if not isinstance(vae, torch.nn.Module) or not hasattr(vae, "encode"):
+        return
+    encode = vae.encode
+    memo = []
+
+    def memo_encode(x, *args, **kwargs):
+        for key, a, k, out in memo:
+            if key.shape == x.shape and key.dtype == x.dtype and torch.equal(key, x) and (a, k) == (args, kwargs):
+                return out
+        out = encode(x, *args, **kwargs)
+        memo.append((x.detach().clone(), args, kwargs, out))
+        return out
+
+    vae.encode = functools.wraps(encode)(memo_encode)
+
+
+def _cls(name: str):
+    import diffusers
+
+    return getattr(diffusers, name)
+
+
+def _make(name: str, components: dict, **extra):
+    """``name(**components)`` keeping only the arguments its ``__init__`` takes."""
+    cls = _cls(name)
+    params = inspect.signature(cls.__init__).parameters
+    kw = {k: v for k, v in {**components, **extra}.items() if k in params}
+    return cls(**kw)
+
+
+def _kwargs(base: dict, seed: int = 0):
+    """``kwargs(n)``: ``base`` plus num_inference_steps, output_type="latent" and a fresh seeded generator."""
+
+    def kwargs(n: int) -> dict:
+        return {"output_type": "latent", **base, "num_inference_steps": n,
+                "generator": torch.Generator().manual_seed(seed)}
+
+    return kwargs
+
+
+def _image(height: int, width: int, seed: int = 0):
+    """A seeded RGB PIL image."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    return Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8))
+
+
+def _mask(height: int, width: int):
+    """A PIL mask: the right half to repaint."""
+    import numpy as np
+    from PIL import Image
+
+    m = np.zeros((height, width), dtype=np.uint8)
+    m[:, width // 2:] = 255
+    return Image.fromarray(m)
+
+
+# Strength of the image-to-image and inpaint calls (a generation that starts mid-schedule).
+STRENGTH = 0.6
+
+
+# ------------------------------------------------------------------------------ Flux.1 and its variants
+def _flux_components(in_channels: int = 4, out_channels: int | None = None):
+    from diffusers import FluxTransformer2DModel
+
+    from .testing import tiny_pipeline
+
+    comps = dict(tiny_pipeline("flux").components)
+    if in_channels != 4 or out_channels is not None:
+        torch.manual_seed(0)
+        comps["transformer"] = FluxTransformer2DModel(
+            patch_size=1, in_channels=in_channels, out_channels=out_channels or 4, num_layers=1, num_single_layers=1,
+            attention_head_dim=16, num_attention_heads=2, joint_attention_dim=32, pooled_projection_dim=32,
+            axes_dims_rope=[4, 4, 8])
+    return comps
+
+
+def _flux_controlnet():
+    from diffusers import FluxControlNetModel
+
+    torch.manual_seed(0)
+    return FluxControlNetModel(patch_size=1, in_channels=4, num_layers=1, num_single_layers=1, attention_head_dim=16,
+                               num_attention_heads=2, joint_attention_dim=32, pooled_projection_dim=32,
+                               axes_dims_rope=[4, 4, 8])
+
+
+_FLUX_CALL = dict(prompt="a red cube", height=16, width=16, guidance_scale=3.5, max_sequence_length=16)
+
+
+@_builder("FluxPipeline", "FluxImg2ImgPipeline", "FluxInpaintPipeline", "FluxKontextPipeline",
+          "FluxKontextInpaintPipeline", family="Flux.1")
+def _flux(name):
+    pipe = _make(name, _flux_components())
+    call = dict(_FLUX_CALL)
+    if name != "FluxPipeline":
+        call["image"] = _image(16, 16)
+    if "Inpaint" in name:
+        call["mask_image"] = _mask(16, 16)
+    if name in ("FluxImg2ImgPipeline", "FluxInpaintPipeline", "FluxKontextInpaintPipeline"):
+        call["strength"] = STRENGTH
+    if name.startswith("FluxKontext"):
+        call["_auto_resize"] = False
+        call["max_area"] = 16 * 16
+    return pipe, _kwargs(call)
+
+
+@_builder("FluxFillPipeline", family="Flux.1")
+def _flux_fill(name):
+    # Fill concatenates the packed latents (4), the masked image's latents (4) and the packed mask (vae scale 1: 4).
+    pipe = _make(name, _flux_components(in_channels=12, out_channels=4))
+    return pipe, _kwargs(dict(_FLUX_CALL, image=_image(16, 16), mask_image=_mask(16, 16)))
+
+
+@_builder("FluxControlPipeline", "FluxControlImg2ImgPipeline", "FluxControlInpaintPipeline", family="Flux.1")
+def _flux_control(name):
+    pipe = _make(name, _flux_components(in_channels=8, out_channels=4))
+    call = dict(_FLUX_CALL, control_image=_image(16, 16, seed=1))
+    if name != "FluxControlPipeline":
+        call.update(image=_image(16, 16), strength=STRENGTH)
+    if "Inpaint" in name:
+        call["mask_image"] = _mask(16, 16)
+    return pipe, _kwargs(call)
+
+
+@_builder("FluxControlNetPipeline", "FluxControlNetImg2ImgPipeline", "FluxControlNetInpaintPipeline",
+          family="Flux.1")
+def _flux_controlnet_pipe(name):
+    pipe = _make(name, _flux_components(), controlnet=_flux_controlnet())
+    call = dict(_FLUX_CALL, control_image=_image(16, 16, seed=1), controlnet_conditioning_scale=0.5)
+    if name != "FluxControlNetPipeline":
+        call.update(image=_image(16, 16), strength=STRENGTH)
+    if "Inpaint" in name:
+        call["mask_image"] = _mask(16, 16)
+    return pipe, _kwargs(call)
+
+
+@_builder("VisualClozePipeline", "VisualClozeGenerationPipeline", family="Flux.1")
+def _visualcloze(name):
+    pipe = _make(name, _flux_components(in_channels=12, out_channels=4), resolution=16)
+    # One in-context example (two images) and the query (an image, then the one to generate: None).
+    images = [[_image(16, 16, 1), _image(16, 16, 2)], [_image(16, 16, 3), None]]
+    call = dict(task_prompt="edges to image", content_prompt="a red cube", image=images, guidance_scale=3.5,
+                max_sequence_length=16)
+    if name == "VisualClozePipeline":
+        call.update(upsampling_strength=0.0)
+    return pipe, _kwargs(call)
+
+
+# ------------------------------------------------------------------------------ Stable Diffusion 3
+_SD3_CALL = dict(prompt="a red cube", negative_prompt="blurry", height=16, width=16, guidance_scale=5.0,
+                 max_sequence_length=16)
+
+
+def _sd3_components():
+    from .testing import tiny_pipeline
+
+    return dict(tiny_pipeline("sd3").components)
+
+
+@_builder("StableDiffusion3Pipeline", "StableDiffusion3Img2ImgPipeline", "StableDiffusion3InpaintPipeline",
+          "StableDiffusion3PAGPipeline", "StableDiffusion3PAGImg2ImgPipeline", family="Stable Diffusion 3")
+def _sd3(name):
+    comps = _sd3_components()
+    if "Inpaint" in name:  # the inpaint pipeline insists on 16 (or 33) latent channels
+        from diffusers import AutoencoderKL, SD3Transformer2DModel
+
+        torch.manual_seed(0)
+        comps["transformer"] = SD3Transformer2DModel(
+            sample_size=32, patch_size=1, in_channels=16, num_layers=1, attention_head_dim=8, num_attention_heads=4,
+            caption_projection_dim=32, joint_attention_dim=32, pooled_projection_dim=64, out_channels=16)
+        torch.manual_seed(0)
+        comps["vae"] = AutoencoderKL(sample_size=32, in_channels=3, out_channels=3, block_out_channels=(4,),
+                                     layers_per_block=1, latent_channels=16, norm_num_groups=1, use_quant_conv=False,
+                                     use_post_quant_conv=False, shift_factor=0.0609, scaling_factor=1.5035)
+    pipe = _make(name, comps, pag_applied_layers=["blocks.0"])
+    call = dict(_SD3_CALL)
+    if "Img2Img" in name or "Inpaint" in name:
+        call.update(image=_image(16, 16), strength=STRENGTH)
+    if "Inpaint" in name:
+        call["mask_image"] = _mask(16, 16)
+    if "PAG" in name:
+        call["pag_scale"] = 2.0
+    return pipe, _kwargs(call)
+
+
+@_builder("StableDiffusion3ControlNetPipeline", "StableDiffusion3ControlNetInpaintingPipeline",
+          family="Stable Diffusion 3")
+def _sd3_controlnet(name):
+    from diffusers import SD3ControlNetModel
+
+    inpaint = "Inpaint" in name
+    torch.manual_seed(0)
+    # The inpainting controlnet takes the control image's latents (4) and the mask (1) as extra channels.
+    controlnet = SD3ControlNetModel(sample_size=32, patch_size=1, in_channels=4, num_layers=1, attention_head_dim=8,
+                                    num_attention_heads=4, joint_attention_dim=32, caption_projection_dim=32,
+                                    pooled_projection_dim=64, out_channels=4,
+                                    extra_conditioning_channels=1 if inpaint else 0)
+    pipe = _make(name, _sd3_components(), controlnet=controlnet)
+    call = dict(_SD3_CALL, control_image=_image(16, 16, seed=1), controlnet_conditioning_scale=0.5)
+    if inpaint:
+        call["control_mask"] = _mask(16, 16)
+    return pipe, _kwargs(call)
+
+
+# ------------------------------------------------------------------------------ Qwen-Image
+_QWEN_CALL = dict(height=32, width=32, true_cfg_scale=4.0)
+
+
+def _qwen_embeds(seed: int, length: int = 7, dim: int = 16):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(1, length, dim, generator=g), torch.ones(1, length, dtype=torch.long)
+
+
+def _qwen_prompt(dim: int = 16) -> dict:
+    """prompt_embeds (and the negative ones) instead of the Qwen2.5-VL text encoder."""
+    pe, pm = _qwen_embeds(1, dim=dim)
+    ne, nm = _qwen_embeds(2, length=5, dim=dim)
+    return dict(prompt_embeds=pe, prompt_embeds_mask=pm, negative_prompt_embeds=ne, negative_prompt_embeds_mask=nm)
+
+
+def _qwen_components(**transformer_overrides):
+    from diffusers import QwenImageTransformer2DModel
+
+    from .testing import tiny_pipeline
+
+    comps = dict(tiny_pipeline("qwen-image").components)
+    if transformer_overrides:
+        cfg = dict(patch_size=2, in_channels=16, out_channels=4, num_layers=2, attention_head_dim=16,
+                   num_attention_heads=3, joint_attention_dim=16, guidance_embeds=False, axes_dims_rope=(8, 4, 4))
+        cfg.update(transformer_overrides)
+        torch.manual_seed(0)
+        comps["transformer"] = QwenImageTransformer2DModel(**cfg)
+    return comps
+
+
+def _qwen_vae_16x():
+    """A Qwen-Image VAE that downsamples 16x: the edit pipelines resize their condition image to a fixed area
+    (about 1024 x 1024), which this keeps to a small latent grid."""
+    from diffusers import AutoencoderKLQwenImage
+
+    torch.manual_seed(0)
+    return AutoencoderKLQwenImage(base_dim=2, z_dim=4, dim_mult=[1, 1, 1, 1, 1], num_res_blocks=1,
+                                  temperal_downsample=[False, True, True, True], latents_mean=[0.0] * 4,
+                                  latents_std=[1.0] * 4)
+
+
+@_builder("QwenImagePipeline", "QwenImageImg2ImgPipeline", "QwenImageInpaintPipeline", "QwenImageEditPipeline",
+          "QwenImageEditPlusPipeline", "QwenImageEditInpaintPipeline", family="Qwen-Image")
+def _qwen(name):
+    comps = _qwen_components()
+    if "Edit" in name:
+        comps["vae"] = _qwen_vae_16x()
+    pipe = _make(name, comps, processor=None)
+    call = dict(_QWEN_CALL, **_qwen_prompt())
+    if name != "QwenImagePipeline":
+        call["image"] = _image(32, 32)
+    if "Edit" in name:  # multiples of 32 with the 16x VAE
+        call.update(height=64, width=64)
+    if "Img2Img" in name or "Inpaint" in name:
+        call["strength"] = STRENGTH
+    if "Inpaint" in name:
+        call["mask_image"] = _mask(32, 32)
+    return pipe, _kwargs(call)
+
+
+@_builder("QwenImageLayeredPipeline", family="Qwen-Image")
+def _qwen_layered(name):
+    comps = _qwen_components(use_layer3d_rope=True, use_additional_t_cond=True)
+    comps["vae"] = _qwen_vae_16x()  # the pipeline works at a fixed 640 x 640 area
+    pipe = _make(name, comps, processor=None)
+    # A prompt (the tiny text encoder) rather than embeddings: without one the pipeline captions the image first.
+    call = dict(_QWEN_CALL, prompt="a red cube", negative_prompt="blurry", image=_image(32, 32), layers=2,
+                resolution=640, output_type="pt")  # "latent" is not handled by this pipeline
+    for k in ("height", "width"):
+        call.pop(k)
+    return pipe, _kwargs(call)
+
+
+@_builder("QwenImageControlNetPipeline", "QwenImageControlNetInpaintPipeline", family="Qwen-Image")
+def _qwen_controlnet(name):
+    from diffusers import QwenImageControlNetModel
+
+    inpaint = "Inpaint" in name
+    torch.manual_seed(0)
+    controlnet = QwenImageControlNetModel(patch_size=2, in_channels=16, out_channels=4, num_layers=1,
+                                          attention_head_dim=16, num_attention_heads=3, joint_attention_dim=16,
+                                          axes_dims_rope=(8, 4, 4), extra_condition_channels=4 if inpaint else 0)
+    pipe = _make(name, _qwen_components(), controlnet=controlnet)
+    call = dict(_QWEN_CALL, **_qwen_prompt(), control_image=_image(32, 32, seed=1), controlnet_conditioning_scale=0.5)
+    if inpaint:
+        call["control_mask"] = _mask(32, 32)
+    return pipe, _kwargs(call)
+
+
+# ------------------------------------------------------------------------------ Z-Image
+_ZIMAGE_CALL = dict(height=32, width=32, guidance_scale=3.0, cfg_normalization=False, cfg_truncation=1.0)
+
+
+def _zimage_prompt(dim: int = 16) -> dict:
+    """Per-sample lists of caption features instead of the Qwen3 text encoder."""
+    g = torch.Generator().manual_seed(1)
+    return dict(prompt_embeds=[torch.randn(7, dim, generator=g)], negative_prompt_embeds=[torch.randn(5, dim, generator=g)])
+
+
+def _zimage_components():
+    from .testing import tiny_pipeline
+
+    return dict(tiny_pipeline("z-image").components)
+
+
+@_builder("ZImagePipeline", "ZImageImg2ImgPipeline", "ZImageInpaintPipeline", family="Z-Image")
+def _zimage(name):
+    pipe = _make(name, _zimage_components())
+    call = dict(_ZIMAGE_CALL, **_zimage_prompt())
+    if name != "ZImagePipeline":
+        call.update(image=_image(32, 32), strength=STRENGTH)
+    if "Inpaint" in name:
+        call["mask_image"] = _mask(32, 32)
+    return pipe, _kwargs(call)
+
+
+@_builder("ZImageControlNetPipeline", "ZImageControlNetInpaintPipeline", family="Z-Image")
+def _zimage_controlnet(name):
+    from diffusers import ZImageControlNetModel
+
+    torch.manual_seed(0)
+    controlnet = ZImageControlNetModel(control_layers_places=[0], control_refiner_layers_places=[0],
+                                       control_in_dim=16 + (17 if "Inpaint" in name else 0),
+                                       all_patch_size=(2,), all_f_patch_size=(1,), dim=32, n_refiner_layers=1,
+                                       n_heads=2, n_kv_heads=2, norm_eps=1e-5, qk_norm=True)
+    pipe = _make(name, _zimage_components(), controlnet=controlnet)
+    call = dict(_ZIMAGE_CALL, **_zimage_prompt(), control_image=_image(32, 32, seed=1))
+    if "Inpaint" in name:
+        call.update(image=_image(32, 32), mask_image=_mask(32, 32))
+    return pipe, _kwargs(call)
+
+
+# ------------------------------------------------------------------------------ Wan and its derivatives
+_WAN_CALL = dict(prompt="a red cube", negative_prompt="blurry", height=16, width=16, num_frames=5, guidance_scale=5.0,
+                 max_sequence_length=16)
+
+
+def _wan_transformer(cls_name: str = "WanTransformer3DModel", **overrides):
+    import diffusers
+
+    cfg = dict(patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=12, in_channels=16, out_channels=16,
+               text_dim=32, freq_dim=256, ffn_dim=32, num_layers=2, cross_attn_norm=True,
+               qk_norm="rms_norm_across_heads", rope_max_seq_len=32)
+    cfg.update(overrides)
+    torch.manual_seed(0)
+    return getattr(diffusers, cls_name)(**cfg)
+
+
+def _wan_components(**transformer_overrides):
+    from .testing import tiny_pipeline
+
+    comps = dict(tiny_pipeline("wan").components)
+    if transformer_overrides:
+        comps["transformer"] = _wan_transformer(**transformer_overrides)
+    return comps
+
+
+def _video(frames: int, height: int, width: int):
+    return [_image(height, width, seed=i) for i in range(frames)]
+
+
+@_builder("WanPipeline", family="Wan")
+def _wan(name):
+    return _make(name, _wan_components()), _kwargs(dict(_WAN_CALL))
+
+
+@_builder("WanImageToVideoPipeline", family="Wan")
+def _wan_i2v(name):
+    # Wan 2.2-style image-to-video without an image encoder: noise (16) + image latents (16) + frame mask (4).
+    pipe = _make(name, _wan_components(in_channels=36), image_encoder=None, image_processor=None)
+    return pipe, _kwargs(dict(_WAN_CALL, image=_image(16, 16)))
+
+
+@_builder("WanVideoToVideoPipeline", family="Wan")
+def _wan_v2v(name):
+    pipe = _make(name, _wan_components())
+    call = dict(_WAN_CALL, video=_video(5, 16, 16), strength=STRENGTH)
+    call.pop("num_frames")
+    return pipe, _kwargs(call)
+
+
+@_builder("WanVACEPipeline", family="Wan")
+def _wan_vace(name):
+    comps = _wan_components()
+    comps["transformer"] = _wan_transformer("WanVACETransformer3DModel", vace_layers=[0], vace_in_channels=96)
+    pipe = _make(name, comps)
+    return pipe, _kwargs(dict(_WAN_CALL, video=_video(5, 16, 16), mask=[_mask(16, 16)] * 5))
+
+
+@_builder("LucyEditPipeline", family="Wan")
+def _lucy(name):
+    pipe = _make(name, _wan_components(in_channels=32))
+    return pipe, _kwargs(dict(_WAN_CALL, video=_video(5, 16, 16)))
+
+
+@_builder("ChronoEditPipeline", family="Wan")
+def _chronoedit(name):
+    comps = _wan_components()
+    comps["transformer"] = _wan_transformer("ChronoEditTransformer3DModel", in_channels=36)
+    pipe = _make(name, comps, image_encoder=None, image_processor=None)
+    return pipe, _kwargs(dict(_WAN_CALL, image=_image(16, 16)))
