@@ -10,11 +10,13 @@ exactly B model calls. What was learnt can be saved and loaded (:meth:`MeanCache
 The decision rule (:func:`learn_schedule`), chosen on the analytic flows of :mod:`meancache_kernels.testing`
 (bench/studies/learned_default.py; bench/RESULTS.md, "The one line that sees the model"):
 
-- the learning trajectory's dynamics signature (:mod:`meancache_kernels.dynamics`) gives the regime: an **early
-  phase** when the output norm grows by more than 20 % over the first 10/28 of the steps (FLUX.1: +86 %);
+- the learning trajectory gives the regime: an **early phase** when the first 10/28 of the steps hold at least a
+  third of the output's total change ``c_i = ||v_i - v_{i-1}|| / mean_j ||v_j||`` (measured on single trajectories of
+  the flows: 0.35-0.75 with an early phase, 0.03-0.27 without; the per-step ratio of
+  :mod:`meancache_kernels.dynamics` divides by ||v_{i-1}||, which swings where the output norm dips);
 - early phase, B >= N/3: the computed steps are placed where the model changes, evenly in the coordinate
-  ``u = cumsum(0.5 + 0.5 c_i ** 0.5 / mean(c ** 0.5))`` (c_i the relative change of the output at step i), with the
-  default rule's estimators; evenly spaced steps lost 15-45 dB there;
+  ``u = cumsum(0.5 + 0.5 c_i ** 0.5 / mean(c ** 0.5))``, with the default rule's estimators; evenly spaced steps
+  lost 15-45 dB there;
 - early phase, B < N/3: the paper's PSSP with its jvp estimator on the profile of the one learning trajectory (the
   polynomial estimators where the sampler forbids jvp); its dense-start schedule held up best at long gaps;
 - smooth: the schedule among (even rule, PSSP over the polynomial estimators, the change-density placement) with
@@ -39,26 +41,37 @@ from .default_rule import DEFAULT_RULE, MULTISTEP_RULE, SAMPLERS, _check_allowed
 from .dynamics import Signature, signature_from_velocities
 from .schedule import Schedule
 
-__all__ = ["MeanCache", "Learned", "learn_schedule", "density_schedule", "replay", "early_growth", "trajectory_key",
-           "EARLY_PHASE_GROWTH"]
+__all__ = ["MeanCache", "Learned", "learn_schedule", "density_schedule", "replay", "output_changes", "early_share",
+           "trajectory_key", "EARLY_PHASE_SHARE"]
 
-# An output norm that grows by more than this factor over the first 10/28 of the steps marks an early phase.
-EARLY_PHASE_GROWTH = 1.2
+# The first 10/28 of the steps mark an early phase when they hold this share of the output's total change.
+EARLY_PHASE_SHARE = 1 / 3
 DENSITY_EXPONENT = 0.5  # u grows as the relative change to this power ...
 DENSITY_MIX = 0.5  # ... mixed half and half with even spacing
 _FORMAT = "meancache-learned"
 _FORMAT_VERSION = 1
 
 
-def early_growth(signature: Signature) -> float:
-    """The output-norm growth over the first round(10/28 N) steps: FLUX.1's prod10 at N = 28, comparable at any N."""
-    k = max(1, round(signature.num_steps * 10 / 28))
-    return float(np.prod(signature.ratios[1:k + 1]))
+def output_changes(v: torch.Tensor) -> list[float]:
+    """``c_i = ||v_i - v_{i-1}|| / mean_j ||v_j||`` per step (c_0 = 0), averaged over the samples of ``v`` [N, S, ...]:
+    how much the output changes at each step, on one scale for the whole trajectory."""
+    flat = v.detach().reshape(v.shape[0], v.shape[1], -1).double()
+    scale = flat.norm(dim=2).mean(0).clamp_min(1e-30)  # [S]
+    d = (flat[1:] - flat[:-1]).norm(dim=2) / scale  # [N-1, S]
+    return [0.0] + d.mean(1).tolist()
+
+
+def early_share(changes) -> float:
+    """The share of the total change (:func:`output_changes`) made in the first round(10/28 N) steps."""
+    c = np.asarray(changes, dtype=np.float64)
+    k = max(1, round(len(c) * 10 / 28))
+    total = c[1:].sum()
+    return float(c[1:k + 1].sum() / total) if total > 0 else 0.0
 
 
 def density_steps(changes, budget: int) -> list[int]:
     """B computed steps (0 and N - 1 included) evenly spaced in u = cumsum(density), density = DENSITY_MIX +
-    (1 - DENSITY_MIX) c^q / mean(c^q) with c the per-step relative change of the output (c_0 := c_1)."""
+    (1 - DENSITY_MIX) c^q / mean(c^q) with c the per-step change of the output (:func:`output_changes`; c_0 := c_1)."""
     c = np.asarray(changes, dtype=np.float64).copy()
     n = len(c)
     if budget >= n:
@@ -140,14 +153,14 @@ def learn_schedule(z: torch.Tensor, v: torch.Tensor, sigmas, budget: int, *, sam
     if sampler == "multistep":
         poly = tuple(e for e in poly if e in ("taylor1", "taylor2")) or ("taylor1",)
     jvp_ok = sampler == "euler" and (estimators is None or "jvp" in estimators)
-    signature = signature_from_velocities(list(v))
-    growth = early_growth(signature)
-    early = growth >= EARLY_PHASE_GROWTH
-    info = {"regime": "early phase" if early else "smooth", "early_growth": round(growth, 4)}
+    changes = output_changes(v)
+    share = early_share(changes)
+    early = share >= EARLY_PHASE_SHARE
+    info = {"regime": "early phase" if early else "smooth", "early_share": round(share, 4)}
     if b >= n:
         return Schedule.full(n), dict(info, choice="every step")
     if early and 3 * b >= n:
-        sched = density_schedule(s, b, signature.changes, estimators=poly, sampler=sampler)
+        sched = density_schedule(s, b, changes, estimators=poly, sampler=sampler)
         return sched, dict(info, choice="change-density")
     profile = profile_from_trajectories([(z, v)], s, backend=backend, estimators=poly)
     if early:
@@ -157,7 +170,7 @@ def learn_schedule(z: torch.Tensor, v: torch.Tensor, sigmas, budget: int, *, sam
     candidates = {
         "default rule": default_schedule(s, b, estimators=poly, sampler=sampler),
         "pssp": solve(profile, b, estimators=poly, backend=solver_backend),
-        "change-density": density_schedule(s, b, signature.changes, estimators=poly, sampler=sampler),
+        "change-density": density_schedule(s, b, changes, estimators=poly, sampler=sampler),
     }
     errors = {name: _final_error(replay(c, z, v, s, backend=backend), z[n]) for name, c in candidates.items()}
     best = min(errors, key=errors.get)
@@ -202,14 +215,19 @@ class MeanCache:
         cache_dir: a directory where what is learnt is written (one JSON file per key) and read back by later
             processes; None: in memory only (see :meth:`save` / :meth:`load`).
         backend: op backend; solver_backend: PSSP solver backend.
+        namespace: prefixed to every key (e.g. the model's identity), so that one ``cache_dir`` can serve several
+            models.
 
     ``mc.learned`` maps each key (:func:`trajectory_key`) to its :class:`Learned`; ``mc.last`` describes the last
     generation (``learning``, ``calls``, ``key``).
     """
 
     def __init__(self, budget: int, *, learn: bool = True, estimators=None, cache_dir: str | os.PathLike | None = None,
-                 backend: str = "auto", solver_backend: str = "auto"):
+                 backend: str = "auto", solver_backend: str = "auto", namespace: str = ""):
         self.budget = check_budget(budget)
+        if not isinstance(namespace, str) or any(c in namespace for c in "/\\"):
+            raise ValueError(f"namespace must be a string without path separators, got {namespace!r}")
+        self.namespace = namespace
         if not isinstance(learn, bool):
             raise TypeError(f"learn must be a bool, got {learn!r}")
         if estimators is not None:
@@ -231,6 +249,11 @@ class MeanCache:
         return f"MeanCache(budget={self.budget}, learn={self.learn}, learned={len(self.learned)} keys)"
 
     # ------------------------------------------------------------------ what to run
+    def key(self, sigmas, sample_shape, sampler: str = "euler") -> str:
+        """The key of a generation (:func:`trajectory_key`, after the namespace)."""
+        k = trajectory_key(sigmas, sample_shape, sampler)
+        return f"{self.namespace}-{k}" if self.namespace else k
+
     def lookup(self, key: str) -> Learned | None:
         """The learnt entry at ``key`` (from memory, else from ``cache_dir``), or None."""
         entry = self.learned.get(key)
@@ -249,13 +272,13 @@ class MeanCache:
         check_budget(self.budget, len(s) - 1, name="budget (the number of steps is N)")
         if not self.learn:
             return default_schedule(s, self.budget, estimators=self.estimators, sampler=sampler)
-        entry = self.lookup(trajectory_key(s, sample_shape, sampler))
+        entry = self.lookup(self.key(s, sample_shape, sampler))
         return None if entry is None else entry.schedule
 
     def learn_from(self, z: torch.Tensor, v: torch.Tensor, sigmas, *, sampler: str = "euler") -> Learned:
         """Learn the schedule of the key of this trajectory (``z`` [N+1, S, ...], ``v`` [N, S, ...]) and store it."""
         s = as_sigmas(sigmas)
-        key = trajectory_key(s, tuple(z.shape[2:]), sampler)
+        key = self.key(s, tuple(z.shape[2:]), sampler)
         schedule, info = learn_schedule(z, v, s, self.budget, sampler=sampler, estimators=self.estimators,
                                         backend=self.backend, solver_backend=self.solver_backend)
         info = dict(info, generation=self.generations)
@@ -279,7 +302,7 @@ class MeanCache:
             raise TypeError(f"z must be a torch.Tensor [S, ...], got {type(z).__name__}")
         s = as_sigmas(sigmas)
         n = len(s) - 1
-        key = trajectory_key(s, tuple(z.shape[1:]), "euler")
+        key = self.key(s, tuple(z.shape[1:]))
         schedule = self.schedule_for(s, tuple(z.shape[1:]))
         calls = [0]
 

@@ -2,8 +2,10 @@
 
 Where the schedule comes from (one of):
 
-- ``budget`` alone: the calibration-free default rule (:func:`meancache_kernels.default_rule`), fitted to the
-  sigmas of every generation (any N, any shift): no model calls, no files;
+- ``budget`` alone: the one line that sees the model (:class:`meancache_kernels.MeanCache`): the first generation
+  at each (N, sigmas, latent shape, scheduler) computes every step (the exact image) and learns the schedule from
+  its trajectory; every later one makes B calls per CFG branch. ``learn=False``: the calibration-free default rule
+  (:func:`meancache_kernels.default_rule`), fitted to the sigmas of every generation: no model calls, no files;
 - ``budget`` with ``adaptive=True``, or ``tol`` alone: online error control per generation
   (:mod:`meancache_kernels.adaptive`): which steps run is decided while generating, from the error of the estimate
   at each computed step;
@@ -48,8 +50,9 @@ EDGE_COSTS = ("velocity", "state")
 class MeanCacheConfig:
     """Configuration of :func:`~meancache_kernels.diffusers.apply_mean_cache`.
 
-    ``MeanCacheConfig(budget=B)`` is all most users need: B transformer calls per generation, steps and estimator
-    chosen by the calibration-free default rule.
+    ``MeanCacheConfig(budget=B)`` is all most users need: the first generation runs every step and learns where
+    this model changes (its image is the exact one); every later generation makes B transformer calls (per CFG
+    branch). ``learn=False``: B calls from the first generation, by the calibration-free even rule.
 
     Args:
         budget: B, the number of computed steps per generation (1..N; checked against each generation's N).
@@ -69,8 +72,15 @@ class MeanCacheConfig:
         max_skip: longest run of skipped steps (None: as calibrated; with ``profile``).
         always_compute: steps that must be computed (with ``profile``).
         k_range: ``(k_lo, k_hi)``, the JVP spans allowed (with ``profile``).
+        learn: with ``budget`` alone: True (default) learns the schedule from the first generation at each key
+            (:class:`meancache_kernels.MeanCache`); False uses the calibration-free default rule from the start.
+        cache_dir: with learning: a directory where the learnt schedules are written and read back, so the learning
+            happens once per model, resolution and N, not once per process (None: in memory only).
         backend: op backend of the fused estimate: ``"auto"``, ``"torch"`` or ``"triton"``.
         solver_backend: PSSP solver backend: ``"auto"``, ``"cpp"`` or ``"python"``.
+
+    It is not a diffusers cache config: apply it with ``apply_mean_cache(pipe, config)``, not
+    ``pipe.transformer.enable_cache(config)`` (MeanCache adapts the scheduler too, which ``enable_cache`` cannot).
     """
 
     budget: int | None = None
@@ -86,6 +96,8 @@ class MeanCacheConfig:
     max_skip: int | None = None
     always_compute: tuple[int, ...] = (0,)
     k_range: tuple[int, int] | None = None
+    learn: bool | None = None
+    cache_dir: Any = None
     backend: str = "auto"
     solver_backend: str = "auto"
     _solved: Schedule | None = field(default=None, init=False, repr=False, compare=False)
@@ -143,12 +155,39 @@ class MeanCacheConfig:
                                  "polynomial estimator (taylor1, taylor2, mean1, mean2, taylorc1, taylorc2); the "
                                  "paper's jvp needs a profile (profile=..., estimators=('jvp',)) or a preset")
         self._check_solver_options()
+        self._check_learning(given)
         if self.profile is not None:
             check_budget(self.budget, self.profile.num_steps)
             from ..solver import solve
 
             # Solved once here: an infeasible budget is reported at construction, not at the first generation.
             object.__setattr__(self, "_solved", solve(self.profile, self.budget, **self.solve_kwargs()))
+
+    def _check_learning(self, given: list[str]) -> None:
+        if self.learn is not None and not isinstance(self.learn, bool):
+            raise TypeError(f"learn must be a bool or None, got {self.learn!r}")
+        alone = not given and not self.adaptive
+        if self.learn and not alone:
+            what = "adaptive control" if self.adaptive else f"{given[0]}="
+            raise ValueError(f"learn=True is the budget-alone one line; {what} does not learn (drop learn=)")
+        object.__setattr__(self, "learn", alone if self.learn is None else self.learn)
+        if self.cache_dir is not None:
+            import os
+
+            if not isinstance(self.cache_dir, (str, os.PathLike)):
+                raise TypeError(f"cache_dir must be a path or None, got {type(self.cache_dir).__name__}")
+            if not self.learn:
+                raise ValueError("cache_dir= holds learnt schedules: it needs MeanCacheConfig(budget=B) with learning "
+                                 "(learn=True, the default)")
+
+    def learner(self, namespace: str = ""):
+        """A new :class:`meancache_kernels.MeanCache` for this configuration (one per accelerated pipeline)."""
+        from ..learning import MeanCache
+
+        if not self.learn:
+            raise ValueError("this configuration does not learn (learn=False, or a schedule source other than budget=)")
+        return MeanCache(self.budget, estimators=self.estimators, cache_dir=self.cache_dir, backend=self.backend,
+                         solver_backend=self.solver_backend, namespace=namespace)
 
     def _check_solver_options(self) -> None:
         pssp_only = {"gamma": self.gamma != 2.0, "edge_cost": self.edge_cost is not None,
@@ -208,6 +247,8 @@ class MeanCacheConfig:
             return f"profile B={self.budget} gamma={self.gamma}{est}"
         if self.adaptive:
             return (f"adaptive B={self.budget}" if self.tol is None else f"adaptive tol={self.tol:g}") + est
+        if self.learn:
+            return f"learnt from the first generation B={self.budget}{est}"
         return f"default rule B={self.budget}{est}"
 
 

@@ -9,7 +9,14 @@ import torch
 
 import meancache_kernels as mck
 from meancache_kernels.dynamics import FLUX1, FLUX1_MAG_RATIOS, measure_signature, signature_from_velocities
-from meancache_kernels.learning import density_steps, early_growth, learn_schedule, replay, trajectory_key
+from meancache_kernels.learning import (
+    density_steps,
+    early_share,
+    learn_schedule,
+    output_changes,
+    replay,
+    trajectory_key,
+)
 from meancache_kernels.testing import (
     REALISTIC_FLOWS,
     GaussianMixtureFlow,
@@ -117,6 +124,13 @@ def test_density_steps_flat_changes_is_even_and_dense_where_the_model_changes():
     assert density_steps(changes, 28) == list(range(28))
 
 
+def test_output_changes_exact():
+    v = torch.tensor([[[3.0, 4.0]], [[3.0, 4.0]], [[0.0, 4.0]]])  # norms 5, 5, 4: mean 14/3
+    assert output_changes(v) == pytest.approx([0.0, 0.0, 3.0 / (14 / 3)])
+    assert early_share([0.0] + [1.0] * 27) == pytest.approx(10 / 27)
+    assert early_share([0.0] * 28) == 0.0
+
+
 def test_replay_of_every_step_is_the_trajectory():
     f = realistic_flow("power-mild")
     s = flow_sigmas(12, 3.0)
@@ -156,16 +170,18 @@ def test_meancache_learns_once_then_makes_b_calls():
 
 
 def test_meancache_learned_beats_even_rule_on_a_flow_with_an_early_phase():
+    # one learning latent each time, 4 of them: the learnt schedule varies with that latent (bench/RESULTS.md)
     f = realistic_flow("power-flux")
     s = flow_sigmas(28, 3.0)
-    zl = torch.randn(1, f.dim, generator=torch.Generator().manual_seed(7), dtype=torch.float64)
     zt = torch.randn(8, f.dim, generator=torch.Generator().manual_seed(100), dtype=torch.float64)
     ref = mck.sample(f, zt, s, mck.Schedule.full(28), backend="torch")
-    mc = mck.MeanCache(14, backend="torch")
-    mc.sample(f, zl, s)
-    learned = _db(mc.sample(f, zt, s), ref).mean()
-    even = _db(mck.sample(f, zt, s, mck.default_schedule(s, 14), backend="torch"), ref).mean()
-    assert learned > even + 5.0, (float(learned), float(even))  # measured: 41.3 against 29.1 dB
+    even = float(_db(mck.sample(f, zt, s, mck.default_schedule(s, 14), backend="torch"), ref).mean())
+    gains = []
+    for seed in range(4):
+        mc = mck.MeanCache(14, backend="torch")
+        mc.sample(f, torch.randn(1, f.dim, generator=torch.Generator().manual_seed(seed), dtype=torch.float64), s)
+        gains.append(float(_db(mc.sample(f, zt, s), ref).mean()) - even)
+    assert min(gains) > -1.0 and sum(gains) / 4 > 5.0, gains
 
 
 def test_meancache_learn_false_is_the_blind_rule():
@@ -220,12 +236,12 @@ def test_learn_schedule_regimes_and_key():
     s = flow_sigmas(20, 3.0)
     for name, regime in (("power-strong", "early phase"), ("late-mixture", "smooth")):
         f = realistic_flow(name)
-        z0 = torch.randn(1, f.dim, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+        z0 = torch.randn(4, f.dim, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
         zs, vs = [z0], []
         mck.sample(f, z0, s, mck.Schedule.full(20), backend="torch",
                    callback=lambda i, zn, v, c: (zs.append(zn), vs.append(v)))
         z, v = torch.stack(zs), torch.stack(vs)
-        assert (early_growth(signature_from_velocities(list(v))) > 1.2) == (regime == "early phase")
+        assert (early_share(output_changes(v)) > 1 / 3) == (regime == "early phase")
         for b in (10, 4):
             sched, info = learn_schedule(z, v, s, b)
             assert info["regime"] == regime and sched.budget == b
