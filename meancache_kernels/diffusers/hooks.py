@@ -139,13 +139,37 @@ def _concat(schedules: list[Schedule]) -> Schedule:
 
 def _restrict(schedule: Schedule, start: int, stop: int) -> Schedule:
     """Steps ``start .. stop - 1`` of ``schedule`` as a schedule of their own; its first step is computed."""
+    if start == 0 and stop == schedule.num_steps:
+        return schedule
     comp = list(schedule.compute[start:stop])
     spans = list(schedule.spans[start:stop])
     est = list(schedule.estimators[start:stop])
     comp[0], spans[0], est[0] = True, 0, ""
-    if start == 0 and stop == schedule.num_steps:
-        return schedule
     return Schedule(comp, spans, meta=schedule.meta, estimators=est)
+
+
+def _computed_at_starts(schedule: Schedule, parts: list[tuple[int, int]]) -> tuple[Schedule, int]:
+    """``schedule`` with the first step of every part ``(start, stop)`` computed, at the same number of computed
+    steps in the parts where it can: a part whose first step is skipped gets its own first computed step moved there,
+    or, having none, the last computed step of the part before it (not that part's first). Returns the schedule and
+    the number of computed steps it had to add (parts left with nothing to move)."""
+    comp, spans, est = list(schedule.compute), list(schedule.spans), list(schedule.estimators)
+    added = 0
+    for k, (start, stop) in enumerate(parts):
+        if comp[start]:
+            continue
+        like = (spans[start], est[start])  # the skipped first step's estimator: the moved step takes it
+        mine = [c for c in range(start + 1, stop) if comp[c]]
+        before = [c for c in range(parts[k - 1][0] + 1, start) if comp[c]] if k > 0 else []
+        moved = mine[0] if mine else (before[-1] if before else None)
+        if moved is None:
+            added += 1
+        else:
+            comp[moved], (spans[moved], est[moved]) = False, like
+        comp[start], spans[start], est[start] = True, 0, ""
+    if added == 0 and comp == list(schedule.compute):
+        return schedule, 0
+    return Schedule(comp, spans, meta=schedule.meta, estimators=est), added
 
 
 def _split_budget(budget: int, lengths: list[int]) -> list[int]:
@@ -260,7 +284,9 @@ class MeanCacheContext:
             raise RuntimeError(f"MeanCache: the generation starts at step {offset} of a schedule of {n_all} steps")
         sigmas = sigmas_all[offset:]
         n = len(sigmas) - 1
-        budget = self.config.budget
+        # B of the default rule and adaptive control counts the calls of the steps run (a given, published or solved
+        # schedule is restricted to them instead: its budget is that of all N steps)
+        budget = None if _static_source(self.config) else self.config.budget
         if budget is not None and offset == 0:
             check_budget(budget, n, name="budget (num_inference_steps is N)")
         if budget is not None and offset > 0 and budget > n:
@@ -299,11 +325,20 @@ class MeanCacheContext:
         """
         config = self.config
         allowed = allowed_estimators(self.scheduler)
-        static = config.schedule is not None or config.preset is not None or config.profile is not None
-        full = self._schedule_for(config, self._run[0], source_grid, allowed) if static else None
+        static = _static_source(config)
+        full = None
+        if static:
+            full, added = _computed_at_starts(self._schedule_for(config, self._run[0], source_grid, allowed),
+                                              [(offset + s.start, offset + s.stop) for s in segments])
+            if added:
+                warnings.warn(f"MeanCache: the {config.source} computes none of the steps run before step "
+                              f"{offset + segments[-1].start}; that step is computed: {added} transformer call(s) "
+                              "more than the schedule makes there", UserWarning, stacklevel=5)
         lengths = [s.stop - s.start for s in segments]
-        budgets = [config.budget] if len(segments) == 1 else (
-            _split_budget(config.budget, lengths) if config.budget is not None else [None] * len(segments))
+        if len(segments) == 1 or static or config.budget is None:
+            budgets = [config.budget] * len(segments)
+        else:
+            budgets = _split_budget(config.budget, lengths)
         for seg, b in zip(segments, budgets):
             shift = sigmas[seg.stop]  # 0 for the last segment
             seg_sigmas = [s - shift for s in sigmas[seg.start:seg.stop + 1]]
@@ -513,12 +548,13 @@ class MeanCacheContext:
         tail = _Segment(i, seg.stop, model, None, None)
         if seg.schedule is not None:
             left = sum(seg.schedule.compute[at:])
-            tail.schedule = _restrict(seg.schedule, at, stop)
-            static = self.config.schedule is not None or self.config.preset is not None or \
-                self.config.profile is not None
-            if not static and left >= 1:
+            if not _static_source(self.config) and left >= 1:  # the default rule, for the calls left
                 tail.schedule = self._schedule_for(dataclasses.replace(self.config, budget=left), sigmas, None, allowed)
-            extra = not seg.schedule.compute[at] and (static or left < 1)
+                extra = False
+            else:  # the given schedule, its computed step nearest after (else before) step i moved to i
+                moved, added = _computed_at_starts(seg.schedule, [(at, stop)])  # (the steps before i are run)
+                tail.schedule = _restrict(moved, at, stop)
+                extra = added > 0
             seg.schedule = _restrict(seg.schedule, 0, at)
             tail.state = MeanCacheState(tail.schedule, sigmas, backend=self.config.backend)
         else:
@@ -535,6 +571,11 @@ class MeanCacheContext:
         if gen.schedule is not None:
             self.stats.schedule = gen.schedule
         self.stats.segments = tuple((s.start, s.model) for s in gen.segments)
+
+
+def _static_source(config: MeanCacheConfig) -> bool:
+    """Whether the schedule comes made (``schedule``, ``preset``, ``profile``) rather than from the budget."""
+    return config.schedule is not None or config.preset is not None or config.profile is not None
 
 
 def _calling_pipeline():
@@ -593,13 +634,16 @@ def apply_mean_cache(pipe, config: MeanCacheConfig) -> None:
       fitted to the steps actually run, and B counts the calls actually made. ``budget`` larger than the steps run
       is a ValueError at ``set_begin_index``, before any transformer call (at the first ``step`` for a pipeline
       that slices without it). A given, published or solved schedule (``schedule=``, ``preset=``, ``profile=``) is
-      the one of the whole N steps, restricted to the steps run, with the first of them computed.
+      the one of the whole N steps, restricted to the steps run: as many calls as it makes there, the first step
+      run computed (its first computed step after that moves there).
     - **A change of model within a generation** (Wan 2.2: ``transformer`` down to the ``boundary_ratio``,
       ``transformer_2`` below it; any pipeline whose steps are made by ``transformer`` and ``transformer_2`` in
       turn): the steps of each model are a segment of their own, whose first step is computed and whose estimates
       use only that model's velocities. The budget is shared between segments in proportion to their steps
-      (each at least 1) and the schedule solved per segment, so the calls still total B. A change the pipeline
-      does not announce ahead (no ``boundary_ratio``) is found at the call and handled the same way from there.
+      (each at least 1) and the schedule solved per segment, so the calls still total B. A given schedule keeps
+      its number of calls: a segment's first computed step moves to its first step (or, with none, the last one
+      of the segment before). A change the pipeline does not announce ahead (no ``boundary_ratio``) is found at
+      the call and handled the same way from there (one call more when nothing is left to move).
     - **Composition:** a transformer that already has another cache (diffusers' ``enable_cache`` or one of its
       cache hooks, cache-dit) is refused, and ``enable_cache`` on a transformer carrying MeanCache raises.
       ``DiffusionPipeline.from_pipe`` siblings share the scheduler and transformers: a call of a sibling is

@@ -179,3 +179,20 @@ SPLITS = [(5, [8, 2], [4, 1]), (2, [9, 1], [1, 1]), (3, [1, 1, 8], [1, 1, 1]), (
 @pytest.mark.parametrize("budget,lengths,expected", SPLITS)
 def test_split_budget(budget, lengths, expected):
     assert _split_budget(budget, lengths) == expected
+
+
+@pytest.mark.parametrize("steps,expected", [([0, 2, 4, 7, 9], "9 moves"), ([0, 1, 2, 3, 4], "4 moves")])
+def test_a_given_schedule_keeps_its_calls(steps, expected, tiny_pipe):
+    """schedule=: the second model's first step is computed at the same number of calls: its own first computed
+    step moves there, or, having none, the first model's last one."""
+    pipe = tiny_pipe("wan", two_stage=True)
+    apply_mean_cache(pipe, MeanCacheConfig(schedule=Schedule.from_compute_steps(steps, N)))
+    try:
+        pipe(**_kw())
+        stats = get_mean_cache_stats(pipe)
+    finally:
+        remove_mean_cache(pipe)
+    b = _boundary_step(pipe)
+    assert b not in steps and stats.transformer_calls == 2 * len(steps)
+    moved = int(expected.split()[0])
+    assert stats.schedule.compute_steps == sorted({*steps} - {moved} | {b})
