@@ -235,3 +235,55 @@ def test_a_given_schedule_is_restricted_to_the_steps_run(image_pipe):
     assert stats.schedule.compute_steps == [0, 3, 5]  # 5, 7, 9 of the full schedule; 5 moved to 4
     assert list(stats.schedule.spans) == [0, full.spans[4], *full.spans[6:]] and stats.transformer_calls == 3
     assert 0 < _rel(out, ref) < TOL["flux"]
+
+
+@pytest.mark.parametrize("scheduler", ["euler", "unipc"])
+def test_wan_video_to_video_slices_its_timesteps(scheduler):
+    """WanVideoToVideoPipeline slices its timesteps without set_begin_index (and noises with the scheduler's
+    add_noise under UniPC, Wan's own scheduler): the generation is fitted at its first step to the 6 steps run."""
+    import inspect
+
+    import numpy as np
+    from diffusers import UniPCMultistepScheduler, WanVideoToVideoPipeline
+    from PIL import Image
+
+    from meancache_kernels.diffusers.testing import tiny_call_kwargs, tiny_pipeline
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        base = tiny_pipeline("wan")
+    accepted = inspect.signature(WanVideoToVideoPipeline.__init__).parameters
+    pipe = WanVideoToVideoPipeline(**{k: v for k, v in base.components.items() if k in accepted})
+    pipe.set_progress_bar_config(disable=True)
+    if scheduler == "unipc":
+        pipe.scheduler = UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True,
+                                                 flow_shift=7.0)
+    # prompt embeddings: the pipeline's own prompt cleaning needs ftfy
+    embeds, negative = base.encode_prompt("a red cube", "blurry", max_sequence_length=16, device="cpu")
+    rng = np.random.default_rng(0)
+    video = [Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)) for _ in range(5)]
+
+    def run():
+        kw = tiny_call_kwargs("wan", num_inference_steps=N, strength=0.6, video=video, prompt=None,
+                              negative_prompt=None, prompt_embeds=embeds, negative_prompt_embeds=negative)
+        del kw["num_frames"]
+        return pipe(**kw)[0]
+
+    ref = run()
+    apply_mean_cache(pipe, MeanCacheConfig(budget=3))
+    try:
+        out = run()
+        stats = get_mean_cache_stats(pipe)
+    finally:
+        remove_mean_cache(pipe)
+    assert stats.finished and stats.num_steps == 6 and stats.first_step == 4
+    assert stats.steps_computed == 3 and stats.transformer_calls == 2 * 3  # CFG: two calls per computed step
+    # measured 0.079 (Euler) and 0.114 (UniPC); single-expert Wan text-to-video at N = 10, B = 5: 0.061
+    assert 0 < _rel(out, ref) < 0.25
+    assert torch.equal(run(), ref)
+    apply_mean_cache(pipe, MeanCacheConfig(budget=7))
+    try:  # no begin index announced: the budget is checked at the first step (after its two calls)
+        with pytest.raises(ValueError, match="budget=7 but this generation runs 6 of its 10 steps"):
+            run()
+    finally:
+        remove_mean_cache(pipe)
