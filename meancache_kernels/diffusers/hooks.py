@@ -533,8 +533,8 @@ class MeanCacheContext:
     def _model_changed(self, i: int, model: str) -> None:
         """Step i is made by another model than the steps before it, which the pipeline did not say ahead: a new
         segment starts at i, computed, with its own estimator history. It takes the calls the current segment had
-        left (the default rule and adaptive control solve again for them); when none were left, or a given
-        schedule did not compute step i, that is one call more than the budget (with a warning)."""
+        left (the default rule and adaptive control solve again for them; a given schedule moves its first computed
+        step after i to i); when none were left, that is one call more than the budget (with a warning)."""
         gen = self.generation
         seg = gen.segment(i)
         at, stop = i - seg.start, seg.stop - seg.start
@@ -551,8 +551,8 @@ class MeanCacheContext:
             if not _static_source(self.config) and left >= 1:  # the default rule, for the calls left
                 tail.schedule = self._schedule_for(dataclasses.replace(self.config, budget=left), sigmas, None, allowed)
                 extra = False
-            else:  # the given schedule, its computed step nearest after (else before) step i moved to i
-                moved, added = _computed_at_starts(seg.schedule, [(at, stop)])  # (the steps before i are run)
+            else:  # the given schedule, its first computed step after i moved to i (the steps before i have run)
+                moved, added = _computed_at_starts(seg.schedule, [(at, stop)])
                 tail.schedule = _restrict(moved, at, stop)
                 extra = added > 0
             seg.schedule = _restrict(seg.schedule, 0, at)
