@@ -287,3 +287,17 @@ def test_wan_video_to_video_slices_its_timesteps(scheduler):
             run()
     finally:
         remove_mean_cache(pipe)
+
+
+def test_no_step_left_is_the_pipeline_own_error(image_pipe):
+    """strength so low that no step is left: diffusers' own error, not MeanCache's."""
+    pipe = image_pipe("flux", "img2img")
+    apply_mean_cache(pipe, MeanCacheConfig(budget=2))
+    try:
+        with pytest.raises(ValueError, match="num_inference_steps.* is < 1"):
+            _run(pipe, "flux", "img2img", 0.0)
+        _run(pipe, "flux", "img2img", 1.0)  # the whole schedule: begin index 0
+        stats = get_mean_cache_stats(pipe)
+    finally:
+        remove_mean_cache(pipe)
+    assert stats.finished and stats.num_steps == N and stats.first_step == 0 and stats.transformer_calls == 2
