@@ -886,3 +886,113 @@ def _sana_pag(name):
     call = _with_masks(dict(_embeds(8), negative_prompt=None, height=32, width=32, guidance_scale=4.5, pag_scale=2.0,
                             use_resolution_binning=False))
     return pipe, _kwargs(call)
+
+
+# ------------------------------------------------------------------------------ Flux.2 and other Flux-like DiTs
+def _flux2_vae():
+    from diffusers import AutoencoderKLFlux2
+
+    return _seeded(AutoencoderKLFlux2, in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 2,
+                   up_block_types=("UpDecoderBlock2D",) * 2, block_out_channels=(8, 8), layers_per_block=1,
+                   latent_channels=4, norm_num_groups=4, sample_size=32, use_quant_conv=False,
+                   use_post_quant_conv=False)
+
+
+@_builder("Flux2Pipeline", "Flux2KleinPipeline", "Flux2KleinInpaintPipeline", "Flux2KleinKVPipeline",
+          family="Flux.2")
+def _flux2(name):
+    from diffusers import Flux2Transformer2DModel
+
+    klein = "Klein" in name
+    transformer = _seeded(Flux2Transformer2DModel, patch_size=1, in_channels=16, num_layers=1, num_single_layers=1,
+                          attention_head_dim=16, num_attention_heads=2, joint_attention_dim=16,
+                          timestep_guidance_channels=32, mlp_ratio=2.0, axes_dims_rope=(4, 4, 4, 4),
+                          guidance_embeds=not klein)
+    pipe = _make(name, dict(transformer=transformer, vae=_flux2_vae(), text_encoder=None, tokenizer=None,
+                            scheduler=_flow_scheduler()), is_distilled=name == "Flux2KleinKVPipeline")
+    call = dict(_embeds(16, negative=klein and name != "Flux2KleinKVPipeline"), height=32, width=32)
+    if name != "Flux2KleinKVPipeline":
+        call["guidance_scale"] = 4.0
+    if name == "Flux2KleinInpaintPipeline":
+        call.update(image=_image(32, 32), mask_image=_mask(32, 32), strength=STRENGTH)
+    if name == "Flux2KleinKVPipeline":
+        call["image"] = _image(32, 32)
+    return pipe, _kwargs(call)
+
+
+def _flux_like(cls_name: str, **overrides):
+    import diffusers
+
+    cfg = dict(patch_size=1, in_channels=16, num_layers=1, num_single_layers=1, attention_head_dim=16,
+               num_attention_heads=2, joint_attention_dim=32, axes_dims_rope=[4, 4, 8])
+    cfg.update(overrides)
+    return _seeded(getattr(diffusers, cls_name), **cfg)
+
+
+def _kl_vae(latent_channels: int = 4):
+    from diffusers import AutoencoderKL
+
+    return _seeded(AutoencoderKL, sample_size=32, in_channels=3, out_channels=3, block_out_channels=(4, 4),
+                   down_block_types=["DownEncoderBlock2D"] * 2, up_block_types=["UpDecoderBlock2D"] * 2,
+                   layers_per_block=1, latent_channels=latent_channels, norm_num_groups=1, use_quant_conv=False,
+                   use_post_quant_conv=False, shift_factor=0.0609, scaling_factor=1.5035)
+
+
+@_builder("OvisImagePipeline", family="Ovis-Image")
+def _ovis(name):
+    transformer = _flux_like("OvisImageTransformer2DModel", out_channels=16)
+    pipe = _make(name, dict(transformer=transformer, vae=_kl_vae(), text_encoder=None, tokenizer=None,
+                            scheduler=_flow_scheduler()))
+    return pipe, _kwargs(dict(_embeds(32), negative_prompt=None, height=32, width=32, guidance_scale=5.0))
+
+
+@_builder("LongCatImagePipeline", family="LongCat-Image")
+def _longcat(name):
+    transformer = _flux_like("LongCatImageTransformer2DModel", pooled_projection_dim=32)
+    pipe = _make(name, dict(transformer=transformer, vae=_kl_vae(), text_encoder=None, tokenizer=None,
+                            text_processor=None, scheduler=_flow_scheduler()))
+    return pipe, _kwargs(dict(_embeds(32), height=32, width=32, guidance_scale=4.5, enable_prompt_rewrite=False))
+
+
+@_builder("BriaPipeline", family="Bria")
+def _bria(name):
+    transformer = _flux_like("BriaTransformer2DModel")
+    pipe = _make(name, dict(transformer=transformer, vae=_kl_vae(), text_encoder=None, tokenizer=None,
+                            scheduler=_flow_scheduler()))
+    return pipe, _kwargs(dict(_embeds(32), height=32, width=32, guidance_scale=5.0))
+
+
+# ------------------------------------------------------------------------------ HunyuanVideo, SkyReels-V2
+_HUNYUAN_CALL = dict(prompt="a red cube", height=16, width=16, num_frames=5, guidance_scale=4.5, max_sequence_length=16,
+                     prompt_template={"template": "{}", "crop_start": 0})
+
+
+@_builder("HunyuanVideoPipeline", "HunyuanSkyreelsImageToVideoPipeline", family="HunyuanVideo")
+def _hunyuan_video(name):
+    from diffusers import HunyuanVideoTransformer3DModel
+
+    from .testing import tiny_pipeline
+
+    comps = dict(tiny_pipeline("hunyuan-video").components)
+    call = dict(_HUNYUAN_CALL)
+    if name == "HunyuanSkyreelsImageToVideoPipeline":  # image latents concatenated; true CFG, no guidance embedding
+        comps["transformer"] = _seeded(
+            HunyuanVideoTransformer3DModel, in_channels=8, out_channels=4, num_attention_heads=2, attention_head_dim=10,
+            num_layers=1, num_single_layers=1, num_refiner_layers=1, patch_size=1, patch_size_t=1,
+            guidance_embeds=False, text_embed_dim=16, pooled_projection_dim=8, rope_axes_dim=(2, 4, 4))
+        call.update(image=_image(16, 16), negative_prompt="blurry", true_cfg_scale=2.0, guidance_scale=1.0)
+    return _make(name, comps), _kwargs(call)
+
+
+@_builder("SkyReelsV2Pipeline", "SkyReelsV2DiffusionForcingPipeline", family="SkyReels-V2")
+def _skyreels(name):
+    from diffusers import UniPCMultistepScheduler
+
+    comps = _wan_components()
+    comps["transformer"] = _wan_transformer("SkyReelsV2Transformer3DModel")
+    comps["scheduler"] = UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True,
+                                                 flow_shift=5.0)
+    call = dict(_WAN_EMBED_CALL, guidance_scale=6.0)
+    if "DiffusionForcing" in name:
+        call.update(prompt=None, base_num_frames=5)
+    return _make(name, comps), _kwargs(call)
