@@ -1,5 +1,6 @@
 """Every flow-matching pipeline class of the installed diffusers, built tiny and offline, and the checks of the
-compatibility matrix (``docs/pipelines.md``, ``python/tools/write_pipelines_md.py``, ``tests/diffusers/test_matrix.py``).
+compatibility matrix (``docs/pipelines.md``, written by ``python/tools/write_pipelines_md.py``; the same checks in
+``tests/diffusers/test_matrix.py``).
 
 :data:`FLOW_PIPELINES` is the list of pipeline classes whose ``scheduler`` argument is typed as a FlowMatch scheduler
 or UniPC (Wan and its derivatives), as :func:`flow_pipeline_classes` finds it in the installed diffusers; it is kept
@@ -22,6 +23,41 @@ import torch
 __all__ = ["FLOW_PIPELINES", "NOT_BUILT", "Result", "build", "check", "flow_pipeline_classes", "family"]
 
 _FLOW_SCHEDULER = re.compile(r"FlowMatch|UniPC")
+# flow_pipeline_classes() of diffusers 0.42.1 (tests/diffusers/test_matrix.py checks that it still is).
+FLOW_PIPELINES = (
+    "AceStepPipeline", "AuraFlowPipeline", "BriaFibo2Pipeline", "BriaFiboEditPipeline", "BriaFiboPipeline",
+    "BriaPipeline", "ChromaImg2ImgPipeline", "ChromaInpaintPipeline", "ChromaPipeline", "ChronoEditPipeline",
+    "CogView4ControlPipeline", "CogView4Pipeline", "Cosmos2TextToImagePipeline", "Cosmos2VideoToWorldPipeline",
+    "Cosmos2_5_PredictBasePipeline", "Cosmos2_5_TransferPipeline", "Cosmos3OmniPipeline", "DreamLiteMobilePipeline",
+    "DreamLitePipeline", "EasyAnimateControlPipeline", "EasyAnimateInpaintPipeline", "EasyAnimatePipeline",
+    "ErnieImagePipeline", "Flux2KleinInpaintPipeline", "Flux2KleinKVPipeline", "Flux2KleinPipeline", "Flux2Pipeline",
+    "FluxControlImg2ImgPipeline", "FluxControlInpaintPipeline", "FluxControlNetImg2ImgPipeline",
+    "FluxControlNetInpaintPipeline", "FluxControlNetPipeline", "FluxControlPipeline", "FluxFillPipeline",
+    "FluxImg2ImgPipeline", "FluxInpaintPipeline", "FluxKontextInpaintPipeline", "FluxKontextPipeline", "FluxPipeline",
+    "GlmImagePipeline", "HiDreamImagePipeline", "HunyuanImagePipeline", "HunyuanImageRefinerPipeline",
+    "HunyuanSkyreelsImageToVideoPipeline", "HunyuanVideo15ImageToVideoPipeline", "HunyuanVideo15Pipeline",
+    "HunyuanVideoFramepackPipeline", "HunyuanVideoImageToVideoPipeline", "HunyuanVideoPipeline", "Ideogram4Pipeline",
+    "JoyImageEditPipeline", "JoyImageEditPlusPipeline", "Kandinsky5I2IPipeline", "Kandinsky5I2VPipeline",
+    "Kandinsky5T2IPipeline", "Kandinsky5T2VPipeline", "Kandinsky6SRPipeline", "Kandinsky6TI2VAPipeline",
+    "Krea2Pipeline", "LTX2ConditionPipeline", "LTX2DFRPipeline", "LTX2HDRPipeline", "LTX2ImageToVideoPipeline",
+    "LTX2InContextPipeline", "LTX2Pipeline", "LTXConditionPipeline", "LTXI2VLongMultiPromptPipeline",
+    "LTXImageToVideoPipeline", "LTXPipeline", "LongCatAudioDiTPipeline", "LongCatImageEditPipeline",
+    "LongCatImagePipeline", "LucyEditPipeline", "Lumina2Pipeline", "LuminaPipeline", "MochiPipeline",
+    "NucleusMoEImagePipeline", "OmniGenPipeline", "OvisImagePipeline", "PRXPipeline", "PRXPixelPipeline",
+    "QwenImage21Pipeline", "QwenImageControlNetInpaintPipeline", "QwenImageControlNetPipeline",
+    "QwenImageEditInpaintPipeline", "QwenImageEditPipeline", "QwenImageEditPlusPipeline", "QwenImageImg2ImgPipeline",
+    "QwenImageInpaintPipeline", "QwenImageLayeredPipeline", "QwenImagePipeline", "SanaImageToVideoPipeline",
+    "SanaPAGPipeline", "SanaWMPipeline", "SkyReelsV2DiffusionForcingImageToVideoPipeline",
+    "SkyReelsV2DiffusionForcingPipeline", "SkyReelsV2DiffusionForcingVideoToVideoPipeline",
+    "SkyReelsV2ImageToVideoPipeline", "SkyReelsV2Pipeline", "StableAudio3AudioToAudioPipeline",
+    "StableAudio3InpaintPipeline", "StableAudio3Pipeline", "StableDiffusion3ControlNetInpaintingPipeline",
+    "StableDiffusion3ControlNetPipeline", "StableDiffusion3Img2ImgPipeline", "StableDiffusion3InpaintPipeline",
+    "StableDiffusion3PAGImg2ImgPipeline", "StableDiffusion3PAGPipeline", "StableDiffusion3Pipeline",
+    "VisualClozeGenerationPipeline", "VisualClozePipeline", "WanAnimatePipeline", "WanImageToVideoPipeline",
+    "WanPipeline", "WanVACEPipeline", "WanVideoToVideoPipeline", "ZImageControlNetInpaintPipeline",
+    "ZImageControlNetPipeline", "ZImageImg2ImgPipeline", "ZImageInpaintPipeline", "ZImageOmniPipeline",
+    "ZImagePipeline",
+)
 
 
 def flow_pipeline_classes() -> tuple[str, ...]:
@@ -140,7 +176,11 @@ def _error_line(e: BaseException) -> str:
 REL_ERR_BOUND = 0.5
 
 
-def check(name: str, *, n: int = 6, budget: int = 3, n2: int = 8) -> Result:
+# The matrix's generation: N steps, B computed, then a call at another N.
+CHECK_N, CHECK_BUDGET, CHECK_N2 = 6, 3, 8
+
+
+def check(name: str, *, n: int = CHECK_N, budget: int = CHECK_BUDGET, n2: int = CHECK_N2) -> Result:
     """Run the matrix's checks on the tiny ``name`` (a class of :data:`FLOW_PIPELINES`).
 
     Uncached, N = ``n``: the transformer calls per step (c). With ``MeanCacheConfig(budget=budget)``: calls =
@@ -148,7 +188,25 @@ def check(name: str, *, n: int = 6, budget: int = 3, n2: int = 8) -> Result:
     N = ``n2`` makes budget * c calls again; after ``remove_mean_cache`` the output is bit-identical to uncached.
     """
     from . import MeanCacheConfig, apply_mean_cache, get_mean_cache_stats, remove_mean_cache
+    from .compat import check_pipeline, refusal_reason
 
+    cls = _cls(name)
+    if refusal_reason(cls) is not None:
+        if name in _BUILDERS:  # refused by apply_mean_cache itself, before any transformer call
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                pipe, _ = build(name)
+            counts = _install_counter(pipe)
+            try:
+                apply_mean_cache(pipe, MeanCacheConfig(budget=budget))
+            except TypeError as e:
+                if counts.get("transformer", 0) == 0 and getattr(pipe, "_meancache_context", None) is None:
+                    return Result(name, "refused", reason=refusal_reason(cls), error=_error_line(e))
+            return Result(name, "failed", reason="apply_mean_cache did not refuse it cleanly")
+        try:
+            check_pipeline(cls.__new__(cls))
+        except TypeError as e:
+            return Result(name, "refused", reason=refusal_reason(cls), error=_error_line(e))
     if name in NOT_BUILT:
         return Result(name, "not built", reason=NOT_BUILT[name])
     if name not in _BUILDERS:
@@ -177,8 +235,8 @@ def check(name: str, *, n: int = 6, budget: int = 3, n2: int = 8) -> Result:
             try:
                 apply_mean_cache(pipe, MeanCacheConfig(budget=budget))
             except TypeError as e:
-                return Result(name, "refused", reason="apply_mean_cache refuses it", error=_error_line(e),
-                              calls_per_step=cps)
+                return Result(name, "refused", reason="apply_mean_cache refuses it (scheduler or components)",
+                              error=_error_line(e), calls_per_step=cps)
             try:
                 stage = "cached call"
                 out1, c1, _ = _run(pipe, kwargs_fn, n, counts)
@@ -187,8 +245,8 @@ def check(name: str, *, n: int = 6, budget: int = 3, n2: int = 8) -> Result:
                 if (c1 != budget * cps or stats.transformer_calls != c1 or not stats.finished
                         or stats.num_steps != steps or stats.steps_skipped != steps - budget):
                     res.reason = (f"cached N = {n}, B = {budget}: {c1} transformer calls (stats say "
-                                  f"{stats.transformer_calls} over {stats.num_steps} steps, finished={stats.finished}), "
-                                  f"expected {budget * cps} over {steps}")
+                                  f"{stats.transformer_calls} over {stats.num_steps} steps, "
+                                  f"finished={stats.finished}), expected {budget * cps} over {steps}")
                     return res
                 res.rel_err = float((out1 - ref).norm() / scale.clamp_min(1e-12))
                 if not res.rel_err <= REL_ERR_BOUND:
@@ -573,7 +631,8 @@ _ZIMAGE_CALL = dict(height=32, width=32, guidance_scale=3.0, cfg_normalization=F
 def _zimage_prompt(dim: int = 16) -> dict:
     """Per-sample lists of caption features instead of the Qwen3 text encoder."""
     g = torch.Generator().manual_seed(1)
-    return dict(prompt_embeds=[torch.randn(7, dim, generator=g)], negative_prompt_embeds=[torch.randn(5, dim, generator=g)])
+    return dict(prompt_embeds=[torch.randn(7, dim, generator=g)],
+                negative_prompt_embeds=[torch.randn(5, dim, generator=g)])
 
 
 def _zimage_components():
@@ -883,8 +942,8 @@ def _sana_pag(name):
                           cross_attention_head_dim=4, cross_attention_dim=8, caption_channels=8, sample_size=32)
     pipe = _make(name, dict(transformer=transformer, vae=None, text_encoder=None, tokenizer=None,
                             scheduler=_flow_scheduler()), pag_applied_layers=["transformer_blocks.0"])
-    call = _with_masks(dict(_embeds(8), negative_prompt=None, height=32, width=32, guidance_scale=4.5, pag_scale=2.0,
-                            use_resolution_binning=False))
+    call = _with_masks(dict(_embeds(8), negative_prompt=None, height=32, width=32, guidance_scale=4.5,
+                            pag_scale=2.0, use_resolution_binning=False))
     return pipe, _kwargs(call)
 
 
@@ -916,7 +975,7 @@ def _flux2(name):
     if name == "Flux2KleinInpaintPipeline":
         call.update(image=_image(32, 32), mask_image=_mask(32, 32), strength=STRENGTH)
     if name == "Flux2KleinKVPipeline":
-        call["image"] = _image(32, 32)
+        call["image"] = _image(64, 64)  # the pipeline's minimum size
     return pipe, _kwargs(call)
 
 
@@ -951,7 +1010,9 @@ def _longcat(name):
     transformer = _flux_like("LongCatImageTransformer2DModel", pooled_projection_dim=32)
     pipe = _make(name, dict(transformer=transformer, vae=_kl_vae(), text_encoder=None, tokenizer=None,
                             text_processor=None, scheduler=_flow_scheduler()))
-    return pipe, _kwargs(dict(_embeds(32), height=32, width=32, guidance_scale=4.5, enable_prompt_rewrite=False))
+    # encode_prompt reads len(prompt) even when given the embeddings
+    return pipe, _kwargs(dict(_embeds(32), prompt=["a red cube"], height=32, width=32, guidance_scale=4.5,
+                              enable_prompt_rewrite=False))
 
 
 @_builder("BriaPipeline", family="Bria")
