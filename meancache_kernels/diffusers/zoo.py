@@ -889,7 +889,7 @@ def _ltx(name):
                   layers_per_block=(1, 1, 1, 1, 1), decoder_layers_per_block=(1, 1, 1, 1, 1),
                   spatio_temporal_scaling=(True, True, False, False),
                   decoder_spatio_temporal_scaling=(True, True, False, False),
-                  decoder_inject_noise=(False, False, False, False, False), upsample_residual=(False, False, False, False),
+                  decoder_inject_noise=(False,) * 5, upsample_residual=(False,) * 4,
                   upsample_factor=(1, 1, 1, 1), timestep_conditioning=False, patch_size=1, patch_size_t=1,
                   encoder_causal=True, decoder_causal=False)
     pipe = _make(name, dict(transformer=transformer, vae=vae, text_encoder=None, tokenizer=None,
@@ -905,7 +905,8 @@ def _cosmos2(name):
     from diffusers import AutoencoderKLWan, CosmosTransformer3DModel
 
     # video-to-world adds the conditioning mask as a channel
-    transformer = _seeded(CosmosTransformer3DModel, in_channels=17 if "Video" in name else 16, out_channels=16, num_attention_heads=2,
+    transformer = _seeded(CosmosTransformer3DModel, in_channels=17 if "Video" in name else 16, out_channels=16,
+                          num_attention_heads=2,
                           attention_head_dim=16, num_layers=2, mlp_ratio=2, text_embed_dim=32, adaln_lora_dim=4,
                           max_size=(4, 32, 32), patch_size=(1, 2, 2), rope_scale=(2.0, 1.0, 1.0),
                           concat_padding_mask=False, extra_pos_embed_type="learnable")  # True needs torchvision
