@@ -743,6 +743,9 @@ def _cmd_run(args) -> int:
                    "seconds": dt, "files": [os.path.basename(f) for f in files]}
             line = (f"[{k}] {stats.transformer_calls} transformer calls ({stats.transformer_calls_saved} saved, "
                     f"{stats.steps_computed}/{stats.num_steps} steps computed), {dt:.2f} s")
+            if getattr(config, "learn", False) and stats.steps_computed == stats.num_steps > args.budget:
+                line += " (the learning generation: every step computed, the schedule learnt from it)"
+                row["learning"] = True
             if args.compare:
                 ref, t_full = full[k]
                 from .metrics import psnr
