@@ -17,6 +17,8 @@ _DIFFUSION_FORCING = (
     "one scheduler per block), not one sigma per step"
 )
 
+_UNET = "its denoiser is a UNet (pipe.unet); MeanCache hooks a pipeline's transformer (pipe.transformer)"
+
 # Pipeline class name -> why MeanCache cannot run on it.
 REFUSED: dict[str, str] = {
     "LTXConditionPipeline": (
@@ -27,6 +29,8 @@ REFUSED: dict[str, str] = {
         "it runs its denoising loop in an inner pipeline (pipe.generation_pipe, a VisualClozeGenerationPipeline "
         "sharing its transformer and scheduler): apply MeanCache to pipe.generation_pipe instead"
     ),
+    "DreamLitePipeline": _UNET,
+    "DreamLiteMobilePipeline": _UNET,
     "SkyReelsV2DiffusionForcingPipeline": _DIFFUSION_FORCING,
     "SkyReelsV2DiffusionForcingImageToVideoPipeline": _DIFFUSION_FORCING,
     "SkyReelsV2DiffusionForcingVideoToVideoPipeline": _DIFFUSION_FORCING,

@@ -377,10 +377,14 @@ def _cls(name: str):
 
 
 def _make(name: str, components: dict, **extra):
-    """``name(**components)`` keeping only the arguments its ``__init__`` takes."""
+    """``name(**components)`` keeping only the arguments its ``__init__`` takes; the components not given (text
+    encoders and tokenizers replaced by embeddings) are None."""
     cls = _cls(name)
     params = inspect.signature(cls.__init__).parameters
     kw = {k: v for k, v in {**components, **extra}.items() if k in params}
+    for k, p in params.items():
+        if k != "self" and k not in kw and p.default is inspect.Parameter.empty and p.kind is p.POSITIONAL_OR_KEYWORD:
+            kw[k] = None
     return cls(**kw)
 
 
@@ -1164,3 +1168,24 @@ def _skyreels_i2v(name):
     encoder, processor = _clip_vision(cls_name="CLIPVisionModelWithProjection")
     pipe = _make(name, comps, image_encoder=encoder, image_processor=processor)
     return pipe, _kwargs(dict(_WAN_EMBED_CALL, image=_image(16, 16), guidance_scale=6.0))
+
+
+@_builder("HiDreamImagePipeline", family="HiDream")
+def _hidream(name):
+    from diffusers import HiDreamImageTransformer2DModel
+
+    transformer = _seeded(HiDreamImageTransformer2DModel, patch_size=2, in_channels=4, out_channels=4, num_layers=1,
+                          num_single_layers=1, attention_head_dim=8, num_attention_heads=4, caption_channels=[32, 16],
+                          text_emb_dim=64, num_routed_experts=4, num_activated_experts=2, axes_dims_rope=(4, 2, 2),
+                          max_resolution=(16, 16), llama_layers=(0, 1))
+    pipe = _make(name, dict(transformer=transformer, vae=_kl_vae(4), scheduler=_flow_scheduler()))
+    pipe.default_sample_size = 16  # the pipeline rescales every request to this area (128: 1024 x 1024)
+    g = torch.Generator().manual_seed(1)
+    call = dict(prompt_embeds_t5=torch.randn(1, 7, 32, generator=g),
+                prompt_embeds_llama3=torch.randn(2, 1, 7, 16, generator=g),
+                pooled_prompt_embeds=torch.randn(1, 64, generator=g),
+                negative_prompt_embeds_t5=torch.randn(1, 7, 32, generator=g),
+                negative_prompt_embeds_llama3=torch.randn(2, 1, 7, 16, generator=g),
+                negative_pooled_prompt_embeds=torch.randn(1, 64, generator=g), height=32, width=32,
+                guidance_scale=5.0)
+    return pipe, _kwargs(call)
