@@ -12,6 +12,7 @@ accepts them) together with the call arguments that fit it; :func:`check` runs t
 from __future__ import annotations
 
 import functools
+import importlib.util
 import inspect
 import re
 import traceback
@@ -311,7 +312,10 @@ def check(name: str, *, n: int = CHECK_N, budget: int = CHECK_BUDGET, n2: int = 
 _BUILDERS: dict = {}
 _FAMILY: dict = {}
 # Classes with no tiny offline build, and why.
-NOT_BUILT: dict = {
+NOT_BUILT: dict = {} if importlib.util.find_spec("torchvision") else {
+    "OmniGenPipeline": "its prompt processor (OmniGenMultiModalProcessor) needs torchvision, not installed here",
+}
+NOT_BUILT |= {
     "Kandinsky5I2IPipeline": "resizes to its 1024 x 1024 buckets (4096 latent tokens, minutes per call on a CPU) and "
                              "the tiny build then fails with a size mismatch in its image conditioning",
 }
@@ -343,6 +347,7 @@ def build(name: str):
         raise KeyError(f"no tiny builder for {name!r}" + (f": {NOT_BUILT[name]}" if name in NOT_BUILT else ""))
     pipe, kwargs = _BUILDERS[name]()
     _memoize_encode(pipe)
+    _unzero(pipe)
     for component in pipe.components.values():
         if isinstance(component, torch.nn.Module):
             component.eval()
@@ -368,6 +373,20 @@ def _memoize_encode(pipe) -> None:
         return out
 
     vae.encode = functools.wraps(encode)(memo_encode)
+
+
+def _unzero(pipe) -> None:
+    """Give the transformers' zero-initialised parameters (output projections, gates) small seeded random values:
+    a random model whose velocity is zero would not exercise anything."""
+    g = torch.Generator().manual_seed(0)
+    for name in ("transformer", "transformer_2"):
+        module = getattr(pipe, name, None)
+        if not isinstance(module, torch.nn.Module):
+            continue
+        with torch.no_grad():
+            for p in module.parameters():
+                if p.is_floating_point() and p.numel() > 1 and not p.any():
+                    p.copy_(0.02 * torch.randn(p.shape, generator=g))
 
 
 def _cls(name: str):
@@ -1189,3 +1208,81 @@ def _hidream(name):
                 negative_pooled_prompt_embeds=torch.randn(1, 64, generator=g), height=32, width=32,
                 guidance_scale=5.0)
     return pipe, _kwargs(call)
+
+
+@_builder("Krea2Pipeline", family="Krea 2")
+def _krea2(name):
+    from diffusers import Krea2Transformer2DModel
+
+    from .testing import tiny_pipeline
+
+    transformer = _seeded(Krea2Transformer2DModel, in_channels=16, num_layers=1, attention_head_dim=16,
+                          num_attention_heads=2, num_key_value_heads=1, intermediate_size=32, timestep_embed_dim=16,
+                          text_hidden_dim=16, num_text_layers=2, text_num_attention_heads=2,
+                          text_num_key_value_heads=2, text_intermediate_size=32, num_layerwise_text_blocks=1,
+                          num_refiner_text_blocks=1, axes_dims_rope=(4, 6, 6))
+    pipe = _make(name, dict(transformer=transformer, vae=tiny_pipeline("qwen-image").vae, text_encoder=None,
+                            tokenizer=None, scheduler=_flow_scheduler()), text_encoder_select_layers=[0, 1])
+    g = torch.Generator().manual_seed(1)
+    pe, ne = torch.randn(1, 7, 2, 16, generator=g), torch.randn(1, 7, 2, 16, generator=g)
+    call = dict(prompt_embeds=pe, negative_prompt_embeds=ne, prompt_embeds_mask=torch.ones(1, 7, dtype=torch.bool),
+                negative_prompt_embeds_mask=torch.ones(1, 7, dtype=torch.bool), height=32, width=32,
+                guidance_scale=4.5)
+    return pipe, _kwargs(call)
+
+
+@_builder("ErnieImagePipeline", family="ERNIE-Image")
+def _ernie(name):
+    from diffusers import ErnieImageTransformer2DModel
+
+    transformer = _seeded(ErnieImageTransformer2DModel, hidden_size=32, num_attention_heads=2, num_layers=2,
+                          ffn_hidden_size=64, in_channels=16, out_channels=16, patch_size=1, text_in_dim=16,
+                          rope_axes_dim=(4, 6, 6))
+    pipe = _make(name, dict(transformer=transformer, vae=_flux2_vae(), text_encoder=None, tokenizer=None,
+                            scheduler=_flow_scheduler()))
+    return pipe, _kwargs(dict(_embeds(16), negative_prompt=None, height=32, width=32, guidance_scale=4.0, use_pe=False))
+
+
+@_builder("NucleusMoEImagePipeline", family="Nucleus-Image")
+def _nucleus(name):
+    from diffusers import NucleusMoEImageTransformer2DModel
+
+    from .testing import tiny_pipeline
+
+    transformer = _seeded(NucleusMoEImageTransformer2DModel, patch_size=2, in_channels=16, out_channels=4,
+                          num_layers=2, attention_head_dim=16, num_attention_heads=2, joint_attention_dim=16,
+                          axes_dims_rope=(4, 6, 6), num_experts=4, moe_intermediate_dim=16)
+    pipe = _make(name, dict(transformer=transformer, vae=tiny_pipeline("qwen-image").vae, text_encoder=None,
+                            processor=None, scheduler=_flow_scheduler()))
+    return pipe, _kwargs(dict(_qwen_prompt(), height=32, width=32, guidance_scale=4.0))
+
+
+@_builder("PRXPixelPipeline", family="PRX")
+def _prx_pixel(name):
+    from diffusers import PRXTransformer2DModel
+
+    transformer = _seeded(PRXTransformer2DModel, in_channels=3, patch_size=4, context_in_dim=16, hidden_size=16,
+                          mlp_ratio=2.0, num_heads=2, depth=2, axes_dim=[4, 4])
+    pipe = _make(name, dict(transformer=transformer, text_encoder=None, tokenizer=None, scheduler=_flow_scheduler()),
+                 default_sample_size=32)
+    call = _with_masks(dict(_embeds(16), negative_prompt=None, height=32, width=32, guidance_scale=4.0,
+                            use_resolution_binning=False))
+    return pipe, _kwargs(call)
+
+
+@_builder("OmniGenPipeline", family="OmniGen")
+def _omnigen(name):
+    from diffusers import OmniGenTransformer2DModel
+
+    from .testing import _llama_tokenizer
+
+    tokenizer = _llama_tokenizer()
+    transformer = _seeded(OmniGenTransformer2DModel, hidden_size=16, num_layers=1, num_attention_heads=4,
+                          num_key_value_heads=4, intermediate_size=32, in_channels=4, patch_size=2,
+                          pad_token_id=0, vocab_size=len(tokenizer) + 8,
+                          rope_scaling={"short_factor": [1.0] * 2, "long_factor": [1.0] * 2},
+                          max_position_embeddings=512, original_max_position_embeddings=512, time_step_dim=16,
+                          pos_embed_max_size=32)
+    pipe = _make(name, dict(transformer=transformer, vae=_kl_vae(4), tokenizer=tokenizer,
+                            scheduler=_flow_scheduler()))
+    return pipe, _kwargs(dict(prompt="a red cube", height=32, width=32, guidance_scale=2.5))
