@@ -1286,3 +1286,41 @@ def _omnigen(name):
     pipe = _make(name, dict(transformer=transformer, vae=_kl_vae(4), tokenizer=tokenizer,
                             scheduler=_flow_scheduler()))
     return pipe, _kwargs(dict(prompt="a red cube", height=32, width=32, guidance_scale=2.5))
+
+
+@_builder("Cosmos2_5_PredictBasePipeline", family="Cosmos")
+def _cosmos25(name):
+    from diffusers import AutoencoderKLWan, CosmosTransformer3DModel, UniPCMultistepScheduler
+
+    transformer = _seeded(CosmosTransformer3DModel, in_channels=17, out_channels=16, num_attention_heads=2,
+                          attention_head_dim=16, num_layers=2, mlp_ratio=2, text_embed_dim=32, adaln_lora_dim=4,
+                          max_size=(4, 32, 32), patch_size=(1, 2, 2), rope_scale=(2.0, 1.0, 1.0),
+                          concat_padding_mask=False, extra_pos_embed_type=None)
+    vae = _seeded(AutoencoderKLWan, base_dim=3, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1,
+                  temperal_downsample=[False, True, True])
+    scheduler = UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=5.0,
+                                        use_karras_sigmas=True)
+    pipe = _make(name, dict(transformer=transformer, vae=vae, text_encoder=None, tokenizer=None, scheduler=scheduler,
+                            safety_checker=_NoSafety()))
+    return pipe, _kwargs(dict(_embeds(32), height=32, width=32, num_frames=5, guidance_scale=7.0))
+
+
+@_builder("HunyuanImagePipeline", family="HunyuanImage")
+def _hunyuan_image(name):
+    from diffusers import AutoencoderKLHunyuanImage, HunyuanImageTransformer2DModel
+
+    transformer = _seeded(HunyuanImageTransformer2DModel, in_channels=4, out_channels=4, num_attention_heads=2,
+                          attention_head_dim=8, num_layers=1, num_single_layers=1, num_refiner_layers=1,
+                          patch_size=(1, 1), guidance_embeds=False, text_embed_dim=16, text_embed_2_dim=8,
+                          rope_axes_dim=(4, 4))
+    vae = _seeded(AutoencoderKLHunyuanImage, in_channels=3, out_channels=3, latent_channels=4,
+                  block_out_channels=(32, 32), layers_per_block=1, spatial_compression_ratio=4, sample_size=32)
+    pipe = _make(name, dict(transformer=transformer, vae=vae, scheduler=_flow_scheduler()))
+    g = torch.Generator().manual_seed(1)
+    call = {}
+    for neg in ("", "negative_"):
+        for suffix, dim in (("", 16), ("_2", 8)):
+            call[f"{neg}prompt_embeds{suffix}"] = torch.randn(1, 7, dim, generator=g)
+            call[f"{neg}prompt_embeds_mask{suffix}"] = torch.ones(1, 7, dtype=torch.long)
+    call.update(height=32, width=32)
+    return pipe, _kwargs(call)
