@@ -1137,7 +1137,8 @@ def _kandinsky5(name):
     pipe = _make(name, dict(transformer=transformer, vae=vae, text_encoder=None, tokenizer=None,
                             text_encoder_2=None, tokenizer_2=None, scheduler=_flow_scheduler()))
     g = torch.Generator().manual_seed(1)
-    call = dict(prompt_embeds_qwen=torch.randn(1, 7, 16, generator=g), prompt_embeds_clip=torch.randn(1, 8, generator=g),
+    call = dict(prompt_embeds_qwen=torch.randn(1, 7, 16, generator=g),
+                prompt_embeds_clip=torch.randn(1, 8, generator=g),
                 negative_prompt_embeds_qwen=torch.randn(1, 7, 16, generator=g),
                 negative_prompt_embeds_clip=torch.randn(1, 8, generator=g),
                 prompt_cu_seqlens=torch.tensor([0, 7], dtype=torch.int32),
@@ -1324,3 +1325,34 @@ def _hunyuan_image(name):
             call[f"{neg}prompt_embeds_mask{suffix}"] = torch.ones(1, 7, dtype=torch.long)
     call.update(height=32, width=32)
     return pipe, _kwargs(call)
+
+
+@_builder("HunyuanVideo15Pipeline", family="HunyuanVideo 1.5")
+def _hunyuan_video15(name):
+    from diffusers import AutoencoderKLHunyuanVideo15, ClassifierFreeGuidance, HunyuanVideo15Transformer3DModel
+
+    transformer = _seeded(HunyuanVideo15Transformer3DModel, in_channels=9, out_channels=4, num_attention_heads=2,
+                          attention_head_dim=8, num_layers=1, num_refiner_layers=1, mlp_ratio=2.0, text_embed_dim=16,
+                          text_embed_2_dim=8, image_embed_dim=8, rope_axes_dim=(2, 2, 4), target_size=32,
+                          task_type="t2v")
+    vae = _seeded(AutoencoderKLHunyuanVideo15, in_channels=3, out_channels=3, latent_channels=4,
+                  block_out_channels=(32, 32, 32, 32, 32), layers_per_block=1, spatial_compression_ratio=16,
+                  temporal_compression_ratio=4)
+    pipe = _make(name, dict(transformer=transformer, vae=vae, scheduler=_flow_scheduler(shift=5.0),
+                            guider=ClassifierFreeGuidance(guidance_scale=6.0)))
+    g = torch.Generator().manual_seed(1)
+    call = {}
+    for neg in ("", "negative_"):
+        for suffix, dim in (("", 16), ("_2", 8)):
+            call[f"{neg}prompt_embeds{suffix}"] = torch.randn(1, 7, dim, generator=g)
+            call[f"{neg}prompt_embeds_mask{suffix}"] = torch.ones(1, 7, dtype=torch.long)
+    call.update(height=32, width=32, num_frames=5)
+    return pipe, _kwargs(call)
+
+
+@_builder("ZImageOmniPipeline", family="Z-Image")
+def _zimage_omni(name):
+    pipe = _make(name, _zimage_components())
+    # one list of caption segments per sample
+    prompt = {k: [v] for k, v in _zimage_prompt().items()}
+    return pipe, _kwargs(dict(_ZIMAGE_CALL, **prompt))
