@@ -1057,11 +1057,14 @@ def _ovis(name):
 
 @_builder("LongCatImagePipeline", family="LongCat-Image")
 def _longcat(name):
-    transformer = _flux_like("LongCatImageTransformer2DModel", pooled_projection_dim=32)
-    pipe = _make(name, dict(transformer=transformer, vae=_kl_vae(), text_encoder=None, tokenizer=None,
-                            text_processor=None, scheduler=_flow_scheduler()))
-    # encode_prompt reads len(prompt) even when given the embeddings
-    return pipe, _kwargs(dict(_embeds(32), prompt=["a red cube"], height=32, width=32, guidance_scale=4.5,
+    from .testing import tiny_pipeline
+
+    qwen = tiny_pipeline("qwen-image")  # its tiny Qwen2.5-VL text encoder (encode_prompt needs the prompt)
+    transformer = _flux_like("LongCatImageTransformer2DModel", in_channels=64, joint_attention_dim=16,
+                             pooled_projection_dim=16)  # 16 latent channels, packed 2 x 2
+    pipe = _make(name, dict(transformer=transformer, vae=_kl_vae(16), text_encoder=qwen.text_encoder,
+                            tokenizer=qwen.tokenizer, text_processor=None, scheduler=_flow_scheduler()))
+    return pipe, _kwargs(dict(prompt="a red cube", negative_prompt="blurry", height=32, width=32, guidance_scale=4.5,
                               enable_prompt_rewrite=False))
 
 
