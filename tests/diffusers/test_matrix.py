@@ -2,6 +2,8 @@
 diffusers that has a tiny offline build runs MeanCache (B calls per CFG branch, close to uncached, state reset,
 another N, removal bit-identical); the classes MeanCache cannot run on are refused at apply time."""
 
+import re
+
 import pytest
 import torch
 
@@ -17,9 +19,11 @@ from meancache_kernels.diffusers.compat import REFUSED, check_pipeline, refusal_
 # Built classes that do not pass yet, with the reason (strict: one that starts passing must be moved out).
 EXPECTED_FAILURES = {
     "MochiPipeline": "cached output farther than the bound from uncached on the tiny random Mochi (measured 0.79)",
+    "PRXPixelPipeline": "cached output farther than the bound from uncached on the tiny random pixel-space PRX (0.78)",
 }
 
-_BUILT = sorted(n for n in zoo.FLOW_PIPELINES if n in zoo._BUILDERS and refusal_reason(zoo._cls(n)) is None)
+_BUILT = sorted(n for n in zoo.FLOW_PIPELINES
+                if n in zoo._BUILDERS and n not in zoo.NOT_BUILT and refusal_reason(zoo._cls(n)) is None)
 
 
 def test_flow_pipelines_is_the_installed_list():
@@ -59,7 +63,7 @@ def test_refused_at_apply_before_any_call(name):
 @pytest.mark.parametrize("name", sorted(REFUSED))
 def test_refusal_names_the_reason(name):
     cls = zoo._cls(name)
-    with pytest.raises(TypeError, match=REFUSED[name][:40]):
+    with pytest.raises(TypeError, match=re.escape(REFUSED[name])):
         check_pipeline(cls.__new__(cls))
 
 
