@@ -1352,3 +1352,45 @@ def _zimage_omni(name):
     # one list of caption segments per sample
     prompt = {k: [v] for k, v in _zimage_prompt().items()}
     return pipe, _kwargs(dict(_ZIMAGE_CALL, **prompt))
+
+
+@_builder("HunyuanVideoImageToVideoPipeline", family="HunyuanVideo")
+def _hunyuan_video_i2v(name):
+    from diffusers import HunyuanVideoTransformer3DModel
+
+    from .testing import tiny_pipeline
+
+    comps = dict(tiny_pipeline("hunyuan-video").components)
+    # latent_concat: noise (4) + image latents (4) + mask (1)
+    comps["transformer"] = _seeded(
+        HunyuanVideoTransformer3DModel, in_channels=9, out_channels=4, num_attention_heads=2, attention_head_dim=10,
+        num_layers=1, num_single_layers=1, num_refiner_layers=1, patch_size=1, patch_size_t=1, guidance_embeds=False,
+        text_embed_dim=16, pooled_projection_dim=8, rope_axes_dim=(2, 4, 4), image_condition_type="latent_concat")
+    pipe = _make(name, comps, text_encoder=None, image_processor=None)
+    g = torch.Generator().manual_seed(1)
+    call = dict(prompt_embeds=torch.randn(1, 7, 16, generator=g), pooled_prompt_embeds=torch.randn(1, 8, generator=g),
+                prompt_attention_mask=torch.ones(1, 7, dtype=torch.long), image=_image(16, 16), height=16, width=16,
+                num_frames=5, guidance_scale=1.0)
+    return pipe, _kwargs(call)
+
+
+@_builder("HunyuanVideo15ImageToVideoPipeline", family="HunyuanVideo 1.5")
+def _hunyuan_video15_i2v(name):
+    from transformers import SiglipImageProcessor, SiglipVisionConfig, SiglipVisionModel
+
+    pipe15, call_fn = _BUILDERS["HunyuanVideo15Pipeline"]()
+    comps = dict(pipe15.components)
+    from diffusers import HunyuanVideo15Transformer3DModel
+
+    comps["transformer"] = _seeded(
+        HunyuanVideo15Transformer3DModel, in_channels=9, out_channels=4, num_attention_heads=2, attention_head_dim=8,
+        num_layers=1, num_refiner_layers=1, mlp_ratio=2.0, text_embed_dim=16, text_embed_2_dim=8, image_embed_dim=8,
+        rope_axes_dim=(2, 2, 4), target_size=32, task_type="i2v")
+    encoder = _seeded(SiglipVisionModel, SiglipVisionConfig(hidden_size=8, intermediate_size=16, num_hidden_layers=1,
+                                                            num_attention_heads=2, image_size=32, patch_size=8))
+    processor = SiglipImageProcessor(size={"height": 32, "width": 32})
+    pipe = _make(name, comps, image_encoder=encoder, feature_extractor=processor)
+    call = call_fn(1)
+    for k in ("num_inference_steps", "output_type", "generator", "height", "width"):
+        call.pop(k)
+    return pipe, _kwargs(dict(call, image=_image(32, 32)))
