@@ -1394,3 +1394,30 @@ def _hunyuan_video15_i2v(name):
     for k in ("num_inference_steps", "output_type", "generator", "height", "width"):
         call.pop(k)
     return pipe, _kwargs(dict(call, image=_image(32, 32)))
+
+
+def _siglip_vision(hidden: int = 8):
+    from transformers import SiglipImageProcessor, SiglipVisionConfig, SiglipVisionModel
+
+    encoder = _seeded(SiglipVisionModel, SiglipVisionConfig(hidden_size=hidden, intermediate_size=16,
+                                                            num_hidden_layers=1, num_attention_heads=2,
+                                                            image_size=32, patch_size=8))
+    return encoder, SiglipImageProcessor(size={"height": 32, "width": 32})
+
+
+@_builder("HunyuanVideoFramepackPipeline", family="HunyuanVideo")
+def _hunyuan_framepack(name):
+    from diffusers import HunyuanVideoFramepackTransformer3DModel
+
+    from .testing import tiny_pipeline
+
+    comps = dict(tiny_pipeline("hunyuan-video").components)
+    comps["transformer"] = _seeded(
+        HunyuanVideoFramepackTransformer3DModel, in_channels=4, out_channels=4, num_attention_heads=2,
+        attention_head_dim=10, num_layers=1, num_single_layers=1, num_refiner_layers=1, patch_size=2, patch_size_t=1,
+        guidance_embeds=True, text_embed_dim=16, pooled_projection_dim=8, rope_axes_dim=(2, 4, 4),
+        has_image_proj=True, image_proj_dim=8, has_clean_x_embedder=True)
+    encoder, processor = _siglip_vision()
+    pipe = _make(name, comps, image_encoder=encoder, feature_extractor=processor)
+    call = dict(_HUNYUAN_CALL, image=_image(32, 32), height=32, width=32, num_frames=5, latent_window_size=2)
+    return pipe, _kwargs(call)
