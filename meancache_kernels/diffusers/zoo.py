@@ -316,6 +316,8 @@ NOT_BUILT: dict = {} if importlib.util.find_spec("torchvision") else {
     "OmniGenPipeline": "its prompt processor (OmniGenMultiModalProcessor) needs torchvision, not installed here",
 }
 NOT_BUILT |= {
+    "JoyImageEditPlusPipeline": "reads the prompt text even when given prompt_embeds (needs its Qwen3-VL encoder and "
+                                "processor)",
     "Kandinsky5I2VPipeline": "its tiny random build (Kandinsky 5 transformer with visual conditioning, HunyuanVideo "
                              "VAE) gives NaN latents uncached",
     "EasyAnimatePipeline": "reads vae.config even for latent output and no tiny AutoencoderKLMagvit config is "
@@ -1421,3 +1423,34 @@ def _hunyuan_framepack(name):
     pipe = _make(name, comps, image_encoder=encoder, feature_extractor=processor)
     call = dict(_HUNYUAN_CALL, image=_image(32, 32), height=32, width=32, num_frames=5, latent_window_size=2)
     return pipe, _kwargs(call)
+
+
+@_builder("SanaImageToVideoPipeline", family="Sana")
+def _sana_i2v(name):
+    from diffusers import SanaVideoTransformer3DModel
+
+    transformer = _seeded(SanaVideoTransformer3DModel, in_channels=16, out_channels=16, num_attention_heads=2,
+                          attention_head_dim=12, num_layers=2, num_cross_attention_heads=2, cross_attention_head_dim=12,
+                          cross_attention_dim=24, caption_channels=8, sample_size=8, patch_size=(1, 2, 2),
+                          rope_max_seq_len=32)
+    vae = _wan_components()["vae"]
+    pipe = _make(name, dict(transformer=transformer, vae=vae, text_encoder=None, tokenizer=None,
+                            scheduler=_flow_scheduler()))
+    call = _with_masks(dict(_embeds(8), negative_prompt=None, image=_image(32, 32), height=32, width=32, frames=5,
+                            guidance_scale=6.0, use_resolution_binning=False))
+    return pipe, _kwargs(call)
+
+
+@_builder("JoyImageEditPipeline", "JoyImageEditPlusPipeline", family="JoyImage")
+def _joyimage(name):
+    import diffusers
+
+    cls = getattr(diffusers, name.replace("Pipeline", "Transformer3DModel"))
+    # The pipeline resizes to its 1024 x 1024 buckets: 4 x 4 patches keep the token count small.
+    transformer = _seeded(cls, patch_size=[1, 4, 4], in_channels=16, hidden_size=24,
+                          num_attention_heads=2, text_dim=16, mlp_width_ratio=2.0, num_layers=2,
+                          rope_dim_list=[4, 4, 4])
+    pipe = _make(name, dict(transformer=transformer, vae=_wan_components()["vae"], text_encoder=None,
+                            tokenizer=None, processor=None, scheduler=_flow_scheduler()))
+    image = {"image": _image(32, 32)} if name == "JoyImageEditPipeline" else {"images": [_image(32, 32)]}
+    return pipe, _kwargs(dict(_qwen_prompt(), **image, height=32, width=32, guidance_scale=4.0))
