@@ -315,7 +315,33 @@ _FAMILY: dict = {}
 NOT_BUILT: dict = {} if importlib.util.find_spec("torchvision") else {
     "OmniGenPipeline": "its prompt processor (OmniGenMultiModalProcessor) needs torchvision, not installed here",
 }
+_AUDIO = "audio pipeline (audio VAE / codec and duration or lyric conditioning): no tiny build written yet"
+_LTX2 = ("LTX-2 audio-video pipeline (audio VAE, vocoder, Gemma text connectors): no tiny build written yet")
+_TEXT_ONLY = "takes no prompt embeddings (needs its own text or vision-language encoder): no tiny build written yet"
 NOT_BUILT |= {
+    "AceStepPipeline": _AUDIO, "StableAudio3Pipeline": _AUDIO, "StableAudio3AudioToAudioPipeline": _AUDIO,
+    "StableAudio3InpaintPipeline": _AUDIO, "LongCatAudioDiTPipeline": _AUDIO,
+    "LTX2Pipeline": _LTX2, "LTX2ImageToVideoPipeline": _LTX2, "LTX2ConditionPipeline": _LTX2, "LTX2DFRPipeline": _LTX2,
+    "LTX2HDRPipeline": _LTX2, "LTX2InContextPipeline": _LTX2,
+    "BriaFiboPipeline": _TEXT_ONLY, "BriaFiboEditPipeline": _TEXT_ONLY, "BriaFibo2Pipeline": _TEXT_ONLY,
+    "GlmImagePipeline": _TEXT_ONLY + " (GLM-Image also runs an autoregressive vision-language prior)",
+    "Ideogram4Pipeline": _TEXT_ONLY + " (two transformers: conditional and unconditional)",
+    "Cosmos3OmniPipeline": _TEXT_ONLY,
+    "Kandinsky6SRPipeline": "Kandinsky 6 super-resolution (its own VAE and latent upscaler bank; Piflow scheduler "
+                            "option): no tiny build written yet",
+    "Kandinsky6TI2VAPipeline": "Kandinsky 6 text/image-to-video-and-audio: no tiny build written yet",
+    "WanAnimatePipeline": "Wan-Animate (pose and face video encoders, segment-wise generation): no tiny build "
+                          "written yet",
+    "Cosmos2_5_TransferPipeline": "Cosmos 2.5 Transfer (control-net over chunked video): no tiny build written yet",
+    "SanaWMPipeline": "Sana world model (LTX-2 video VAE): no tiny build written yet",
+    "QwenImage21Pipeline": "Qwen-Image 2.1 (Qwen3-VL encoder with KV cache, its own VAE): no tiny build written yet",
+    "HunyuanImageRefinerPipeline": "HunyuanImage refiner (its own 3D VAE): no tiny build written yet",
+    "LongCatImageEditPipeline": "LongCat-Image edit (its text processor encodes the image into the prompt): no tiny "
+                                "build written yet",
+    "EasyAnimateControlPipeline": "reads vae.config even for latent output and no tiny AutoencoderKLMagvit config is "
+                                  "written yet",
+    "EasyAnimateInpaintPipeline": "reads vae.config even for latent output and no tiny AutoencoderKLMagvit config is "
+                                  "written yet",
     "JoyImageEditPlusPipeline": "reads the prompt text even when given prompt_embeds (needs its Qwen3-VL encoder and "
                                 "processor)",
     "Kandinsky5I2VPipeline": "its tiny random build (Kandinsky 5 transformer with visual conditioning, HunyuanVideo "
