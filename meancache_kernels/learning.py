@@ -275,13 +275,14 @@ class MeanCache:
         entry = self.lookup(self.key(s, sample_shape, sampler))
         return None if entry is None else entry.schedule
 
-    def learn_from(self, z: torch.Tensor, v: torch.Tensor, sigmas, *, sampler: str = "euler") -> Learned:
-        """Learn the schedule of the key of this trajectory (``z`` [N+1, S, ...], ``v`` [N, S, ...]) and store it."""
+    def learn_from(self, z: torch.Tensor, v: torch.Tensor, sigmas, *, sampler: str = "euler",
+                   key: str | None = None) -> Learned:
+        """Learn the schedule of this trajectory (``z`` [N+1, S, ...], ``v`` [N, S, ...]) and store it under ``key``
+        (None: :meth:`key` of its sigmas, per-sample shape and sampler)."""
         s = as_sigmas(sigmas)
-        key = self.key(s, tuple(z.shape[2:]), sampler)
+        key = self.key(s, tuple(z.shape[2:]), sampler) if key is None else key
         schedule, info = learn_schedule(z, v, s, self.budget, sampler=sampler, estimators=self.estimators,
                                         backend=self.backend, solver_backend=self.solver_backend)
-        info = dict(info, generation=self.generations)
         entry = Learned(schedule, signature_from_velocities(list(v), "learned"), info, calls=len(s) - 1)
         self.learned[key] = entry
         if self.cache_dir is not None:
@@ -324,7 +325,7 @@ class MeanCache:
                 callback(i, z_next, v, computed)
 
         out = MeanCacheState(Schedule.full(n), s, backend=self.backend).run(counted, z, record)
-        self.learn_from(torch.stack(zs), torch.stack(vs), s)
+        self.learn_from(torch.stack(zs), torch.stack(vs), s).info["generation"] = self.generations
         self.last = {"learning": True, "calls": calls[0], "key": key}
         return out
 

@@ -103,6 +103,8 @@ class MeanCacheConfig:
     _solved: Schedule | None = field(default=None, init=False, repr=False, compare=False)
     # profile_schedule's re-solves, by the usable estimators (solved once per scheduler kind, not at every check)
     _resolved: dict = field(default_factory=dict, init=False, repr=False, compare=False)
+    # learner(namespace)'s MeanCache objects: applying this configuration again to the same model keeps what it learnt
+    _learners: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self):
         given = [name for name in ("schedule", "preset", "profile") if getattr(self, name) is not None]
@@ -181,13 +183,18 @@ class MeanCacheConfig:
                                  "(learn=True, the default)")
 
     def learner(self, namespace: str = ""):
-        """A new :class:`meancache_kernels.MeanCache` for this configuration (one per accelerated pipeline)."""
+        """The :class:`meancache_kernels.MeanCache` of this configuration for the model ``namespace`` names (made at
+        the first request; the same object for the same model afterwards, so a configuration applied again keeps
+        what it learnt)."""
         from ..learning import MeanCache
 
         if not self.learn:
             raise ValueError("this configuration does not learn (learn=False, or a schedule source other than budget=)")
-        return MeanCache(self.budget, estimators=self.estimators, cache_dir=self.cache_dir, backend=self.backend,
-                         solver_backend=self.solver_backend, namespace=namespace)
+        if namespace not in self._learners:
+            self._learners[namespace] = MeanCache(self.budget, estimators=self.estimators, cache_dir=self.cache_dir,
+                                                  backend=self.backend, solver_backend=self.solver_backend,
+                                                  namespace=namespace)
+        return self._learners[namespace]
 
     def _check_solver_options(self) -> None:
         pssp_only = {"gamma": self.gamma != 2.0, "edge_cost": self.edge_cost is not None,

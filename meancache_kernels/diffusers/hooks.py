@@ -19,6 +19,12 @@ segments by the transformer that makes them (Wan 2.2's two experts); each segmen
 state, so no estimate uses another model's velocities. ``start_generation`` (at ``set_timesteps``) builds it,
 ``start_at`` (at ``set_begin_index``) rebuilds it for a later start, ``begin_step`` / ``end_step`` (at every
 ``scheduler.step``) and ``transformer_call`` (at every transformer forward) run it.
+
+``MeanCacheConfig(budget=B)`` learns (:class:`meancache_kernels.MeanCache`, one per accelerated pipeline): a
+generation of one segment whose key (the sigmas run, the latent shape the transformer sees, the scheduler) has no
+learnt schedule yet computes every step, records its trajectory (:class:`_RecordingState`) and learns at its last
+step; the key is read at the first step (every schedule computes it), so a later generation at that key switches to
+the learnt schedule before anything is recorded. Generations made by several models use the calibration-free rule.
 """
 
 from __future__ import annotations
@@ -74,6 +80,42 @@ class _Decisions:
 
     def __getitem__(self, i: int) -> bool:
         return self._state.should_compute(i)
+
+
+class _RecordingState(MeanCacheState):
+    """Every step computed, the trajectory recorded for learning: z_0..z_{N-1} and v_0..v_{N-1} (detached copies,
+    on the latents' device)."""
+
+    def __init__(self, sigmas: list[float], backend: str):
+        super().__init__(Schedule.full(len(sigmas) - 1), sigmas, backend=backend)
+        self.zs: list[torch.Tensor] = []
+        self.vs: list[torch.Tensor] = []
+
+    def _record(self, i: int, z: torch.Tensor, v: torch.Tensor) -> None:
+        super()._record(i, z, v)
+        self.zs.append(z.detach().clone())
+        self.vs.append(v.detach().clone())
+
+    def trajectory(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(z [N+1, S, ...], v [N, S, ...]); z_N is the Euler step from z_{N-1} with v_{N-1}."""
+        z_last = self.zs[-1] + (self.sigmas[-1] - self.sigmas[-2]) * self.vs[-1].to(self.zs[-1].dtype)
+        return torch.stack(self.zs + [z_last]), torch.stack(self.vs)
+
+
+def _model_namespace(pipe, names: tuple[str, ...]) -> str:
+    """The model's identity in learnt-schedule keys: the transformer classes, a hash of their configs and a few of
+    their weights (two fine-tunes of one architecture learn apart)."""
+    import hashlib
+    import json
+
+    parts = []
+    for name in names:
+        module = getattr(pipe, name, None)
+        cfg = dict(getattr(module, "config", None) or {})
+        weights = [float(p.detach().reshape(-1)[:8].double().sum()) for _, p in zip(range(4), module.parameters())]
+        parts.append(f"{type(module).__name__}:" + json.dumps(cfg, sort_keys=True, default=str) + repr(weights))
+    digest = hashlib.sha1("|".join(parts).encode()).hexdigest()[:10]
+    return f"{type(getattr(pipe, names[0], None)).__name__}-{digest}"
 
 
 class _Segment:
@@ -244,6 +286,13 @@ class MeanCacheContext:
         # set by start_generation: the scheduler's sigmas and per-step timesteps, and the grid function
         self._run = None
         self._start_announced = False  # set_begin_index fixed where the generation starts
+        # learning (MeanCacheConfig(budget=B), learn=True): the learner, the pipeline calls counted, the call that
+        # learnt each key, and the current generation's state: None, "pending" (key not read yet) or its key
+        self.learner = config.learner(_model_namespace(pipe, transformer_names)) if config.learn else None
+        self._calls = 0
+        self._learnt_in: dict[str, int] = {}
+        self._learning: str | None = None
+        self._sample_shape: tuple[int, ...] | None = None
 
     # ------------------------------------------------------------------ generation lifecycle
     def start_generation(self, sigmas: torch.Tensor, source_grid=None, timesteps=None) -> None:
@@ -256,6 +305,8 @@ class MeanCacheContext:
         self.generation = None
         self._run = (as_host_sigmas(sigmas), source_grid, None if timesteps is None else as_host_sigmas(timesteps))
         self._start_announced = False
+        self._calls += 1
+        self._sample_shape = None
         self._check_running_pipeline()
         self._begin(0)
 
@@ -342,6 +393,14 @@ class MeanCacheContext:
             budgets = [config.budget] * len(segments)
         else:
             budgets = _split_budget(config.budget, lengths)
+        self._learning = None
+        if self.learner is not None and len(segments) == 1:  # read the key at the first step (_resolve_learning)
+            self._learning = "pending"
+            segments[0].schedule = Schedule.full(len(sigmas) - 1)
+            segments[0].state = _RecordingState(sigmas, config.backend)
+            return
+        if self.learner is not None:
+            config = dataclasses.replace(config, learn=False, cache_dir=None)  # several models: the blind rule
         for seg, b in zip(segments, budgets):
             shift = sigmas[seg.stop]  # 0 for the last segment
             seg_sigmas = [s - shift for s in sigmas[seg.start:seg.stop + 1]]
@@ -454,9 +513,30 @@ class MeanCacheContext:
             )
         if i == 0:
             self.stats.calls_per_step = gen.call_in_step
+            if self._learning == "pending":
+                self._resolve_learning()
             if logger.isEnabledFor(logging.INFO):
                 logger.info(self._describe())
         return i
+
+    def _resolve_learning(self) -> None:
+        """At the first step of a learning-capable generation: run the learnt schedule of its key, or learn it."""
+        gen = self.generation
+        kind = sampler_kind(self.scheduler)
+        key = self.learner.key(gen.sigmas, self._sample_shape or (), f"{kind}/{type(self.scheduler).__name__}")
+        entry = self.learner.lookup(key)
+        if entry is None:
+            self._learning = key
+            self.stats.learning = True
+            return
+        self._learning = None
+        seg = gen.segments[0]
+        seg.schedule = entry.schedule
+        seg.state = MeanCacheState(entry.schedule, gen.sigmas, backend=self.config.backend)
+        gen.set_segments(gen.segments)
+        self.stats.schedule = gen.schedule
+        self.stats.learnt_in = self._learnt_in.get(key, 0)  # 0: read from cache_dir
+        self.stats.learnt = dict(entry.info, calls=entry.calls)
 
     def end_step(self, i: int, computed: bool, step_index: int | None) -> None:
         gen = self.generation
@@ -477,6 +557,14 @@ class MeanCacheContext:
             if gen.schedule is None:  # adaptive: the schedule this generation ran
                 self.stats.schedule = gen.state.schedule_so_far()
             gen.outputs.clear()  # the cached outputs are not needed any more
+            if self._learning not in (None, "pending"):
+                key, self._learning = self._learning, None
+                z, v = gen.state.trajectory()
+                entry = self.learner.learn_from(z, v, gen.sigmas, sampler=sampler_kind(self.scheduler), key=key)
+                self._learnt_in[key] = self._calls
+                self.stats.learnt_in = self._calls
+                self.stats.learnt = dict(entry.info, calls=entry.calls)
+                gen.state.zs, gen.state.vs = [], []
 
     def _describe(self) -> str:
         """One line on the generation starting: steps, budget, computed steps, estimators, models."""
@@ -488,6 +576,10 @@ class MeanCacheContext:
             models = ", models " + ", ".join(f"{s.model} from step {s.start}" for s in gen.segments)
         if gen.schedule is None:
             return f"MeanCache: {steps}, {self.config.source}: computed steps decided while generating{models}"
+        if self._learning not in (None, "pending"):
+            return (f"MeanCache: {steps}, learning: every step computed in this first generation at this N, latent "
+                    f"shape and scheduler; later ones make B={self.config.budget} calls per branch "
+                    f"({self.config.source})")
         sched = gen.schedule
         names = sorted({e for e in sched.estimator_names() if e})
         return (f"MeanCache: {steps}, B={sched.budget}, computed steps {sched.compute_steps}, estimators "
@@ -512,6 +604,9 @@ class MeanCacheContext:
         i = gen.step
         slot = gen.call_in_step
         gen.call_in_step = slot + 1
+        if i == 0 and slot == 0 and self._learning == "pending":
+            x = kwargs.get("hidden_states", args[0] if args else None)
+            self._sample_shape = tuple(x.shape[1:]) if isinstance(x, torch.Tensor) else ()
         if slot == 0 and model is not None:
             seg = gen.segment(i)
             if seg.model is None:  # the first call of the segment's model (not known ahead)

@@ -28,6 +28,13 @@ class MeanCacheStats:
             ``first_step + i``.
         segments: ``(first step, transformer name)`` of each run of steps made by one model when the generation
             changes model (Wan 2.2's two experts); empty otherwise.
+        learning: True when this call computed every step to learn its schedule (``MeanCacheConfig(budget=B)``'s
+            first generation at this N, latent shape and scheduler): its image is the exact one.
+        learnt_in: the pipeline call (1 = the first since apply_mean_cache) that learnt the schedule this call ran
+            or learnt now; 0 when it was learnt before this application (the same configuration applied earlier, or
+            read from ``cache_dir``); None when nothing learnt is involved.
+        learnt: what was learnt: the rule's ``choice``, the ``regime`` and ``early_share`` it read, and ``calls``,
+            the transformer steps the learning generation computed (N).
     """
 
     num_steps: int = 0
@@ -40,6 +47,9 @@ class MeanCacheStats:
     finished: bool = False
     first_step: int = 0
     segments: tuple[tuple[int, str | None], ...] = ()
+    learning: bool = False
+    learnt_in: int | None = None
+    learnt: dict | None = None
 
     @property
     def speedup(self) -> float:
@@ -48,4 +58,4 @@ class MeanCacheStats:
         return total / self.transformer_calls if self.transformer_calls else float("nan")
 
     def copy(self) -> "MeanCacheStats":
-        return replace(self)
+        return replace(self, learnt=None if self.learnt is None else dict(self.learnt))
