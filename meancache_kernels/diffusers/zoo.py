@@ -319,6 +319,8 @@ _AUDIO = "audio pipeline (audio VAE / codec and duration or lyric conditioning):
 _LTX2 = ("LTX-2 audio-video pipeline (audio VAE, vocoder, Gemma text connectors): no tiny build written yet")
 _TEXT_ONLY = "takes no prompt embeddings (needs its own text or vision-language encoder): no tiny build written yet"
 NOT_BUILT |= {
+    "EasyAnimateControlPipeline": "fails without MeanCache in diffusers 0.42.1: __call__ passes encode_prompt() a "
+                                  "text_encoder_index argument it does not take",
     "AceStepPipeline": _AUDIO, "StableAudio3Pipeline": _AUDIO, "StableAudio3AudioToAudioPipeline": _AUDIO,
     "StableAudio3InpaintPipeline": _AUDIO, "LongCatAudioDiTPipeline": _AUDIO,
     "LTX2Pipeline": _LTX2, "LTX2ImageToVideoPipeline": _LTX2, "LTX2ConditionPipeline": _LTX2, "LTX2DFRPipeline": _LTX2,
@@ -338,16 +340,10 @@ NOT_BUILT |= {
     "HunyuanImageRefinerPipeline": "HunyuanImage refiner (its own 3D VAE): no tiny build written yet",
     "LongCatImageEditPipeline": "LongCat-Image edit (its text processor encodes the image into the prompt): no tiny "
                                 "build written yet",
-    "EasyAnimateControlPipeline": "reads vae.config even for latent output and no tiny AutoencoderKLMagvit config is "
-                                  "written yet",
-    "EasyAnimateInpaintPipeline": "reads vae.config even for latent output and no tiny AutoencoderKLMagvit config is "
-                                  "written yet",
     "JoyImageEditPlusPipeline": "reads the prompt text even when given prompt_embeds (needs its Qwen3-VL encoder and "
                                 "processor)",
     "Kandinsky5I2VPipeline": "its tiny random build (Kandinsky 5 transformer with visual conditioning, HunyuanVideo "
                              "VAE) gives NaN latents uncached",
-    "EasyAnimatePipeline": "reads vae.config even for latent output and no tiny AutoencoderKLMagvit config is "
-                           "written yet",
     "LTXI2VLongMultiPromptPipeline": "takes no prompt_embeds (needs its T5 encoder and fast tokenizer) and runs "
                                      "temporal tiles; no tiny build written yet",
     "Kandinsky5I2IPipeline": "resizes to its 1024 x 1024 buckets (4096 latent tokens, minutes per call on a CPU) and "
@@ -1480,3 +1476,30 @@ def _joyimage(name):
                             tokenizer=None, processor=None, scheduler=_flow_scheduler()))
     image = {"image": _image(32, 32)} if name == "JoyImageEditPipeline" else {"images": [_image(32, 32)]}
     return pipe, _kwargs(dict(_qwen_prompt(), **image, height=32, width=32, guidance_scale=4.0))
+
+
+@_builder("EasyAnimatePipeline", "EasyAnimateControlPipeline", "EasyAnimateInpaintPipeline", family="EasyAnimate")
+def _easyanimate(name):
+    from diffusers import AutoencoderKLMagvit, EasyAnimateTransformer3DModel
+
+    # control: noise (4) + control video latents (4); inpaint: noise (4) + mask (1) + masked video latents (4)
+    in_channels = {"EasyAnimatePipeline": 4, "EasyAnimateControlPipeline": 8, "EasyAnimateInpaintPipeline": 9}[name]
+    transformer = _seeded(EasyAnimateTransformer3DModel, num_attention_heads=2, attention_head_dim=16,
+                          in_channels=in_channels, out_channels=4, patch_size=2, sample_width=16, sample_height=16,
+                          num_layers=1, mmdit_layers=1, time_embed_dim=8, text_embed_dim=16)
+    vae = _seeded(AutoencoderKLMagvit, in_channels=3, latent_channels=4, out_channels=3, block_out_channels=[8, 8],
+                  down_block_types=["SpatialDownBlock3D", "SpatialTemporalDownBlock3D"],
+                  up_block_types=["SpatialUpBlock3D", "SpatialTemporalUpBlock3D"], layers_per_block=1,
+                  norm_num_groups=4, spatial_group_norm=False)
+    vae.register_to_config(cache_mag_vae=False)  # read by the inpaint pipeline, not registered by the VAE
+    pipe = _make(name, dict(transformer=transformer, vae=vae, text_encoder=None, tokenizer=None,
+                            scheduler=_flow_scheduler()))
+    call = _with_masks(dict(_embeds(16), height=32, width=32, num_frames=5, guidance_scale=5.0))
+    if name == "EasyAnimateControlPipeline":
+        call["control_video"] = torch.rand(1, 3, 5, 32, 32, generator=torch.Generator().manual_seed(2))
+    if name == "EasyAnimateInpaintPipeline":
+        g = torch.Generator().manual_seed(2)
+        mask = torch.zeros(1, 1, 5, 32, 32)
+        mask[..., 16:] = 1.0
+        call.update(video=torch.rand(1, 3, 5, 32, 32, generator=g), mask_video=mask, strength=1.0)
+    return pipe, _kwargs(call)
