@@ -34,7 +34,8 @@ def main(argv=None) -> int:
     ap.add_argument("--no-flows", action="store_true", help="skip the analytic flows")
     ap.add_argument("--no-pipeline", action="store_true", help="only the analytic flows")
     ap.add_argument("--flow", action="append", default=None, type=_flow_spec, metavar="DIM,COMPONENTS,SHIFT,SEED",
-                    help="an analytic flow to run instead of the default two (repeatable), e.g. --flow 32,8,1.5,7")
+                    help="an analytic flow to run instead of the default two (repeatable), e.g. --flow 32,8,1.5,7, or "
+                    "a realistic one by name: NAME,SHIFT,SEED, e.g. --flow power-flux,3,0")
     ap.add_argument("--out-dir", default=None,
                     help="where NAME.md/.json/.png go (default bench/results/; --smoke: a tmp dir)")
     ap.add_argument("--name", default=None, help="output file stem (default frontier, or frontier_<model dir name>)")
@@ -87,8 +88,19 @@ def main(argv=None) -> int:
 
 
 def _flow_spec(text: str) -> dict:
-    """``"dim,components,shift,seed"`` -> the flow spec of :func:`bench_flow` (argparse type of ``--flow``)."""
+    """``"dim,components,shift,seed"`` or ``"NAME,shift,seed"`` (a realistic flow, e.g. ``power-flux,3,0``) -> the
+    flow spec of :func:`bench_flow` (argparse type of ``--flow``)."""
     parts = text.split(",")
+    from meancache_kernels.testing import REALISTIC_FLOWS
+
+    if parts[0] in REALISTIC_FLOWS:
+        try:
+            if len(parts) != 3 or not float(parts[1]) > 0 or int(parts[2]) < 0:
+                raise ValueError
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"--flow NAME,SHIFT,SEED wants shift > 0, seed >= 0, got {text!r}") from None
+        return dict(name=parts[0], shift=float(parts[1]), seed=int(parts[2]))
     try:
         if len(parts) != 4:
             raise ValueError

@@ -73,8 +73,14 @@ def bench_flow(spec, num_steps, budgets, n_eval, n_cal, n_tune, log=print):
     import meancache_kernels as mck
     from meancache_kernels.testing import GaussianMixtureFlow, flow_sigmas
 
-    dim, comps, shift, seed = spec["dim"], spec["components"], spec["shift"], spec["seed"]
-    flow = CountingFlow(GaussianMixtureFlow.random(dim, components=comps, seed=seed))
+    shift, seed = spec["shift"], spec["seed"]
+    if "name" in spec:  # a realistic flow (meancache_kernels.testing.REALISTIC_FLOWS)
+        from meancache_kernels.testing import realistic_flow
+
+        flow = CountingFlow(realistic_flow(spec["name"], seed=seed))
+    else:
+        flow = CountingFlow(GaussianMixtureFlow.random(spec["dim"], components=spec["components"], seed=seed))
+    dim = flow.flow.dim
     sig = flow_sigmas(num_steps, shift=shift)
 
     def latents(n, off):
@@ -120,7 +126,16 @@ def bench_flow(spec, num_steps, budgets, n_eval, n_cal, n_tune, log=print):
             return out, f"{b} steps on flow_sigmas({b}, {shift:g})"
         return fn
 
+    z_learn = latents(1, 4)
+
+    def one_line(b):
+        mc = mck.MeanCache(b)
+        mc.sample(flow.flow, z_learn, sig)  # the learning generation (one latent), not counted
+        (entry,) = mc.learned.values()
+        return mc.sample(flow, z_eval, sig), f"{M.describe(entry.schedule)}; learnt: {entry.info['choice']}"
+
     for b in budgets:
+        add("MeanCache", M.ONE_LINE, b, lambda: one_line(b))
         add("Euler", "Euler, B steps", b,
             lambda: (mck.sample(flow, z_eval, flow_sigmas(b, shift=shift), mck.Schedule.full(b)), f"{b} steps"))
         for order in M.UNIPC_ORDERS:

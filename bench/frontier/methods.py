@@ -78,6 +78,7 @@ def heun_scheduler(euler):
     return FlowMatchHeunOnEulerGrid(num_train_timesteps=euler.config.num_train_timesteps)
 
 
+ONE_LINE = "MeanCache one line (learnt, budget=B)"  # MeanCacheConfig(budget=B) after its learning generation
 ADAMS_ORDERS = (1, 2)  # FlowMatchAdamsScheduler orders run (the library's default, 1, and one more)
 
 
@@ -168,7 +169,7 @@ def meancache_methods(profile, budget: int, num_steps: int, tune: Callable | Non
     out: list[tuple[str, Callable]] = []
     estimators = getattr(mck, "estimators", None)
     if estimators is not None:
-        if hasattr(mck, "default_schedule"):  # what MeanCacheConfig(budget=B) runs: no calibration, no tuning
+        if hasattr(mck, "default_schedule"):  # MeanCacheConfig(budget=B, learn=False): no calibration, no tuning
             out.append(("MeanCache default rule (zero-config)",
                         lambda: mck.default_schedule(profile.sigmas, budget)))
         adaptive = getattr(mck, "adaptive", None)

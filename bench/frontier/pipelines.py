@@ -82,6 +82,7 @@ class PipelineBench:
     def generate(self, steps=None, which="eval"):
         prompts, seed0 = {
             "eval": (self.prompts, 0), "tune": (self.tune_prompts, TUNE_SEED), "cal": (self.cal_prompts, CAL_SEED),
+            "learn": (self.cal_prompts[:1], CAL_SEED),  # the one line's learning generation: one prompt
         }[which]
         gens = [torch.Generator().manual_seed(seed0 + k) for k in range(len(prompts))]
         self.counter.reset()
@@ -174,7 +175,12 @@ class PipelineBench:
         return self.add(family, method, budget, imgs, wall, setting)
 
     def run(self):
-        from meancache_kernels.diffusers import MeanCacheConfig, apply_mean_cache, remove_mean_cache
+        from meancache_kernels.diffusers import (
+            MeanCacheConfig,
+            apply_mean_cache,
+            get_mean_cache_stats,
+            remove_mean_cache,
+        )
 
         n = self.num_steps
         self.generate(2)  # warm-up
@@ -256,8 +262,23 @@ class PipelineBench:
                 return imgs, wall, M.describe(sched)
             return fn
 
+        def one_line(b):
+            def fn():  # MeanCacheConfig(budget=B): its learning generation (one calibration prompt), then the eval
+                apply_mean_cache(self.pipe, MeanCacheConfig(budget=b))
+                try:
+                    self.generate(which="learn")
+                    learnt = get_mean_cache_stats(self.pipe).learnt
+                    imgs, wall = self.generate()
+                    sched = get_mean_cache_stats(self.pipe).schedule
+                finally:
+                    remove_mean_cache(self.pipe)
+                return imgs, wall, (f"{M.describe(sched)}; learnt from 1 calibration prompt ({learnt['calls']} calls): "
+                                    f"{learnt['choice']}, {learnt['regime']}, early share {learnt['early_share']:.2f}")
+            return fn
+
         tune = self.tuner()
         for b in self.budgets:
+            self.attempt("MeanCache", M.ONE_LINE, b, one_line(b))
             self.attempt("Euler", "Euler, B steps", b, with_scheduler(lambda: self.euler, b))
             for order in M.UNIPC_ORDERS:
                 self.attempt("UniPC", f"UniPC order {order}, B steps", b,

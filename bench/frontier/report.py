@@ -7,6 +7,7 @@ import math
 from pathlib import Path
 
 from .common import FAMILIES, TUNE_SEED, Row
+from .methods import ONE_LINE
 
 
 def _fmt(x, spec=".2f"):
@@ -154,7 +155,8 @@ def _series_selectors() -> dict:
     """Each family; for MeanCache the paper's schedule, the recommended (tuned) one and the best variant apart."""
     select = {fam: (lambda r, fam=fam: r.family == fam) for fam in FAMILIES if fam != "MeanCache"}
     select["MeanCache, paper (PSSP jvp)"] = lambda r: r.method in PAPER
-    select["MeanCache, zero-config default"] = lambda r: r.method == ZERO_CONFIG
+    select["MeanCache, one line (learnt from its first generation)"] = lambda r: r.method == ONE_LINE
+    select["MeanCache, blind rule (learn=False)"] = lambda r: r.method == ZERO_CONFIG
     select["MeanCache, adaptive (budget)"] = lambda r: r.method == ADAPTIVE
     select["MeanCache, recommended (tuned)"] = lambda r: r.method == RECOMMENDED
     select["MeanCache, best variant"] = lambda r: r.family == "MeanCache"
@@ -188,7 +190,8 @@ def plot(panels, path) -> None:
     style = {fam: dict(color=cycle[k % len(cycle)], ls="--", lw=1.2) for k, fam in enumerate(FAMILIES[:-1])}
     style["MeanCache, paper (PSSP jvp)"] = dict(color="0.55", ls=":", lw=1.6)
     style["MeanCache, recommended (tuned)"] = dict(color="black", ls="-", lw=2.4)
-    style["MeanCache, zero-config default"] = dict(color="tab:red", ls="-", lw=2.0)
+    style["MeanCache, one line (learnt from its first generation)"] = dict(color="tab:red", ls="-", lw=2.4)
+    style["MeanCache, blind rule (learn=False)"] = dict(color="tab:red", ls=":", lw=1.4)
     style["MeanCache, adaptive (budget)"] = dict(color="tab:orange", ls="--", lw=1.4)
     style["MeanCache, best variant"] = dict(color="0.35", ls="-.", lw=1.4)
     for ax, (title, rows, key, ylabel, higher) in zip(axes[0], panels):
