@@ -19,6 +19,11 @@ _DIFFUSION_FORCING = (
 
 _UNET = "its denoiser is a UNet (pipe.unet); MeanCache hooks a pipeline's transformer (pipe.transformer)"
 
+_AUDIO_VIDEO = (
+    "its loop also steps a copy of the scheduler (copy.deepcopy(pipe.scheduler)) for the audio latents with the "
+    "same transformer call's audio output; MeanCache estimates one latent trajectory per step"
+)
+
 # Pipeline class name -> why MeanCache cannot run on it.
 REFUSED: dict[str, str] = {
     "LTXConditionPipeline": (
@@ -31,6 +36,8 @@ REFUSED: dict[str, str] = {
     ),
     "DreamLitePipeline": _UNET,
     "DreamLiteMobilePipeline": _UNET,
+    **{name: _AUDIO_VIDEO for name in ("LTX2Pipeline", "LTX2ImageToVideoPipeline", "LTX2ConditionPipeline",
+                                       "LTX2DFRPipeline", "LTX2HDRPipeline", "LTX2InContextPipeline")},
     "SkyReelsV2DiffusionForcingPipeline": _DIFFUSION_FORCING,
     "SkyReelsV2DiffusionForcingImageToVideoPipeline": _DIFFUSION_FORCING,
     "SkyReelsV2DiffusionForcingVideoToVideoPipeline": _DIFFUSION_FORCING,

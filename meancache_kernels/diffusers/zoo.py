@@ -316,15 +316,12 @@ NOT_BUILT: dict = {} if importlib.util.find_spec("torchvision") else {
     "OmniGenPipeline": "its prompt processor (OmniGenMultiModalProcessor) needs torchvision, not installed here",
 }
 _AUDIO = "audio pipeline (audio VAE / codec and duration or lyric conditioning): no tiny build written yet"
-_LTX2 = ("LTX-2 audio-video pipeline (audio VAE, vocoder, Gemma text connectors): no tiny build written yet")
 _TEXT_ONLY = "takes no prompt embeddings (needs its own text or vision-language encoder): no tiny build written yet"
 NOT_BUILT |= {
     "EasyAnimateControlPipeline": "fails without MeanCache in diffusers 0.42.1: __call__ passes encode_prompt() a "
                                   "text_encoder_index argument it does not take",
     "AceStepPipeline": _AUDIO, "StableAudio3Pipeline": _AUDIO, "StableAudio3AudioToAudioPipeline": _AUDIO,
     "StableAudio3InpaintPipeline": _AUDIO, "LongCatAudioDiTPipeline": _AUDIO,
-    "LTX2Pipeline": _LTX2, "LTX2ImageToVideoPipeline": _LTX2, "LTX2ConditionPipeline": _LTX2, "LTX2DFRPipeline": _LTX2,
-    "LTX2HDRPipeline": _LTX2, "LTX2InContextPipeline": _LTX2,
     "BriaFiboPipeline": _TEXT_ONLY, "BriaFiboEditPipeline": _TEXT_ONLY, "BriaFibo2Pipeline": _TEXT_ONLY,
     "GlmImagePipeline": _TEXT_ONLY + " (GLM-Image also runs an autoregressive vision-language prior)",
     "Ideogram4Pipeline": _TEXT_ONLY + " (two transformers: conditional and unconditional)",
