@@ -333,9 +333,10 @@ NOT_BUILT |= {
                           "written yet",
     "Cosmos2_5_TransferPipeline": "Cosmos 2.5 Transfer (control-net over chunked video): no tiny build written yet",
     "SanaWMPipeline": "Sana world model (LTX-2 video VAE): no tiny build written yet",
+    "HunyuanImageRefinerPipeline": "HunyuanImage refiner (its own VAE, whose tiny build gives image latents of a "
+                                   "width the pipeline does not expect): no tiny build written yet",
     "QwenImage21Pipeline": "Qwen-Image 2.1 (its __init__ calls the Qwen3-VL processor's chat template; KV-cached "
                            "encoder): no tiny build written yet",
-    "HunyuanImageRefinerPipeline": "HunyuanImage refiner (its own 3D VAE): no tiny build written yet",
     "LongCatImageEditPipeline": "LongCat-Image edit (its text processor encodes the image into the prompt): no tiny "
                                 "build written yet",
     "JoyImageEditPlusPipeline": "reads the prompt text even when given prompt_embeds (needs its Qwen3-VL encoder and "
