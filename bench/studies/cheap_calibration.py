@@ -13,7 +13,7 @@ For every model (the shipped tiny FluxPipeline; ``--models shipped,seed1`` adds 
 every budget B (25 / 17 / 10), on bench.frontier's 8 EVALUATION prompts (noise seeds 0..7), judged by the PSNR of
 the decoded images against the uncached N-step output (mean and worst prompt):
 
-1. ``default``: ``MeanCacheConfig(budget=B)``, the calibration-free default rule (zero cost);
+1. ``default``: ``MeanCacheConfig(budget=B, learn=False)``, the calibration-free default rule (zero cost);
 2. ``profile k``: ``MeanCacheConfig(profile=P_k, budget=B)`` (PSSP, ``solve(P_k, B)``), P_k calibrated with
    ``calibrate_pipeline`` (max_span 6, max_skip 12, as bench.frontier) on the first k generations of one
    calibration set: bench.frontier's 8 calibration prompts repeated 4 times, generation j = prompt j mod 8 with
@@ -176,7 +176,7 @@ class Study:
             self.calibrate(k, s)
         k_tune = max(k for k in self.cal_ks if k <= self.n_distinct)  # the 8-prompt profile (or the largest <= 8)
         for b in self.budgets:
-            self.add(b, "default", "default (no calibration)", MeanCacheConfig(budget=b), 0)
+            self.add(b, "default", "default (no calibration)", MeanCacheConfig(budget=b, learn=False), 0)
             for k, s in slices:
                 label = f"profile k={k}" + (f" [gens {s}..{s + k - 1}]" if s else "")
                 self.add(b, "profile", label, MeanCacheConfig(profile=self.profiles[(k, s)], budget=b), n * k,

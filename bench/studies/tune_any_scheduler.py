@@ -16,7 +16,7 @@ Per model, scheduler (UniPC order 2, DPM-Solver++ 2M with flow sigmas and the dy
 and 2 on the Euler sigmas) and budget (17, 10 of N = 50),
 on bench.frontier's 8 EVALUATION prompts (seeds 0..7) against that scheduler's own 50-step output and against the
 converged reference (the pipeline's Euler scheduler with 200 steps, as bench.any_scheduler), mean / worst prompt
-PSNR: B steps of the scheduler alone; ``MeanCacheConfig(budget=B)`` (the one line); ``solve(profile, B)``
+PSNR: B steps of the scheduler alone; ``MeanCacheConfig(budget=B, learn=False)`` (the blind rule); ``solve(profile, B)``
 on the Euler profile (no tuning); and the schedule ``tune_pipeline`` picks on bench.frontier's 8 tuning prompts
 (seeds 200..). The profile: the shipped one for the shipped model at N = 50, else calibrated on bench.frontier's
 calibration prompts (seeds 100..) with the Euler scheduler.
@@ -105,7 +105,7 @@ def main(argv=None) -> None:
                                             seed=TUNE_SEED, progress=False, **kw)
                 picks[name, b] = tuned_sched.meta["tune"]["best"]
                 cells[name, b] = dict(zip(methods, (
-                    score(generate(b)), score(cached(MeanCacheConfig(budget=b), b)),
+                    score(generate(b)), score(cached(MeanCacheConfig(budget=b, learn=False), b)),
                     score(cached(MeanCacheConfig(profile=profile, budget=b), b)),
                     score(cached(MeanCacheConfig(schedule=tuned_sched), b)))))
                 print(f"  {name} B={b}: " + ", ".join(f"{k} {v[0]} (conv {v[1]})" for k, v in cells[name, b].items()),

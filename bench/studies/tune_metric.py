@@ -11,7 +11,7 @@ bench.frontier's 8 EVALUATION prompts (noise seeds 0..7), by the PSNR of the dec
 50-step output (mean and worst prompt), with the protocol and helpers of bench.studies.cheap_calibration (its
 ``Study``: the same references, the same 8-prompt calibration profile P_8, the same scoring):
 
-1. ``default``: ``MeanCacheConfig(budget=B)``, the calibration-free default rule;
+1. ``default``: ``MeanCacheConfig(budget=B, learn=False)``, the calibration-free default rule;
 2. ``solve(P_8)``: ``MeanCacheConfig(profile=P_8, budget=B)``;
 3. ``tune latent`` / ``tune image``: ``tune_pipeline`` with the default candidates and margin (the default rule is a
    candidate and is kept unless beaten by more than 1 standard error of the paired per-prompt log-error
@@ -68,7 +68,7 @@ def run_model(key: str, n: int, budgets, n_eval: int, n_tune: int, n_cal: int, l
     log(f"{LABELS[key]}: N = {n}, {len(st.eval_p)} evaluation prompts, references done")
     profile = st.calibrate(n_cal, 0)
     for b in st.budgets:
-        st.add(b, "default", "default (no calibration)", MeanCacheConfig(budget=b), 0)
+        st.add(b, "default", "default (no calibration)", MeanCacheConfig(budget=b, learn=False), 0)
         st.add(b, "profile", f"solve(P_{n_cal})", MeanCacheConfig(profile=profile, budget=b), n * n_cal)
         cands = None
         for metric in METRICS:

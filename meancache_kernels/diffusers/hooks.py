@@ -557,7 +557,7 @@ class MeanCacheContext:
             if gen.schedule is None:  # adaptive: the schedule this generation ran
                 self.stats.schedule = gen.state.schedule_so_far()
             gen.outputs.clear()  # the cached outputs are not needed any more
-            if self._learning not in (None, "pending"):
+            if self._learning not in (None, "pending") and isinstance(gen.state, _RecordingState):
                 key, self._learning = self._learning, None
                 z, v = gen.state.trajectory()
                 entry = self.learner.learn_from(z, v, gen.sigmas, sampler=sampler_kind(self.scheduler), key=key)
@@ -633,6 +633,9 @@ class MeanCacheContext:
         segment starts at i, computed, with its own estimator history. It takes the calls the current segment had
         left (the default rule and adaptive control solve again for them; a given schedule moves its first computed
         step after i to i); when none were left, that is one call more than the budget (with a warning)."""
+        if self._learning is not None:  # several models: nothing is learnt from this generation
+            self._learning = None
+            self.stats.learning = False
         gen = self.generation
         seg = gen.segment(i)
         at, stop = i - seg.start, seg.stop - seg.start

@@ -320,8 +320,7 @@ _TEXT_ONLY = "takes no prompt embeddings (needs its own text or vision-language 
 NOT_BUILT |= {
     "EasyAnimateControlPipeline": "fails without MeanCache in diffusers 0.42.1: __call__ passes encode_prompt() a "
                                   "text_encoder_index argument it does not take",
-    "AceStepPipeline": _AUDIO, "StableAudio3Pipeline": _AUDIO, "StableAudio3AudioToAudioPipeline": _AUDIO,
-    "StableAudio3InpaintPipeline": _AUDIO, "LongCatAudioDiTPipeline": _AUDIO,
+    "AceStepPipeline": _AUDIO, "LongCatAudioDiTPipeline": _AUDIO,
     "BriaFiboPipeline": _TEXT_ONLY, "BriaFiboEditPipeline": _TEXT_ONLY, "BriaFibo2Pipeline": _TEXT_ONLY,
     "GlmImagePipeline": _TEXT_ONLY + " (GLM-Image also runs an autoregressive vision-language prior)",
     "Ideogram4Pipeline": _TEXT_ONLY + " (two transformers: conditional and unconditional)",
@@ -1501,4 +1500,32 @@ def _easyanimate(name):
         mask = torch.zeros(1, 1, 5, 32, 32)
         mask[..., 16:] = 1.0
         call.update(video=torch.rand(1, 3, 5, 32, 32, generator=g), mask_video=mask, strength=1.0)
+    return pipe, _kwargs(call)
+
+
+@_builder("StableAudio3Pipeline", "StableAudio3AudioToAudioPipeline", "StableAudio3InpaintPipeline",
+          family="Stable Audio 3")
+def _stable_audio3(name):
+    from diffusers import AutoencoderSAME, StableAudio3DiTModel
+    from diffusers.pipelines.stable_audio_3 import StableAudio3DurationEmbedder
+
+    transformer = _seeded(StableAudio3DiTModel, io_channels=8, patch_size=1, embed_dim=16, depth=2, num_heads=2,
+                          cond_token_dim=16, global_cond_dim=16, local_add_cond_dim=9, timestep_features_dim=16,
+                          ff_mult=2.0, num_memory_tokens=2, use_differential_attention=False)
+    vae = _seeded(AutoencoderSAME, audio_channels=2, patch_size=16, encoder_channels=8, encoder_c_mults=(2,),
+                  encoder_strides=(2,), encoder_transformer_depths=(1,), latent_dim=8, use_differential_attention=False,
+                  dim_heads=8, ff_mult=2, sampling_rate=1024)
+    duration = _seeded(StableAudio3DurationEmbedder, output_dim=16, fourier_dim=16)
+    pipe = _make(name, dict(transformer=transformer, vae=vae, duration_embedder=duration, text_encoder=None,
+                            tokenizer=None, scheduler=_flow_scheduler()))
+    call = dict(_embeds(16, negative=name == "StableAudio3Pipeline"),
+                encoder_attention_mask=torch.ones(1, 7, dtype=torch.long), duration=1.0)
+    if name == "StableAudio3Pipeline":
+        call.update(negative_encoder_attention_mask=torch.ones(1, 7, dtype=torch.long), guidance_scale=3.0)
+    else:  # one second of seeded stereo audio at the VAE's 1024 Hz
+        call["audio"] = torch.rand(1, 2, 1024, generator=torch.Generator().manual_seed(2)) * 2 - 1
+    if name == "StableAudio3AudioToAudioPipeline":
+        call["init_noise_level"] = STRENGTH
+    if name == "StableAudio3InpaintPipeline":
+        call.update(mask_start_seconds=0.5, mask_end_seconds=1.0)
     return pipe, _kwargs(call)

@@ -55,7 +55,7 @@ def test_calibrate_pipeline_refuses_a_bad_batch_size(tiny_pipe, batch_size):
 
 def test_calibrate_pipeline_refuses_a_pipeline_under_mean_cache(tiny_pipe):
     pipe = tiny_pipe("flux")
-    apply_mean_cache(pipe, MeanCacheConfig(budget=2))
+    apply_mean_cache(pipe, MeanCacheConfig(budget=2, learn=False))
     try:
         with pytest.raises(ValueError, match=_exactly(
                 "calibration needs full-step generations: remove_mean_cache(pipe) first")):
@@ -148,7 +148,7 @@ def test_tune_pipeline_refuses_a_step_count_other_than_the_profiles(tiny_pipe, p
 
 def test_tune_pipeline_refuses_a_pipeline_under_mean_cache(tiny_pipe, profile):
     pipe = tiny_pipe("flux")
-    apply_mean_cache(pipe, MeanCacheConfig(budget=2))
+    apply_mean_cache(pipe, MeanCacheConfig(budget=2, learn=False))
     try:
         with pytest.raises(ValueError, match=_exactly(
                 "tune_pipeline needs the pipeline without MeanCache: remove_mean_cache(pipe) first")):
@@ -191,7 +191,7 @@ def test_get_mean_cache_stats_returns_a_copy_and_refuses_a_pipeline_without_mean
     pipe = tiny_pipe("flux")
     with pytest.raises(ValueError, match=_exactly("MeanCache is not applied to this pipeline: no statistics")):
         get_mean_cache_stats(pipe)
-    apply_mean_cache(pipe, MeanCacheConfig(budget=2))
+    apply_mean_cache(pipe, MeanCacheConfig(budget=2, learn=False))
     try:
         pipe(**tiny_call_kwargs("flux", num_inference_steps=N))
         first = get_mean_cache_stats(pipe)

@@ -1,4 +1,5 @@
-"""MeanCacheConfig(budget=B) alone, and adaptive control, on a FluxPipeline (tiny random components, CPU, offline)."""
+"""MeanCacheConfig(budget=B, learn=False), the calibration-free rule, and adaptive control, on a FluxPipeline
+(tiny random components, CPU, offline)."""
 
 import warnings
 
@@ -52,7 +53,7 @@ CASES = [(8, 1), (8, 5), (8, 8), (28, 1), (28, 10), (28, 28), (50, 1), (50, 17),
 
 @pytest.mark.parametrize("n, b", CASES)
 def test_budget_alone_makes_exactly_b_calls(pipe, n, b):
-    out, stats, forwards = _run(pipe, MeanCacheConfig(budget=b), n)
+    out, stats, forwards = _run(pipe, MeanCacheConfig(budget=b, learn=False), n)
     assert forwards == stats.transformer_calls == b and stats.steps_computed == b and stats.finished
     assert stats.schedule.meta["source"] == "default" and stats.schedule.budget == b
     assert torch.isfinite(out).all()
@@ -64,12 +65,12 @@ def test_budget_alone_makes_exactly_b_calls(pipe, n, b):
 @pytest.mark.parametrize("n, b", [(8, 3), (28, 7)])
 def test_budget_alone_with_true_cfg_and_a_batch(pipe, n, b):
     kw = dict(negative_prompt="blurry", true_cfg_scale=3.0)
-    _, stats, forwards = _run(pipe, MeanCacheConfig(budget=b), n, **kw)
+    _, stats, forwards = _run(pipe, MeanCacheConfig(budget=b, learn=False), n, **kw)
     assert stats.calls_per_step == 2 and forwards == stats.transformer_calls == 2 * b
-    batch, stats, forwards = _run(pipe, MeanCacheConfig(budget=b), n, prompt=["a red cube", "a blue ball"],
+    batch, stats, forwards = _run(pipe, MeanCacheConfig(budget=b, learn=False), n, prompt=["a red cube", "a blue ball"],
                                   num_images_per_prompt=1, generator=[torch.Generator().manual_seed(s) for s in (0, 1)])
     assert forwards == b and batch.shape[0] == 2
-    alone, _, _ = _run(pipe, MeanCacheConfig(budget=b), n, prompt="a blue ball",
+    alone, _, _ = _run(pipe, MeanCacheConfig(budget=b, learn=False), n, prompt="a blue ball",
                        generator=torch.Generator().manual_seed(1))
     torch.testing.assert_close(batch[1:], alone, rtol=1e-5, atol=1e-5)  # one decision for the whole batch
 
