@@ -82,7 +82,7 @@ def main(argv=None) -> int:
     for r in results:
         err = f"{r.rel_err:.3f}" if r.rel_err == r.rel_err else ""
         cps = str(r.calls_per_step) if r.calls_per_step else ""
-        note = r.reason if r.status != "ok" else ""
+        note = r.reason if r.status != "ok" else zoo.NOTES.get(r.name, "")
         if r.error:
             note = f"{note}; `{r.error}`" if note else f"`{r.error}`"
         text += f"| `{r.name}` | {zoo.family(r.name)} | {_MARK[r.status]} | {cps} | {err} | {_cell(note)} |\n"
