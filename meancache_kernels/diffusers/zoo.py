@@ -320,7 +320,7 @@ _TEXT_ONLY = "takes no prompt embeddings (needs its own text or vision-language 
 NOT_BUILT |= {
     "EasyAnimateControlPipeline": "fails without MeanCache in diffusers 0.42.1: __call__ passes encode_prompt() a "
                                   "text_encoder_index argument it does not take",
-    "AceStepPipeline": _AUDIO, "LongCatAudioDiTPipeline": _AUDIO,
+    "AceStepPipeline": _AUDIO,
     "BriaFiboPipeline": _TEXT_ONLY, "BriaFiboEditPipeline": _TEXT_ONLY, "BriaFibo2Pipeline": _TEXT_ONLY,
     "GlmImagePipeline": _TEXT_ONLY + " (GLM-Image also runs an autoregressive vision-language prior)",
     "Ideogram4Pipeline": _TEXT_ONLY + " (two transformers: conditional and unconditional)",
@@ -444,12 +444,16 @@ def _make(name: str, components: dict, **extra):
     return cls(**kw)
 
 
-def _kwargs(base: dict, seed: int = 0):
-    """``kwargs(n)``: ``base`` plus num_inference_steps, output_type="latent" and a fresh seeded generator."""
+def _kwargs(base: dict, seed: int = 0, latent: bool = True):
+    """``kwargs(n)``: ``base`` plus num_inference_steps, output_type="latent" (unless ``latent=False``: pipelines
+    without the argument) and a fresh seeded generator (pipelines without one are seeded globally by the check)."""
 
     def kwargs(n: int) -> dict:
-        return {"output_type": "latent", **base, "num_inference_steps": n,
-                "generator": torch.Generator().manual_seed(seed)}
+        out = {"output_type": "latent"} if latent else {}
+        out.update(base, num_inference_steps=n)
+        if latent:
+            out["generator"] = torch.Generator().manual_seed(seed)
+        return out
 
     return kwargs
 
@@ -1538,3 +1542,19 @@ def _stable_audio3(name):
     if name == "StableAudio3InpaintPipeline":
         call.update(mask_start_seconds=0.5, mask_end_seconds=1.0)
     return pipe, _kwargs(call)
+
+
+@_builder("LongCatAudioDiTPipeline", family="LongCat-Audio")
+def _longcat_audio(name):
+    from diffusers import LongCatAudioDiTTransformer, LongCatAudioDiTVae
+
+    from .testing import _t5_encoder, _t5_tokenizer
+
+    transformer = _seeded(LongCatAudioDiTTransformer, dit_dim=16, dit_depth=2, dit_heads=2, dit_text_dim=32,
+                          latent_dim=4, ff_mult=2.0)
+    vae = _seeded(LongCatAudioDiTVae, in_channels=1, channels=4, c_mults=[1, 2], strides=[2, 2], latent_dim=4,
+                  encoder_latent_dim=8, downsampling_ratio=4, sample_rate=64)
+    pipe = _make(name, dict(transformer=transformer, vae=vae, text_encoder=_seeded(_t5_encoder, 32),
+                            tokenizer=_t5_tokenizer(), scheduler=_flow_scheduler()))
+    return pipe, _kwargs(dict(prompt="a red cube", negative_prompt="blurry", audio_duration_s=0.5, guidance_scale=4.0),
+                         latent=False)
