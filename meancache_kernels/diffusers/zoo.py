@@ -342,8 +342,6 @@ NOT_BUILT |= {
                                 "processor)",
     "Kandinsky5I2VPipeline": "its tiny random build (Kandinsky 5 transformer with visual conditioning, HunyuanVideo "
                              "VAE) gives NaN latents uncached",
-    "LTXI2VLongMultiPromptPipeline": "takes no prompt_embeds (needs its T5 encoder and fast tokenizer) and runs "
-                                     "temporal tiles; no tiny build written yet",
     "Kandinsky5I2IPipeline": "resizes to its 1024 x 1024 buckets (4096 latent tokens, minutes per call on a CPU) and "
                              "the tiny build then fails with a size mismatch in its image conditioning",
 }
@@ -966,7 +964,8 @@ def _mochi(name):
     return pipe, _kwargs(call)
 
 
-@_builder("LTXPipeline", "LTXImageToVideoPipeline", "LTXConditionPipeline", family="LTX-Video")
+@_builder("LTXPipeline", "LTXImageToVideoPipeline", "LTXConditionPipeline", "LTXI2VLongMultiPromptPipeline",
+          family="LTX-Video")
 def _ltx(name):
     from diffusers import AutoencoderKLLTXVideo, LTXVideoTransformer3DModel
 
@@ -983,6 +982,14 @@ def _ltx(name):
                   encoder_causal=True, decoder_causal=False)
     pipe = _make(name, dict(transformer=transformer, vae=vae, text_encoder=None, tokenizer=None,
                             scheduler=_flow_scheduler()))
+    if name == "LTXI2VLongMultiPromptPipeline":  # no prompt_embeds: the tiny T5 text encoder
+        from .testing import _t5_encoder, _t5_tokenizer
+
+        pipe.text_encoder, pipe.tokenizer = _seeded(_t5_encoder, 32), _t5_tokenizer()
+        call = dict(prompt="a red cube", negative_prompt="blurry", height=32, width=32, num_frames=9,
+                    guidance_scale=3.0, temporal_tile_size=16, temporal_overlap=8, cond_image=_image(32, 32),
+                    max_sequence_length=16)
+        return pipe, _kwargs(call)
     call = _with_masks(dict(_embeds(32), height=32, width=32, num_frames=9, guidance_scale=3.0))
     if name in ("LTXImageToVideoPipeline", "LTXConditionPipeline"):
         call["image"] = _image(32, 32)
