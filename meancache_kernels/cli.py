@@ -743,9 +743,11 @@ def _cmd_run(args) -> int:
                    "seconds": dt, "files": [os.path.basename(f) for f in files]}
             line = (f"[{k}] {stats.transformer_calls} transformer calls ({stats.transformer_calls_saved} saved, "
                     f"{stats.steps_computed}/{stats.num_steps} steps computed), {dt:.2f} s")
-            if getattr(config, "learn", False) and stats.steps_computed == stats.num_steps > args.budget:
+            if getattr(stats, "learning", False):
                 line += " (the learning generation: every step computed, the schedule learnt from it)"
-                row["learning"] = True
+            if getattr(config, "learn", False):
+                row["learning"] = bool(getattr(stats, "learning", False))
+                row["learnt"] = getattr(stats, "learnt", None)
             if args.compare:
                 ref, t_full = full[k]
                 from .metrics import psnr

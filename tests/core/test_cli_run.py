@@ -236,3 +236,20 @@ def test_run_saves_latents_as_tensors(saved, tmp_path, capsys):
     assert result["runs"][0]["files"] == ["000.pt"] and result["call_args"]["output_type"] == "latent"
     latent = torch.load(out / "000.pt")
     assert isinstance(latent, torch.Tensor) and latent.dtype == torch.float32 and torch.isfinite(latent).all()
+
+
+def test_run_learns_on_the_first_generation_and_reads_back_cache_dir(saved, tmp_path, capsys):
+    cache = tmp_path / "learnt"
+    argv = ["run", str(saved("flux")), "--budget", "3", "--steps", "8", "--prompt", "a red cube", "--prompt",
+            "a blue ball", "--cache-dir", str(cache), "--no-progress", *FLUX_ARGS]
+    assert main([*argv, "--out", str(tmp_path / "a")]) == 0
+    assert main([*argv, "--out", str(tmp_path / "b")]) == 0
+    text = capsys.readouterr().out
+    assert text.count("(the learning generation: every step computed, the schedule learnt from it)") == 1
+    a = json.loads((tmp_path / "a" / "results.json").read_text())["runs"]
+    b = json.loads((tmp_path / "b" / "results.json").read_text())["runs"]
+    assert [r["steps_computed"] for r in a] == [8, 3] and [r.get("learning", False) for r in a] == [True, False]
+    assert [r["steps_computed"] for r in b] == [3, 3] and [r["learning"] for r in b] == [False, False]
+    assert a[0]["learnt"]["calls"] == 8 and b[0]["learnt"] == a[0]["learnt"]  # what was learnt, read back
+    assert a[1]["compute_steps"] == b[0]["compute_steps"] == b[1]["compute_steps"]
+    assert any(cache.iterdir())
