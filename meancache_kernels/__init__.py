@@ -1,15 +1,17 @@
 """meancache_kernels: training-free MeanCache acceleration for flow-matching image and video generation.
 
-On a diffusers pipeline, one line (B = 17 of the N steps run the transformer; docs: README.md, docs/guide.md):
+On a diffusers pipeline, one line (docs: README.md, docs/guide.md):
 
     from meancache_kernels.diffusers import MeanCacheConfig, apply_mean_cache
-    apply_mean_cache(pipe, MeanCacheConfig(budget=17))
+    apply_mean_cache(pipe, MeanCacheConfig(budget=17))   # first generation: every step, the schedule learnt;
+                                                          # then B = 17 of the N steps run the transformer
 
-For any velocity function ``model_fn(z, sigma) -> v``:
+For any velocity function ``model_fn(z, sigma) -> v``, the same:
 
     import meancache_kernels as mck
-    schedule = mck.default_schedule(sigmas, 10)     # the calibration-free rule: B = 10 of the N steps
-    z0 = mck.sample(model_fn, z, sigmas, schedule)
+    mc = mck.MeanCache(budget=10)
+    z0 = mc.sample(model_fn, z, sigmas)                   # N calls the first time, then 10
+    z0 = mck.sample(model_fn, z, sigmas, mck.default_schedule(sigmas, 10))   # the calibration-free rule: 10
 
 Importing does no GPU work and needs neither Triton, diffusers nor the compiled extension.
 """
