@@ -2,9 +2,13 @@
 
     from meancache_kernels.diffusers import MeanCacheConfig, apply_mean_cache, get_mean_cache_stats
 
-    apply_mean_cache(pipe, MeanCacheConfig(budget=17))     # B = 17 computed steps per generation
-    image = pipe(prompt, num_inference_steps=50).images[0]
-    print(get_mean_cache_stats(pipe))                      # steps computed / skipped, transformer calls made / saved
+    apply_mean_cache(pipe, MeanCacheConfig(budget=17))
+    image = pipe(prompt, num_inference_steps=50).images[0]  # first generation: every step, the schedule learnt
+    image = pipe(prompt, num_inference_steps=50).images[0]  # then B = 17 of the 50 steps run the transformer
+    print(get_mean_cache_stats(pipe))                       # steps computed / skipped, transformer calls made / saved
+
+``MeanCacheConfig(budget=17, learn=False)``: the calibration-free rule from the first generation;
+``cache_dir=DIR`` keeps learnt schedules on disk.
 
 or scoped: ``with mean_cache(pipe, MeanCacheConfig(budget=17)) as mc: ...`` (removed on leaving; ``mc.stats``).
 ``preview_schedule(pipe, MeanCacheConfig(budget=17), 50)`` shows the steps that will run without running the model;
