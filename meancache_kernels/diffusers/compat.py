@@ -34,6 +34,11 @@ REFUSED: dict[str, str] = {
         "its loop over each temporal tile runs scheduler.timesteps[:-1] (the last timestep is never stepped) and "
         "skips the steps whose sigma exceeds skip_steps_sigma_threshold without calling scheduler.step()"
     ),
+    "Ideogram4Pipeline": (
+        "its unconditional branch runs a second model, pipe.unconditional_transformer, which MeanCache does not hook "
+        "(it hooks pipe.transformer and pipe.transformer_2): on skipped steps that model would still run, for "
+        "nothing"
+    ),
     "VisualClozePipeline": (
         "it runs its denoising loop in an inner pipeline (pipe.generation_pipe, a VisualClozeGenerationPipeline "
         "sharing its transformer and scheduler): apply MeanCache to pipe.generation_pipe instead"

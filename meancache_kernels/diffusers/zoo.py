@@ -323,7 +323,6 @@ NOT_BUILT |= {
     "AceStepPipeline": _AUDIO,
     "BriaFiboPipeline": _TEXT_ONLY, "BriaFiboEditPipeline": _TEXT_ONLY, "BriaFibo2Pipeline": _TEXT_ONLY,
     "GlmImagePipeline": _TEXT_ONLY + " (GLM-Image also runs an autoregressive vision-language prior)",
-    "Ideogram4Pipeline": _TEXT_ONLY + " (two transformers: conditional and unconditional)",
     "Cosmos3OmniPipeline": _TEXT_ONLY,
     "Kandinsky6SRPipeline": "Kandinsky 6 super-resolution (its own VAE and latent upscaler bank; Piflow scheduler "
                             "option): no tiny build written yet",
