@@ -318,6 +318,8 @@ NOT_BUILT: dict = {} if importlib.util.find_spec("torchvision") else {
 _AUDIO = "audio pipeline (audio VAE / codec and duration or lyric conditioning): no tiny build written yet"
 _TEXT_ONLY = "takes no prompt embeddings (needs its own text or vision-language encoder): no tiny build written yet"
 NOT_BUILT |= {
+    "Kandinsky5I2VPipeline": "its tiny random build (Kandinsky 5 transformer with visual conditioning, HunyuanVideo "
+                             "VAE) gives NaN latents uncached (the first-frame normalisation)",
     "EasyAnimateControlPipeline": "fails without MeanCache in diffusers 0.42.1: __call__ passes encode_prompt() a "
                                   "text_encoder_index argument it does not take",
     "AceStepPipeline": _AUDIO,
@@ -339,8 +341,6 @@ NOT_BUILT |= {
                                 "build written yet",
     "JoyImageEditPlusPipeline": "reads the prompt text even when given prompt_embeds (needs its Qwen3-VL encoder and "
                                 "processor)",
-    "Kandinsky5I2VPipeline": "its tiny random build (Kandinsky 5 transformer with visual conditioning, HunyuanVideo "
-                             "VAE) gives NaN latents uncached",
     "Kandinsky5I2IPipeline": "resizes to its 1024 x 1024 buckets (4096 latent tokens, minutes per call on a CPU) and "
                              "the tiny build then fails with a size mismatch in its image conditioning",
 }
@@ -1171,7 +1171,7 @@ def _lumina(name):
     return pipe, _kwargs(_with_masks(dict(_embeds(8), height=32, width=32, guidance_scale=4.0, clean_caption=False)))
 
 
-@_builder("Kandinsky5T2IPipeline", "Kandinsky5T2VPipeline", family="Kandinsky 5")
+@_builder("Kandinsky5T2IPipeline", "Kandinsky5T2VPipeline", "Kandinsky5I2VPipeline", family="Kandinsky 5")
 def _kandinsky5(name):
     from diffusers import Kandinsky5Transformer3DModel
 
@@ -1193,8 +1193,8 @@ def _kandinsky5(name):
                 prompt_cu_seqlens=torch.tensor([0, 7], dtype=torch.int32),
                 negative_prompt_cu_seqlens=torch.tensor([0, 7], dtype=torch.int32), height=32, width=32,
                 guidance_scale=3.5)
-    if video:
-        call["num_frames"] = 5
+    if video:  # 3 latent frames: the first-frame normalisation takes a std over the others
+        call["num_frames"] = 9
     if cond:
         call["image"] = _image(32, 32)
     return pipe, _kwargs(call)
