@@ -323,7 +323,7 @@ NOT_BUILT |= {
     "EasyAnimateControlPipeline": "fails without MeanCache in diffusers 0.42.1: __call__ passes encode_prompt() a "
                                   "text_encoder_index argument it does not take",
     "AceStepPipeline": _AUDIO,
-    "BriaFiboPipeline": _TEXT_ONLY, "BriaFiboEditPipeline": _TEXT_ONLY, "BriaFibo2Pipeline": _TEXT_ONLY,
+    "BriaFibo2Pipeline": _TEXT_ONLY,
     "GlmImagePipeline": _TEXT_ONLY + " (GLM-Image also runs an autoregressive vision-language prior)",
     "Cosmos3OmniPipeline": _TEXT_ONLY,
     "Kandinsky6SRPipeline": "Kandinsky 6 super-resolution (its own VAE and latent upscaler bank; Piflow scheduler "
@@ -1564,3 +1564,28 @@ def _longcat_audio(name):
                             tokenizer=_t5_tokenizer(), scheduler=_flow_scheduler()))
     return pipe, _kwargs(dict(prompt="a red cube", negative_prompt="blurry", audio_duration_s=0.5, guidance_scale=4.0),
                          latent=False)
+
+
+@_builder("BriaFiboPipeline", "BriaFiboEditPipeline", family="Bria")
+def _bria_fibo(name):
+    from diffusers import BriaFiboTransformer2DModel
+    from transformers import SmolLM3Config, SmolLM3ForCausalLM
+
+    from .testing import _qwen_tokenizer
+
+    # The pipeline feeds the last two hidden states (2 x 16) and every layer's (16) to the transformer; its empty
+    # negative prompt is token 128000, hence the vocabulary.
+    text_encoder = _seeded(SmolLM3ForCausalLM, SmolLM3Config(hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                                                             num_attention_heads=2, num_key_value_heads=2,
+                                                             vocab_size=128256))
+    # Fibo packs 2 x 2 patches of the 16 latent channels; the edit pipeline packs none.
+    transformer = _flux_like("BriaFiboTransformer2DModel", in_channels=16 if "Edit" in name else 64,
+                             joint_attention_dim=32,
+                             text_encoder_dim=16)
+    pipe = _make(name, dict(transformer=transformer, vae=_wan_components()["vae"], text_encoder=text_encoder,
+                            tokenizer=_qwen_tokenizer(), scheduler=_flow_scheduler()))
+    call = dict(prompt="a red cube", negative_prompt="", height=32, width=32, guidance_scale=5.0,
+                max_sequence_length=16)
+    if name == "BriaFiboEditPipeline":
+        call.update(prompt='{"edit_instruction": "make it red"}', image=_image(32, 32), _auto_resize=False)
+    return pipe, _kwargs(call)
