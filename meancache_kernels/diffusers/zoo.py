@@ -1568,7 +1568,6 @@ def _longcat_audio(name):
 
 @_builder("BriaFiboPipeline", "BriaFiboEditPipeline", family="Bria")
 def _bria_fibo(name):
-    from diffusers import BriaFiboTransformer2DModel
     from transformers import SmolLM3Config, SmolLM3ForCausalLM
 
     from .testing import _qwen_tokenizer
