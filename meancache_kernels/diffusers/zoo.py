@@ -329,7 +329,6 @@ NOT_BUILT |= {
     "Cosmos3OmniPipeline": _TEXT_ONLY,
     "Kandinsky6SRPipeline": "Kandinsky 6 super-resolution (its own VAE and latent upscaler bank; Piflow scheduler "
                             "option): no tiny build written yet",
-    "Kandinsky6TI2VAPipeline": "Kandinsky 6 text/image-to-video-and-audio: no tiny build written yet",
     "WanAnimatePipeline": "Wan-Animate (pose and face video encoders, segment-wise generation): no tiny build "
                           "written yet",
     "Cosmos2_5_TransferPipeline": "Cosmos 2.5 Transfer (control-net over chunked video): no tiny build written yet",
@@ -349,6 +348,8 @@ NOT_BUILT |= {
 
 # Caveats of classes that pass, shown in docs/pipelines.md.
 NOTES: dict = {
+    "Kandinsky6TI2VAPipeline": "checked with sample_audio=False; with audio the loop also steps a deepcopy of the "
+                               "scheduler for the audio latents, which MeanCache does not estimate",
     "StableAudio3AudioToAudioPipeline": "checked at init_noise_level=1.0; below 1 the pipeline's own sigma schedule "
                                         "is not monotonic (its first two values, by design) and MeanCache refuses "
                                         "it when the call starts (ValueError from set_timesteps, before any "
@@ -1588,4 +1589,24 @@ def _bria_fibo(name):
                 max_sequence_length=16)
     if name == "BriaFiboEditPipeline":
         call.update(prompt='{"edit_instruction": "make it red"}', image=_image(32, 32), _auto_resize=False)
+    return pipe, _kwargs(call)
+
+
+@_builder("Kandinsky6TI2VAPipeline", family="Kandinsky 6")
+def _kandinsky6(name):
+    from diffusers import Kandinsky6Transformer3DModel
+
+    from .testing import tiny_pipeline
+
+    transformer = _seeded(Kandinsky6Transformer3DModel, in_visual_dim=4, out_visual_dim=4, in_text_dim=16,
+                          in_text_dim2=8, time_dim=16, patch_size=(1, 2, 2), model_dim=16, ff_dim=32,
+                          num_text_blocks=1, num_visual_blocks=2, axes_dims=(2, 2, 4), visual_cond=True,
+                          in_audio_dim=4, out_audio_dim=4)
+    pipe = _make(name, dict(transformer=transformer, vae=tiny_pipeline("hunyuan-video").vae, text_encoder=None,
+                            tokenizer=None, text_encoder_2=None, tokenizer_2=None, scheduler=_flow_scheduler()))
+    g = torch.Generator().manual_seed(1)
+    call = dict(prompt_embeds=torch.randn(1, 7, 16, generator=g), pooled_prompt_embeds=torch.randn(1, 8, generator=g),
+                negative_prompt_embeds=torch.randn(1, 7, 16, generator=g),
+                negative_pooled_prompt_embeds=torch.randn(1, 8, generator=g), height=32, width=32, num_frames=9,
+                guidance_scale=5.0, sample_audio=False)
     return pipe, _kwargs(call)
