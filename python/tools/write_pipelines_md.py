@@ -88,9 +88,11 @@ def main(argv=None) -> int:
     for r in results:
         err = f"{r.rel_err:.3f}" if r.rel_err == r.rel_err else ""
         cps = str(r.calls_per_step) if r.calls_per_step else ""
-        note = r.reason if r.status != "ok" else zoo.NOTES.get(r.name, "")
+        note = r.reason if r.status != "ok" else ""
         if r.error:
             note = f"{note}; `{r.error}`" if note else f"`{r.error}`"
+        if r.name in zoo.NOTES:
+            note = f"{note} ({zoo.NOTES[r.name]})" if note else zoo.NOTES[r.name]
         text += f"| `{r.name}` | {zoo.family(r.name)} | {_MARK[r.status]} | {cps} | {err} | {_cell(note)} |\n"
     Path(args.out).write_text(text, encoding="utf-8")
     print(f"{counts['ok']} of {total} ✔; wrote {args.out}")
