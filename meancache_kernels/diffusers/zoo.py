@@ -331,7 +331,8 @@ NOT_BUILT |= {
                             "option): no tiny build written yet",
     "WanAnimatePipeline": "Wan-Animate (pose and face video encoders, segment-wise generation): no tiny build "
                           "written yet",
-    "Cosmos2_5_TransferPipeline": "Cosmos 2.5 Transfer (control-net over chunked video): no tiny build written yet",
+    "Cosmos2_5_TransferPipeline": "its ControlNet (CosmosControlNetModel) resizes the padding mask with torchvision, "
+                                  "not installed here",
     "SanaWMPipeline": "Sana world model (LTX-2 video VAE): no tiny build written yet",
     "HunyuanImageRefinerPipeline": "HunyuanImage refiner (its own VAE, whose tiny build gives image latents of a "
                                    "width the pipeline does not expect): no tiny build written yet",
