@@ -334,8 +334,6 @@ NOT_BUILT |= {
     "Cosmos2_5_TransferPipeline": "its ControlNet (CosmosControlNetModel) resizes the padding mask with torchvision, "
                                   "not installed here",
     "SanaWMPipeline": "Sana world model (LTX-2 video VAE): no tiny build written yet",
-    "HunyuanImageRefinerPipeline": "HunyuanImage refiner (its own VAE, whose tiny build gives image latents of a "
-                                   "width the pipeline does not expect): no tiny build written yet",
     "QwenImage21Pipeline": "Qwen-Image 2.1 (its __init__ calls the Qwen3-VL processor's chat template; KV-cached "
                            "encoder): no tiny build written yet",
     "LongCatImageEditPipeline": "LongCat-Image edit (its text processor encodes the image into the prompt): no tiny "
@@ -1614,3 +1612,19 @@ def _kandinsky6(name):
                 negative_pooled_prompt_embeds=torch.randn(1, 8, generator=g), height=32, width=32, num_frames=9,
                 guidance_scale=5.0, sample_audio=False)
     return pipe, _kwargs(call)
+
+
+@_builder("HunyuanImageRefinerPipeline", family="HunyuanImage")
+def _hunyuan_image_refiner(name):
+    from diffusers import AutoencoderKLHunyuanImageRefiner, HunyuanImageTransformer2DModel
+
+    # With latent_channels=4 the image latents the pipeline gets from this VAE are 8 wide (measured): the noise
+    # latents are in_channels // 2 = 8 wide too, and the transformer sees both (16).
+    transformer = _seeded(HunyuanImageTransformer2DModel, in_channels=16, out_channels=8, num_attention_heads=2,
+                          attention_head_dim=8, num_layers=1, num_single_layers=1, num_refiner_layers=1,
+                          patch_size=(1, 1, 1), guidance_embeds=True, text_embed_dim=16, rope_axes_dim=(2, 2, 4))
+    vae = _seeded(AutoencoderKLHunyuanImageRefiner, in_channels=3, out_channels=3, latent_channels=4,
+                  block_out_channels=(32, 32, 32), layers_per_block=1, spatial_compression_ratio=4,
+                  temporal_compression_ratio=1)
+    pipe = _make(name, dict(transformer=transformer, vae=vae, scheduler=_flow_scheduler()))
+    return pipe, _kwargs(dict(_qwen_prompt(), image=_image(32, 32), height=32, width=32))
