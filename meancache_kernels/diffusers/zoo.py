@@ -327,8 +327,9 @@ NOT_BUILT |= {
                          "inside its attention; not built yet",
     "GlmImagePipeline": _TEXT_ONLY + " (GLM-Image also runs an autoregressive vision-language prior)",
     "Cosmos3OmniPipeline": _TEXT_ONLY,
-    "Kandinsky6SRPipeline": "Kandinsky 6 super-resolution (its own VAE and latent upscaler bank; Piflow scheduler "
-                            "option): no tiny build written yet",
+    "Kandinsky6SRPipeline": "tiled super-resolution with a pi-Flow transformer (its output is a policy, "
+                            "out_visual_dim = 10 x the latent width, stepped by PiflowScheduler, which "
+                            "apply_mean_cache's scheduler check refuses): no tiny build written yet",
     "WanAnimatePipeline": "Wan-Animate (pose and face video encoders, segment-wise generation): no tiny build "
                           "written yet",
     "Cosmos2_5_TransferPipeline": "its ControlNet (CosmosControlNetModel) resizes the padding mask with torchvision, "
