@@ -335,8 +335,6 @@ NOT_BUILT |= {
     "Cosmos2_5_TransferPipeline": "its ControlNet (CosmosControlNetModel) resizes the padding mask with torchvision, "
                                   "not installed here",
     "SanaWMPipeline": "Sana world model (LTX-2 video VAE): no tiny build written yet",
-    "QwenImage21Pipeline": "Qwen-Image 2.1 (its __init__ calls the Qwen3-VL processor's chat template; KV-cached "
-                           "encoder): no tiny build written yet",
     "LongCatImageEditPipeline": "LongCat-Image edit (its text processor encodes the image into the prompt): no tiny "
                                 "build written yet",
     "JoyImageEditPlusPipeline": "reads the prompt text even when given prompt_embeds (needs its Qwen3-VL encoder and "
@@ -1629,3 +1627,34 @@ def _hunyuan_image_refiner(name):
                   temporal_compression_ratio=1)
     pipe = _make(name, dict(transformer=transformer, vae=vae, scheduler=_flow_scheduler()))
     return pipe, _kwargs(dict(_qwen_prompt(), image=_image(32, 32), height=32, width=32))
+
+
+class _ChatTemplateProcessor:
+    """The part of a Qwen3-VL processor Qwen-Image 2.1 reads at construction (its system prompt's token count and
+    the image-pad token), over a file-less tiny tokenizer; prompts go in as embeddings."""
+
+    def __init__(self, tokenizer):
+        self.tokenizer = tokenizer
+
+    def apply_chat_template(self, messages, **kwargs):
+        return [self.tokenizer.apply_chat_template(messages, **kwargs)]
+
+
+@_builder("QwenImage21Pipeline", family="Qwen-Image")
+def _qwen_image21(name):
+    from diffusers import AutoencoderKLQwenImage21, QwenImage21Transformer2DModel
+
+    from .testing import _CHAT_TEMPLATE, _qwen_tokenizer
+
+    tokenizer = _qwen_tokenizer(_CHAT_TEMPLATE)
+    tokenizer.add_special_tokens({"additional_special_tokens": ["<|image_pad|>"]})
+    transformer = _seeded(QwenImage21Transformer2DModel, patch_size=1, in_channels=4, out_channels=4, num_layers=2,
+                          attention_head_dim=16, num_attention_heads=2, context_in_dim=16, mlp_ratio=2,
+                          axes_dims_rope=(4, 6, 6))
+    # The pipeline assumes a 16x VAE.
+    vae = _seeded(AutoencoderKLQwenImage21, base_dim=4, decoder_base_dim=4, z_dim=4, dim_mult=[1, 1, 1, 1, 1],
+                  num_res_blocks=1, temperal_downsample=[False, True, True, True], latents_mean=[0.0] * 4,
+                  latents_std=[1.0] * 4)
+    pipe = _make(name, dict(transformer=transformer, vae=vae, text_encoder=None,
+                            processor=_ChatTemplateProcessor(tokenizer), scheduler=_flow_scheduler()))
+    return pipe, _kwargs(dict(_qwen_prompt(), height=64, width=64, true_cfg_scale=4.0))
