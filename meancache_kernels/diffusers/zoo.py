@@ -318,8 +318,6 @@ NOT_BUILT: dict = {} if importlib.util.find_spec("torchvision") else {
 _AUDIO = "audio pipeline (audio VAE / codec and duration or lyric conditioning): no tiny build written yet"
 _TEXT_ONLY = "takes no prompt embeddings (needs its own text or vision-language encoder): no tiny build written yet"
 NOT_BUILT |= {
-    "Kandinsky5I2VPipeline": "its tiny random build (Kandinsky 5 transformer with visual conditioning, HunyuanVideo "
-                             "VAE) gives NaN latents uncached (the first-frame normalisation)",
     "EasyAnimateControlPipeline": "fails without MeanCache in diffusers 0.42.1: __call__ passes encode_prompt() a "
                                   "text_encoder_index argument it does not take",
     "AceStepPipeline": _AUDIO,
@@ -1196,8 +1194,8 @@ def _kandinsky5(name):
                 prompt_cu_seqlens=torch.tensor([0, 7], dtype=torch.int32),
                 negative_prompt_cu_seqlens=torch.tensor([0, 7], dtype=torch.int32), height=32, width=32,
                 guidance_scale=3.5)
-    if video:  # 3 latent frames: the first-frame normalisation takes a std over the others
-        call["num_frames"] = 9
+    if video:  # image-to-video normalises its first 4 latent frames by the next ones: 6 latent frames
+        call["num_frames"] = 21 if cond else 9
     if cond:
         call["image"] = _image(32, 32)
     return pipe, _kwargs(call)
