@@ -370,9 +370,11 @@ def family(name: str) -> str:
     """The model family of a pipeline class of :data:`FLOW_PIPELINES` (the diffusers subpackage when unbuilt)."""
     if name in _FAMILY:
         return _FAMILY[name]
-    import diffusers
-
-    return getattr(diffusers, name).__module__.split(".")[2]
+    module = _cls(name).__module__.split(".")[2]
+    for built, fam in _FAMILY.items():  # a built class of the same diffusers subpackage names the family
+        if _cls(built).__module__.split(".")[2] == module:
+            return fam
+    return module
 
 
 def build(name: str):
