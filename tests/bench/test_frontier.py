@@ -37,6 +37,7 @@ def smoke(tmp_path_factory):
     return module, buf.getvalue(), data, out_dir
 
 
+@pytest.mark.slow  # the smoke fixture: 61 s measured on a loaded 2-core machine
 def test_smoke_prints_every_family(smoke):
     module, out, data, out_dir = smoke
     rows = data["pipelines"][0]["rows"]

@@ -74,6 +74,7 @@ def test_order_select_keeps_the_budget_and_picks_an_order_per_segment():
     assert state.chosen and set(state.chosen.values()) == {2}  # the exact order wins on every segment
 
 
+@pytest.mark.slow  # 9-13 s each
 @pytest.mark.parametrize("name, expected", [
     ("adaptive_order", ["static taylorc2 (the default)", "online taylor order, ratio 1.5",
                         "oracle of the static rows"]),

@@ -149,6 +149,7 @@ def test_sample_bad_inputs():
         mck.MeanCacheState(schedule, flow_sigmas(50)).should_compute(50)
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_sample_cuda_matches_cpu():
     schedule = mck.presets.get("qwen-image", 17)

@@ -78,6 +78,7 @@ def test_classifier_on_rendered_images():
         assert data.classify(data.render(c, s, p, z or "small")) == (c, p)
 
 
+@pytest.mark.slow  # 186 s measured on a loaded 2-core machine
 def test_full_step_outputs_follow_the_prompt(shipped):
     pipe, kwargs = shipped
     specs = _prompt_set()
