@@ -49,12 +49,12 @@ def test_another_diffusers_cache_is_refused(name, tiny_pipe):
     try:
         with pytest.raises(ValueError, match=rf"pipe.transformer already has another cache enabled \(diffusers' {name}"
                                              r" \(enable_cache\)"):
-            apply_mean_cache(pipe, MeanCacheConfig(budget=4))
+            apply_mean_cache(pipe, MeanCacheConfig(budget=4, learn=False))
         assert getattr(pipe, "_meancache_context", None) is None and not _hooked(pipe)
         assert "step" not in pipe.scheduler.__dict__  # the scheduler was not adapted either
     finally:
         pipe.transformer.disable_cache()
-    apply_mean_cache(pipe, MeanCacheConfig(budget=4))  # fine once the other cache is gone
+    apply_mean_cache(pipe, MeanCacheConfig(budget=4, learn=False))  # fine once the other cache is gone
     remove_mean_cache(pipe)
 
 
@@ -68,7 +68,7 @@ def test_a_diffusers_cache_hook_applied_directly_is_refused(tiny_pipe):
     try:
         assert not pipe.transformer.is_cache_enabled
         with pytest.raises(ValueError, match=r"diffusers hook 'fbc_\w+' on transformer_blocks\.0"):
-            apply_mean_cache(pipe, MeanCacheConfig(budget=4))
+            apply_mean_cache(pipe, MeanCacheConfig(budget=4, learn=False))
     finally:
         for module in pipe.transformer.modules():
             registry = getattr(module, "_diffusers_hook", None)
@@ -85,7 +85,7 @@ def test_cache_dit_is_refused(tiny_pipe):
     pipe.transformer.add_module("_cached_blocks", CachedBlocks())
     try:
         with pytest.raises(ValueError, match=r"cache-dit \(CachedBlocks on _cached_blocks\)"):
-            apply_mean_cache(pipe, MeanCacheConfig(budget=4))
+            apply_mean_cache(pipe, MeanCacheConfig(budget=4, learn=False))
     finally:
         del pipe.transformer._cached_blocks
     assert getattr(pipe, "_meancache_context", None) is None
@@ -96,7 +96,7 @@ def test_enable_cache_after_mean_cache_raises(tiny_pipe):
 
     pipe = tiny_pipe("flux")
     ref = pipe(**tiny_call_kwargs("flux", num_inference_steps=N))[0]
-    apply_mean_cache(pipe, MeanCacheConfig(budget=4))
+    apply_mean_cache(pipe, MeanCacheConfig(budget=4, learn=False))
     try:
         with pytest.raises(ValueError, match=r"MeanCache is applied to this FluxTransformer2DModel \(pipe.transformer"):
             pipe.transformer.enable_cache(FirstBlockCacheConfig(threshold=0.1))
@@ -127,14 +127,14 @@ def test_from_pipe_sibling_is_refused_before_any_call(tiny_pipe):
     ref_sibling = sibling(**tiny_image_call_kwargs("flux", "img2img", num_inference_steps=N))[0]
     calls = []
     handle = pipe.transformer.register_forward_pre_hook(lambda *a: calls.append(1))
-    apply_mean_cache(pipe, MeanCacheConfig(budget=4))
+    apply_mean_cache(pipe, MeanCacheConfig(budget=4, learn=False))
     try:
         with pytest.raises(RuntimeError, match=r"runs a FluxImg2ImgPipeline, which shares its scheduler .* the "
                                                r"FluxPipeline MeanCache was applied to \(DiffusionPipeline.from_pipe"):
             sibling(**tiny_image_call_kwargs("flux", "img2img", num_inference_steps=N))
         assert calls == []
         with pytest.raises(ValueError, match="already carries a MeanCache hook .*from_pipe"):
-            apply_mean_cache(sibling, MeanCacheConfig(budget=4))
+            apply_mean_cache(sibling, MeanCacheConfig(budget=4, learn=False))
         out = pipe(**kw())[0]  # the pipeline MeanCache was applied to is unaffected
         stats = get_mean_cache_stats(pipe)
     finally:
@@ -144,7 +144,7 @@ def test_from_pipe_sibling_is_refused_before_any_call(tiny_pipe):
     assert torch.equal(pipe(**kw())[0], ref)
     assert not torch.equal(out, ref)
     # Moved to the sibling: it is accelerated, its interrupt and stats are its own.
-    apply_mean_cache(sibling, MeanCacheConfig(budget=2))
+    apply_mean_cache(sibling, MeanCacheConfig(budget=2, learn=False))
     try:
         def stop(p, i, t, kwargs):
             p._interrupt = i >= 1

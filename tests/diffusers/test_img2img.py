@@ -55,7 +55,7 @@ def test_calls_output_and_removal(kind, task, strength, image_pipe):
     ref = _run(pipe, kind, task, strength)
     run = _steps_run(strength)
     budget = max(2, run // 2)
-    apply_mean_cache(pipe, MeanCacheConfig(budget=budget))
+    apply_mean_cache(pipe, MeanCacheConfig(budget=budget, learn=False))
     try:
         out = _run(pipe, kind, task, strength)
         stats = get_mean_cache_stats(pipe)
@@ -75,7 +75,7 @@ def test_schedule_is_fitted_to_the_steps_run(image_pipe, record_steps):
     default rule's schedule for those sigmas and B, fed the velocities of the computed steps."""
     pipe = image_pipe("flux", "img2img")
     seen, unrecord = record_steps(pipe.scheduler)
-    apply_mean_cache(pipe, MeanCacheConfig(budget=3))
+    apply_mean_cache(pipe, MeanCacheConfig(budget=3, learn=False))
     try:
         out = _run(pipe, "flux", "img2img", 0.6)
         sigmas = pipe.scheduler.sigmas.double().tolist()[N - 6:]
@@ -99,7 +99,7 @@ def test_budget_above_the_steps_run_raises_before_any_transformer_call(image_pip
     pipe = image_pipe("flux", "img2img")
     calls = []
     handle = pipe.transformer.register_forward_pre_hook(lambda *a: calls.append(1))
-    apply_mean_cache(pipe, MeanCacheConfig(budget=4))
+    apply_mean_cache(pipe, MeanCacheConfig(budget=4, learn=False))
     try:
         with pytest.raises(ValueError, match=r"budget=4 but this generation runs 3 of its 10 steps .*budget <= 3"):
             _run(pipe, "flux", "img2img", 0.3)
@@ -115,7 +115,7 @@ def test_budget_above_the_steps_run_raises_before_any_transformer_call(image_pip
 def test_set_begin_index_on_the_scheduler(image_pipe):
     """The scheduler driven by hand: set_begin_index(3) after set_timesteps, then the 7 remaining steps."""
     pipe = image_pipe("flux", "img2img")
-    apply_mean_cache(pipe, MeanCacheConfig(budget=3))
+    apply_mean_cache(pipe, MeanCacheConfig(budget=3, learn=False))
     try:
         sched = pipe.scheduler
         z, v = torch.randn(1, 16, 4), torch.randn(1, 16, 4)
@@ -153,7 +153,7 @@ def test_loop_over_sliced_timesteps_without_set_begin_index(image_pipe):
     ref = _run(sliced, "flux", "img2img", 0.6)
     outs, stats = [], []
     for p in (pipe, sliced):
-        apply_mean_cache(p, MeanCacheConfig(budget=3))
+        apply_mean_cache(p, MeanCacheConfig(budget=3, learn=False))
         try:
             outs.append(_run(p, "flux", "img2img", 0.6))
             stats.append(get_mean_cache_stats(p))
@@ -186,7 +186,7 @@ def test_other_schedulers(make, image_pipe):
     pipe.scheduler = make(original.config)
     try:
         ref = _run(pipe, "sd3", "img2img", 0.6)
-        apply_mean_cache(pipe, MeanCacheConfig(budget=3))
+        apply_mean_cache(pipe, MeanCacheConfig(budget=3, learn=False))
         try:
             out = _run(pipe, "sd3", "img2img", 0.6)
             stats = get_mean_cache_stats(pipe)
@@ -205,7 +205,7 @@ def test_other_schedulers(make, image_pipe):
 
 def test_generation_start_is_logged(image_pipe, caplog):
     pipe = image_pipe("flux", "img2img")
-    apply_mean_cache(pipe, MeanCacheConfig(budget=3))
+    apply_mean_cache(pipe, MeanCacheConfig(budget=3, learn=False))
     try:
         with caplog.at_level(logging.INFO, logger="meancache_kernels.diffusers.hooks"):
             _run(pipe, "flux", "img2img", 0.6)
@@ -215,7 +215,7 @@ def test_generation_start_is_logged(image_pipe, caplog):
     lines = [r.getMessage() for r in caplog.records if r.name == "meancache_kernels.diffusers.hooks"]
     assert len(lines) == 1
     assert lines[0].startswith(f"MeanCache: N=6 (steps 4..9 of 10), B=3, computed steps {steps}, estimators ")
-    assert lines[0].endswith(f"({MeanCacheConfig(budget=3).source})")
+    assert lines[0].endswith(f"({MeanCacheConfig(budget=3, learn=False).source})")
 
 
 def test_a_given_schedule_is_restricted_to_the_steps_run(image_pipe):
@@ -270,7 +270,7 @@ def test_wan_video_to_video_slices_its_timesteps(scheduler):
         return pipe(**kw)[0]
 
     ref = run()
-    apply_mean_cache(pipe, MeanCacheConfig(budget=3))
+    apply_mean_cache(pipe, MeanCacheConfig(budget=3, learn=False))
     try:
         out = run()
         stats = get_mean_cache_stats(pipe)
@@ -281,7 +281,7 @@ def test_wan_video_to_video_slices_its_timesteps(scheduler):
     # measured 0.079 (Euler) and 0.114 (UniPC); single-expert Wan text-to-video at N = 10, B = 5: 0.061
     assert 0 < _rel(out, ref) < 0.25
     assert torch.equal(run(), ref)
-    apply_mean_cache(pipe, MeanCacheConfig(budget=7))
+    apply_mean_cache(pipe, MeanCacheConfig(budget=7, learn=False))
     try:  # no begin index announced: the budget is checked at the first step (after its two calls)
         with pytest.raises(ValueError, match="budget=7 but this generation runs 6 of its 10 steps"):
             run()
@@ -292,7 +292,7 @@ def test_wan_video_to_video_slices_its_timesteps(scheduler):
 def test_no_step_left_is_the_pipeline_own_error(image_pipe):
     """strength so low that no step is left: diffusers' own error, not MeanCache's."""
     pipe = image_pipe("flux", "img2img")
-    apply_mean_cache(pipe, MeanCacheConfig(budget=2))
+    apply_mean_cache(pipe, MeanCacheConfig(budget=2, learn=False))
     try:
         with pytest.raises(ValueError, match="num_inference_steps.* is < 1"):
             _run(pipe, "flux", "img2img", 0.0)

@@ -29,7 +29,7 @@ def reference():
     """Latents of the tiny Flux pipeline uncached and under MeanCache alone (B = 4 of 8)."""
     pipe = tiny_pipeline("flux")
     plain = pipe(**_kw())[0]
-    apply_mean_cache(pipe, MeanCacheConfig(budget=B))
+    apply_mean_cache(pipe, MeanCacheConfig(budget=B, learn=False))
     try:
         cached = pipe(**_kw())[0]
         stats = get_mean_cache_stats(pipe)
@@ -44,11 +44,11 @@ def _check(pipe, reference, *, apply_first: bool, setup):
     MeanCache alone's latents; after removal, the uncached latents."""
     plain, cached = reference
     if apply_first:
-        apply_mean_cache(pipe, MeanCacheConfig(budget=B))
+        apply_mean_cache(pipe, MeanCacheConfig(budget=B, learn=False))
         setup(pipe)
     else:
         setup(pipe)
-        apply_mean_cache(pipe, MeanCacheConfig(budget=B))
+        apply_mean_cache(pipe, MeanCacheConfig(budget=B, learn=False))
     try:
         for _ in range(2):
             out = pipe(**_kw())[0]
@@ -124,7 +124,7 @@ def test_quantized_transformer(quantize, reference):
     pipe = tiny_pipeline("flux")
     quantize(pipe)
     plain_q = pipe(**_kw())[0]
-    apply_mean_cache(pipe, MeanCacheConfig(budget=B))
+    apply_mean_cache(pipe, MeanCacheConfig(budget=B, learn=False))
     try:
         out = pipe(**_kw())[0]
         stats = get_mean_cache_stats(pipe)
