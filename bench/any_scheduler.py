@@ -48,7 +48,7 @@ from .frontier.methods import heun_scheduler, heun_steps
 ROOT = Path(__file__).resolve().parents[1]
 N, BUDGETS, N_EVAL = 50, (25, 17, 10), 8
 SMOKE_N, SMOKE_BUDGETS, SMOKE_EVAL = 10, (5,), 2
-CONV_FACTOR = 4  # converged reference: the pipeline's Euler scheduler with 4N steps (DESIGN.md 2b)
+CONV_FACTOR = 4  # converged reference: the pipeline's Euler scheduler with 4N steps (docs/design.md 2b)
 
 # Solvers MeanCache runs under, and the few-step-only alternatives (name -> kind, option).
 MEANCACHE_SOLVERS = ("UniPC order 1", "UniPC order 2", "DPM-Solver++ 2M", "Adams order 2")

@@ -206,7 +206,7 @@ PYBIND11_MODULE(_C, m) {
         return py::make_tuple(objective, choice);
       },
       py::arg("w"), py::arg("forced"), py::arg("r_max"),
-      "Estimator-aware PSSP DP (DESIGN.md 2b) on an edge table w: float64 [N, D+1, D+1, D+1], w[i, a, b, d]. "
+      "Estimator-aware PSSP DP (docs/design.md 2b) on an edge table w: float64 [N, D+1, D+1, D+1], w[i, a, b, d]. "
       "Returns (objective float64 [r_max+1], choice int32 [r_max+1, N, D+1, D+1]): objective[r] = F[r][0][0][0] "
       "(+inf where infeasible and at r = 0), choice[r, i, a, b] = the chosen edge length d (0 where none); "
       "bit-identical to meancache_kernels.solver.dp_reference. Raises ValueError on invalid input.");

@@ -45,7 +45,7 @@ Solution solve(const Problem& p, int budget);
 std::vector<Solution> frontier(const Problem& p);
 
 // ---------------------------------------------------------------------------------------------------------------
-// Estimator-aware PSSP (DESIGN.md 2b): the backward DP over (computed count r, node i, a, b) on a precomputed edge
+// Estimator-aware PSSP (docs/design.md 2b): the backward DP over (computed count r, node i, a, b) on a precomputed edge
 // table w[i, a, b, d] (a = i - h, b = h - h2 for the computed nodes h, h2 before i; d = the edge length). The Python
 // oracle is meancache_kernels/solver.py::dp_reference; this one matches it bit for bit (same loops, same scan
 // order, one add per candidate, replace only on a strictly smaller value):

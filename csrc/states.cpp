@@ -1,4 +1,4 @@
-// The estimator-aware PSSP straight from a profile's raw costs (DESIGN.md 2b): the edge table of
+// The estimator-aware PSSP straight from a profile's raw costs (docs/design.md 2b): the edge table of
 // meancache_kernels/solver/states.py::edge_table rebuilt in C++ bit for bit, and a DP over the reachable states only
 // (the recurrence and tie rule of frontier_states in solver.cpp) that returns every budget's path. See solver.hpp.
 //

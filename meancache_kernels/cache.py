@@ -2,7 +2,7 @@
 
 At a skipped step i the schedule's estimator (:mod:`meancache_kernels.estimators`) reads a bounded history:
 
-- ``jvp`` with span K = min(K_i, i) (DESIGN.md section 2, "official") reads the trajectory entries i-K..i-1, so
+- ``jvp`` with span K = min(K_i, i) (docs/design.md section 2, "official") reads the trajectory entries i-K..i-1, so
   the trajectory history is a ring buffer of the last ``schedule.k_max`` entries (z_j, v_j);
 - ``taylor`` / ``mean`` of order p read the velocities of the last p + 1 computed steps: a ring buffer of
   ``schedule.poly_depth`` computed velocities.

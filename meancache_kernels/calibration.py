@@ -1,6 +1,6 @@
 """Calibration: edge costs L_K(i, j) of the MeanCache estimator from full-step trajectories, as a :class:`Profile`.
 
-For a full-step trajectory (every step computed) the cost of edge i -> j with span K is (DESIGN.md section 2)
+For a full-step trajectory (every step computed) the cost of edge i -> j with span K is (docs/design.md section 2)
 
     L_K(i, j) = mean | (zhat_j - z_j) / (s_j - s_i) |    averaged over calibration samples,
 
@@ -130,7 +130,7 @@ class _Accumulator:
 
 # ---------------------------------------------------------------------------------------------------- polynomial costs
 def _poly_states(i: int, d_max: int, order: int):
-    """The (a, b) states of computed node i that an estimator of this order can tell apart (DESIGN.md 2b):
+    """The (a, b) states of computed node i that an estimator of this order can tell apart (docs/design.md 2b):
     a = i - h (0 at i = 0), b = h - h2 (0 when h = 0); b is 0 (broadcast later) for order 1."""
     if i == 0:
         return [(0, 0)]

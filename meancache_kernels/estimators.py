@@ -1,4 +1,4 @@
-"""Estimators of the velocity on a skipped step: host-side coefficients, one fused op applies them (DESIGN.md 2b).
+"""Estimators of the velocity on a skipped step: host-side coefficients, one fused op applies them (docs/design.md 2b).
 
 Every estimate is a linear combination ``v_hat = sum_k c_k x_k`` of cached tensors with scalar coefficients
 computed here from the sigmas:
@@ -124,7 +124,7 @@ class Estimator:
 
 
 class JvpEstimator(Estimator):
-    """The paper's finite-difference JVP estimate with span K (DESIGN.md section 2)."""
+    """The paper's finite-difference JVP estimate with span K (docs/design.md section 2)."""
 
     family = "jvp"
 

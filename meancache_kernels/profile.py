@@ -1,6 +1,6 @@
 """Profile: calibrated edge costs of one model, step count and resolution, and its file format (.npz).
 
-A :class:`Profile` holds the paper's edge costs ``L_K(i, j)`` (DESIGN.md section 2), the polynomial estimators'
+A :class:`Profile` holds the paper's edge costs ``L_K(i, j)`` (docs/design.md section 2), the polynomial estimators'
 costs ``L_e(h, i, j)`` (section 2b), the calibration sigmas and metadata; :meth:`Profile.save` / :meth:`Profile.load`
 write and read it (a versioned, checksummed zip of arrays and a JSON header). It is made by
 :func:`meancache_kernels.calibrate` and read by :func:`meancache_kernels.solve`.
@@ -38,7 +38,7 @@ class Profile:
         cv: optional float64 array of ``costs``' shape, the per-edge coefficient of variation across samples (NaN
             where not allowed).
         poly_costs: optional float64 array [E, N, D+1, D+1, D+1] of the polynomial estimators' edge costs
-            (DESIGN.md 2b): ``poly_costs[e, i, a, b, d]`` = L_e(h, i, j) for the edge i -> j = i + d (d >= 2) when
+            (docs/design.md 2b): ``poly_costs[e, i, a, b, d]`` = L_e(h, i, j) for the edge i -> j = i + d (d >= 2) when
             the computed node before i is h = i - a and the one before h is h - b (a = 0: i = 0 has none; b = 0:
             h = 0 has none); +inf where not allowed or not calibrated. D = the longest calibrated edge.
         poly_estimators: the E estimator names of ``poly_costs`` (``"taylor1"``, ``"mean2"``, ...).

@@ -1,4 +1,4 @@
-"""End-to-end tuning: pick the schedule whose samples come closest to the full-step outputs (DESIGN.md 2b).
+"""End-to-end tuning: pick the schedule whose samples come closest to the full-step outputs (docs/design.md 2b).
 
 The PSSP objective is local (an edge's cost is measured from the true state), so the schedule it finds is not always
 the one with the smallest final error. :func:`tune` evaluates a set of candidate schedules (PSSP at several gamma and
@@ -208,7 +208,7 @@ def tune(
         references: [S, ...] full-step outputs of ``latents`` when already known (saves N calls per sample).
         gammas: gammas of the PSSP candidates.
         halving: successive halving over the samples instead of every candidate on every sample (:func:`select`):
-            about a third of the model calls with 8 samples and ~45 candidates.
+            about a third of the model calls with 8 samples and 36-52 candidates (bench/results/tune_selection.md).
         default_margin_se: with the default candidates, the calibration-free default schedule
             (:func:`meancache_kernels.default_rule`, what ``MeanCacheConfig(budget=B)`` runs) is kept unless
             the lowest-error candidate beats it by more than this many standard errors of the paired per-sample

@@ -9,7 +9,7 @@ tests/solver/test_solver.py). N = 50 (the published presets' step count): the wh
 max_skip = N - 1. N = 1000 with max_skip = 64: the frontier in C++, and one budget (B = 100) in both backends (the
 Python frontier at N = 1000 takes minutes).
 
-Estimator-aware PSSP (DESIGN.md 2b): ``solve_frontier(profile)`` with the polynomial estimators (4 of them on random
+Estimator-aware PSSP (design 2b): ``solve_frontier(profile)`` with the polynomial estimators (4 of them on random
 costs, edges of at most D = 13 steps, "P50") at N = 50, and on the shipped profile (6 estimators): ``table=cpp`` is
 what the public call runs (the edge table and the DP in one C++ call, ``_C.frontier_profile``), ``table=numpy`` the
 path before it (the numpy edge table, then the C++ DP ``_C.frontier_states``; bit-identical results, tested in

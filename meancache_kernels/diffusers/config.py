@@ -11,7 +11,7 @@ Where the schedule comes from (one of):
   at each computed step;
 - ``schedule``: a :class:`~meancache_kernels.Schedule`;
 - ``preset`` with ``budget``: a published schedule;
-- ``profile`` with ``budget``: PSSP on a calibration :class:`~meancache_kernels.Profile` (DESIGN.md section 2), with
+- ``profile`` with ``budget``: PSSP on a calibration :class:`~meancache_kernels.Profile` (docs/design.md 2), with
   every option ``meancache solve`` has (``estimators``, ``gamma``, ``edge_cost``, ``max_skip``, ``always_compute``,
   ``k_range``).
 
@@ -46,8 +46,17 @@ __all__ = ["MeanCacheConfig", "adaptive_state", "resolve_schedule"]
 EDGE_COSTS = ("velocity", "state")
 
 
+class _ConfigMeta(type):
+    """Names the entry point where diffusers prints the class: ``transformer.enable_cache(MeanCacheConfig(...))``
+    raises diffusers' "Cache config <class> is not supported", which then says what to call instead."""
+
+    def __str__(cls):
+        return (f"{cls.__module__}.{cls.__qualname__} (MeanCache adapts the scheduler too: apply_mean_cache(pipe, "
+                "config) or `with mean_cache(pipe, config):`, not enable_cache)")
+
+
 @dataclass(frozen=True)
-class MeanCacheConfig:
+class MeanCacheConfig(metaclass=_ConfigMeta):
     """Configuration of :func:`~meancache_kernels.diffusers.apply_mean_cache`.
 
     ``MeanCacheConfig(budget=B)`` is all most users need: the first generation runs every step and learns where

@@ -726,8 +726,9 @@ def apply_mean_cache(pipe, config: MeanCacheConfig) -> None:
     """Accelerate a flow-matching diffusers pipeline with MeanCache, in place.
 
     Registers :class:`MeanCacheHook` on ``pipe.transformer`` (and ``pipe.transformer_2`` when present) and adapts
-    ``pipe.scheduler`` (a ``FlowMatchEulerDiscreteScheduler``). Every later call of the pipeline fits the schedule
-    to its ``num_inference_steps``; :func:`get_mean_cache_stats` tells what the last call did;
+    ``pipe.scheduler`` (``FlowMatchEulerDiscreteScheduler``, UniPC / DPM-Solver++ in flow mode,
+    ``FlowMatchHeunDiscreteScheduler`` or ``FlowMatchAdamsScheduler``). Every later call of the pipeline fits the
+    schedule to its ``num_inference_steps``; :func:`get_mean_cache_stats` tells what the last call did;
     :func:`remove_mean_cache` restores the pipeline.
 
     - **Image-to-image and inpainting** (``strength < 1``: the loop starts mid-schedule, at the scheduler's
@@ -752,8 +753,9 @@ def apply_mean_cache(pipe, config: MeanCacheConfig) -> None:
       applied to).
 
     Raises:
-        TypeError: ``config`` is not a MeanCacheConfig, the pipeline has no transformer, or its scheduler is not a
-            deterministic flow-matching Euler scheduler.
+        TypeError: ``config`` is not a MeanCacheConfig, the pipeline has no transformer, its class is refused
+            (:mod:`.compat`), or its scheduler is not one MeanCache supports (``scheduler.check_scheduler``), or the
+            schedule uses estimators that scheduler does not allow.
         ValueError: MeanCache is already applied to this pipeline or to one of its transformers, or another cache
             is enabled on one of its transformers.
     """

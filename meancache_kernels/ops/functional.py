@@ -218,7 +218,7 @@ def combine_step(
     """Estimate of a skipped step as a linear combination of cached tensors, and the Euler step, in one pass.
 
     ``v_hat = sum_k coeffs[k] * tensors[k]`` (k < M, 1 <= M <= 4), ``z_next = z + ds * v_hat``. Every estimator of
-    DESIGN.md section 2b is such a combination with host-side coefficients; for example the paper's jvp rule is
+    docs/design.md section 2b is such a combination with host-side coefficients; for example the paper's jvp rule is
     M = 4 over ``(v_last, v_anchor, z, z_anchor)`` with coefficients ``(1, -ds/d, ds/d**2, -ds/d**2)``,
     d = s - s_anchor (``mean_velocity_step`` evaluates it as written, for bit-compatibility with the release).
 
@@ -315,7 +315,7 @@ def _check_count(name: str, x) -> int:
 def calibration_errors(
     z: torch.Tensor, v: torch.Tensor, sigmas, max_span: int, max_skip: int, *, backend: str = "auto"
 ) -> torch.Tensor:
-    """Edge errors of the estimator rolled out from full-step trajectories (DESIGN.md section 2, edge cost).
+    """Edge errors of the estimator rolled out from full-step trajectories (docs/design.md section 2, edge cost).
 
     For span K (1..max_span), start i and end j (i + 2 <= j <= min(N, i + 1 + max_skip)): step i is computed from
     the true state (zhat_{i+1} = z_{i+1}), steps i+1..j-1 are skipped with the official estimator (K' = min(K, m),

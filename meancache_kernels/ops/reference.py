@@ -1,6 +1,6 @@
 """Eager torch references for every op (the contract the fused kernels are tested against).
 
-Formulas (DESIGN.md section 2), at a skipped step with anchor a = i - K:
+Formulas (docs/design.md section 2), at a skipped step with anchor a = i - K:
 
     avg    = (z - z_a) / (s - s_a)          realised average velocity on [s_a, s]
     jvp    = (v_a - avg) / (s - s_a)        finite-difference JVP (MeanFlow identity)
@@ -10,10 +10,10 @@ Formulas (DESIGN.md section 2), at a skipped step with anchor a = i - K:
 Arithmetic runs in float32, or float64 when any tensor input is float64; results are stored in the inputs'
 native dtypes (v_hat like ``v_last``, z_next like ``z``).
 
-Every estimator as one linear combination (DESIGN.md section 2b): :func:`combine_step` evaluates
+Every estimator as one linear combination (docs/design.md section 2b): :func:`combine_step` evaluates
 v_hat = sum_k c_k x_k and z_next = z + ds * v_hat.
 
-Calibration (DESIGN.md section 2, edge cost): :func:`calibration_errors` rolls the estimator out from the true
+Calibration (docs/design.md section 2, edge cost): :func:`calibration_errors` rolls the estimator out from the true
 state z_i of a full-step trajectory and records, for every edge end j, mean |(zhat_j - z_j) / (s_j - s_i)|.
 :func:`edge_errors` gives, for polynomial estimators, mean |sum_m c_m x_m| of many coefficient rows at once.
 """

@@ -1,4 +1,4 @@
-"""The PSSP solver (DESIGN.md sections 2 and 2b): which steps to compute, chosen by a budget-constrained,
+"""The PSSP solver (docs/design.md sections 2 and 2b): which steps to compute, chosen by a budget-constrained,
 peak-suppressed shortest path over calibrated edge costs.
 
 - :mod:`.pssp`: :func:`solve` / :func:`solve_frontier` on a :class:`~meancache_kernels.Profile` (the public face);

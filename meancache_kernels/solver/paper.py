@@ -1,4 +1,4 @@
-"""The paper's PSSP solver (DESIGN.md section 2): one K per edge, costs ``L_K(i, j)`` from a raw cost array.
+"""The paper's PSSP solver (docs/design.md section 2): one K per edge, costs ``L_K(i, j)`` from a raw cost array.
 
 :func:`solve_costs` / :func:`frontier_costs` run the C++ solver (``meancache_kernels._C``) or the pure-Python
 reference (:func:`solve_reference`, :func:`frontier_reference`: the oracle and the fallback); both give bit-identical
@@ -19,7 +19,7 @@ __all__ = ["SolverResult", "Frontier", "solve_costs", "frontier_costs", "solve_r
 
 # ====================================================================================================== PSSP solver
 #
-# The problem (DESIGN.md section 2, "PSSP"). Nodes 0..N; a schedule is a path 0 = p_0 < p_1 < ... < p_{B-1} < p_B = N
+# The problem (docs/design.md 2, "PSSP"). Nodes 0..N; a schedule is a path 0 = p_0 < p_1 < ... < p_{B-1} < p_B = N
 # whose first B nodes are the computed steps. Edge i -> j costs
 #
 #     w(i, j) = 0                                              (chain edge, j = i + 1, no skipped step)

@@ -133,7 +133,7 @@ def solve(profile, budget: int, gamma: float = 2.0, always_compute=(0,), max_ski
     """The optimal MeanCache schedule with ``budget`` computed steps for a calibration :class:`Profile`.
 
     Minimises ``sum over edges (min over candidates of the edge cost) ** gamma`` over paths 0 -> N with exactly
-    ``budget`` computed steps (DESIGN.md sections 2 and 2b, PSSP), exactly, with the C++ solver (or the Python
+    ``budget`` computed steps (docs/design.md sections 2 and 2b, PSSP), exactly, with the C++ solver (or the Python
     reference when the extension is missing or ``backend="python"``). The candidates of an edge are the paper's
     ``jvp`` with every allowed K and each selected polynomial estimator (:mod:`meancache_kernels.estimators`),
     whose cost depends on the computed nodes before the edge (:mod:`meancache_kernels.solver`).

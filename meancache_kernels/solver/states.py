@@ -1,6 +1,6 @@
 """PSSP over (estimator, parameter) per edge: the exact DP with the previous computed nodes in its state.
 
-DESIGN.md section 2b. The polynomial estimators of an edge i -> j read the velocities of the computed nodes before
+docs/design.md section 2b. The polynomial estimators of an edge i -> j read the velocities of the computed nodes before
 i, so their edge cost ``L_e(h, i, j)`` depends on the path: the state of the dynamic programme at computed node i is
 ``(a, b)`` with ``a = i - h`` (h: the computed node before i; 0 at i = 0) and ``b = h - h2`` (h2: the one before
 h; 0 when h = 0). Edge i -> i + d from state (a, b) costs

@@ -4,7 +4,7 @@ A straightforward transcription of the public MeanCache release's sampling loop.
 
 It keeps the whole history (every latent before and after each step, every velocity and sigma) and recomputes the
 JVP at every skipped step from the logged tensors, exactly as the release's ``compute_current_jvp`` does, with the
-span of the interval holding step i-1 (``edge_order[i - 1]``). Written from DESIGN.md section 2 and the release's
+span of the interval holding step i-1 (``edge_order[i - 1]``). Written from docs/design.md section 2 and the release's
 published description, for float64 comparison with ``meancache_kernels.sample`` (which must match it; the test
 suite checks it for every preset). It is slow and holds every latent: use it to check, never to generate.
 """

@@ -1,4 +1,4 @@
-"""The estimator family (DESIGN.md 2b): exactness on polynomial fields, schedules, history, calibration, tune."""
+"""The estimator family (docs/design.md 2b): exactness on polynomial fields, schedules, history, calibration, tune."""
 
 import json
 import math

@@ -407,7 +407,7 @@ def test_loop_without_scheduler_step_raises_at_first_call(steps, model, tiny_pip
 
 # ---------------------------------------------------------------------------------------------------- faithfulness
 def test_qwen_image_preset_matches_loop_written_from_the_design(tiny_pipe):
-    """Qwen-Image B=10 preset, 50 steps, true CFG: equals a loop written directly from DESIGN.md section 2."""
+    """Qwen-Image B=10 preset, 50 steps, true CFG: equals a loop written directly from docs/design.md section 2."""
     from diffusers.pipelines.qwenimage.pipeline_qwenimage import calculate_shift
 
     pipe = tiny_pipe("qwen-image")

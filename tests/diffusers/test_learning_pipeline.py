@@ -123,3 +123,9 @@ def test_learning_config_errors():
     with pytest.raises(TypeError, match="cache_dir must be a path"):
         MeanCacheConfig(budget=4, cache_dir=3)
     assert MeanCacheConfig(budget=4).learn and not MeanCacheConfig(budget=4, adaptive=True).learn
+
+
+def test_enable_cache_with_a_mean_cache_config_names_the_entry_point(tiny_pipe):
+    pipe = tiny_pipe("flux")
+    with pytest.raises(ValueError, match=r"apply_mean_cache\(pipe, config\)"):
+        pipe.transformer.enable_cache(MeanCacheConfig(budget=4))

@@ -1,4 +1,4 @@
-"""Estimator-aware PSSP (DESIGN.md 2b, meancache_kernels/solver.py): the C++ DP (_C.frontier_states) equals the numpy
+"""Estimator-aware PSSP (docs/design.md 2b, meancache_kernels/solver/): the C++ DP (_C.frontier_states) equals the numpy
 oracle bit for bit, both equal a brute force over every path and every (estimator, parameter) per edge, the jvp-only
 solve is still the paper's solver, and bad input to the C++ entry point raises ValueError naming the argument."""
 

@@ -1,4 +1,4 @@
-"""Edge errors of MeanCache's estimator rolled out from full-step trajectories (DESIGN.md section 2, edge cost):
+"""Edge errors of MeanCache's estimator rolled out from full-step trajectories (docs/design.md section 2, edge cost):
 
     E[s, K, i, j] = mean_elements | (zhat_j - z_j) / (s_j - s_i) |,  zhat rolled from the true z_{i+1} over i+1..j-1.
 

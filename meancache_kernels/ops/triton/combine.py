@@ -1,4 +1,4 @@
-"""Fused estimate + Euler step of any estimator (DESIGN.md section 2b): a weighted sum of up to four cached tensors
+"""Fused estimate + Euler step of any estimator (docs/design.md section 2b): a weighted sum of up to four cached tensors
 
 v_hat = sum_k c_k x_k;  z_next = z + ds * v_hat       -- reads z and each x_k once, writes v_hat and z_next once.
 

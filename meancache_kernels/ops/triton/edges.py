@@ -1,4 +1,4 @@
-"""Edge errors of polynomial estimators, many coefficient rows at once (DESIGN.md section 2b, calibration):
+"""Edge errors of polynomial estimators, many coefficient rows at once (docs/design.md section 2b, calibration):
 
     err[e, s] = mean_d | sum_m coef[e, m] * sources[index[e, m], s, d] |          (index -1: unused slot)
 

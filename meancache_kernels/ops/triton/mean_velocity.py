@@ -1,4 +1,4 @@
-"""Fused average-velocity estimate + Euler step of a skipped MeanCache step (DESIGN.md section 2):
+"""Fused average-velocity estimate + Euler step of a skipped MeanCache step (docs/design.md section 2):
 
 avg = (z - z_a) / (s - s_a);  jvp = (v_a - avg) / (s - s_a);  v_hat = v_last - jvp * (s_next - s);
 z_next = z + (s_next - s) * v_hat          -- reads z, z_a, v_a, v_last once, writes v_hat and z_next once.
