@@ -4,6 +4,7 @@ Subcommands:
     demo      MeanCache on the shipped tiny FluxPipeline (or --model) against the uncached output
     run       your own pipeline (local directory or hub id) with MeanCacheConfig(budget=B): stats and images
     preview   the steps MeanCacheConfig(budget=B) runs for N steps on a pipeline's scheduler, without the model
+    signature a pipeline's dynamics signature (per-step output ratio and change) beside FLUX.1's published one
     compare   MeanCache vs plain reuse vs full steps on the analytic Gaussian-mixture flow (no model needed)
     calibrate record full-step generations of a diffusers pipeline into a calibration profile
     tune      pick the best schedule for a budget end to end on a few tuning prompts (after calibrate)
@@ -884,6 +885,62 @@ def _cmd_preview(args) -> int:
     return 0
 
 
+def _add_signature(sub) -> None:
+    p = sub.add_parser(
+        "signature",
+        help="a pipeline's dynamics signature beside FLUX.1's published one (which regime it is in)",
+        description="Runs one full-step generation of a pipeline (local directory or hub id; default: the shipped "
+        "tiny FluxPipeline) and prints the per-step magnitude ratio and relative change of its (guided) transformer "
+        "output beside FLUX.1's published magnitude ratios (MagCache's calibration, N = 28), with the early-phase "
+        "summaries. --steps 28 reads like for like. N transformer steps; MeanCache is not applied.",
+    )
+    p.add_argument("model", nargs="?", default=None, metavar="MODEL",
+                   help="local pipeline directory or hub id (default: the shipped tiny FluxPipeline)")
+    p.add_argument("--prompt", action="append", default=None, metavar="TEXT",
+                   help="a prompt (repeat for several; default: one prompt of the shipped model's kind)")
+    p.add_argument("--steps", type=int, default=28, metavar="N", help="num_inference_steps N (default 28)")
+    p.add_argument("--seed", type=int, default=0, help="noise seed of the first prompt (then +1 each)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="call_args",
+                   help="any other call argument (VALUE parsed as JSON when it parses), e.g. --set num_frames=9")
+    p.add_argument("--json", default=None, metavar="FILE", help="also write the signature as JSON")
+    _device_args(p)
+    p.set_defaults(func=_cmd_signature)
+
+
+def _cmd_signature(args) -> int:
+    try:
+        from .diffusers.dynamics import pipeline_signature
+        from .diffusers.loading import load_pipeline
+    except ImportError as e:
+        raise SystemExit(f"meancache signature needs diffusers: pip install 'meancache_kernels[diffusers]' ({e})")
+    import json
+
+    import torch
+
+    if args.steps < 2:
+        raise SystemExit(f"meancache signature: --steps must be >= 2, got {args.steps}")
+    _check_device("signature", _resolve_device(args))
+    try:
+        extra = parse_set(args.call_args)
+        pipe, call = load_pipeline(args.model, dtype=args.dtype, device=args.device)
+    except (OSError, ValueError) as e:
+        raise SystemExit(f"meancache signature: {e}")
+    if hasattr(pipe, "set_progress_bar_config"):
+        pipe.set_progress_bar_config(disable=True)
+    prompts = args.prompt or ["a red circle at the top left"]
+    gens = [torch.Generator(device=args.device).manual_seed(args.seed + k) for k in range(len(prompts))]
+    call.update(extra)
+    name = "shipped tiny FluxPipeline" if args.model is None else str(args.model)
+    sig = pipeline_signature(pipe, name=name, prompt=prompts, num_inference_steps=args.steps, generator=gens, **call)
+    print(sig.format())
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as f:
+            json.dump({"model": name, "steps": args.steps, "prompts": prompts, "ratios": list(sig.ratios),
+                       "changes": list(sig.changes), "early5": sig.early5, "prod10": sig.prod10,
+                       "regime": sig.regime}, f, indent=1)
+    return 0
+
+
 # ---------------------------------------------------------------------------------------------------- main
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -897,6 +954,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_demo(sub)
     _add_run(sub)
     _add_preview(sub)
+    _add_signature(sub)
     _add_compare(sub)
     _add_calibrate(sub)
     _add_tune(sub)

@@ -45,6 +45,7 @@ except ImportError as e:  # pragma: no cover - depends on the environment
 from .adams import FlowMatchAdamsScheduler
 from .calibration import calibrate_pipeline
 from .config import MeanCacheConfig
+from .dynamics import pipeline_signature
 from .hooks import MeanCacheHook, apply_mean_cache, get_mean_cache_stats, remove_mean_cache
 from .loading import load_pipeline
 from .stats import MeanCacheStats
@@ -64,6 +65,7 @@ __all__ = [
     "is_mean_cache_enabled",
     "load_pipeline",
     "mean_cache",
+    "pipeline_signature",
     "preview_schedule",
     "remove_mean_cache",
     "tune_pipeline",
