@@ -10,11 +10,11 @@ from meancache_kernels.dynamics import FLUX1
 
 def test_signature_of_the_shipped_model(tmp_path, capsys):
     out = tmp_path / "sig.json"
-    assert cli.main(["signature", "--steps", "10", "--prompt", "a blue square", "--json", str(out)]) == 0
+    assert cli.main(["signature", "--steps", "28", "--prompt", "a blue square", "--json", str(out)]) == 0
     text = capsys.readouterr().out
     assert "FLUX.1-dev" in text and f"{FLUX1.early5:.3f}" in text and "regime:" in text
     sig = json.loads(out.read_text())
-    assert sig["steps"] == 10 and len(sig["ratios"]) == len(sig["changes"]) == 10
+    assert sig["steps"] == 28 and len(sig["ratios"]) == len(sig["changes"]) == 28
     assert sig["ratios"][0] == 1.0 and sig["changes"][0] == 0.0 and all(r > 0 for r in sig["ratios"])
     # the shipped tiny model has no early phase (measured early5 0.03 at N = 28)
     assert sig["regime"] == "smooth" and sig["early5"] < 0.2
