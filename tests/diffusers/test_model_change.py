@@ -8,7 +8,7 @@ import torch
 
 from meancache_kernels.cache import MeanCacheState
 from meancache_kernels.diffusers import MeanCacheConfig, apply_mean_cache, get_mean_cache_stats, remove_mean_cache
-from meancache_kernels.diffusers.hooks import _split_budget
+from meancache_kernels.diffusers.generation import _split_budget
 from meancache_kernels.diffusers.testing import tiny_call_kwargs
 from meancache_kernels.schedule import Schedule
 
