@@ -83,6 +83,8 @@ def test_order_select_keeps_the_budget_and_picks_an_order_per_segment():
     ("tune_any_scheduler", ["against the scheduler's own N-step output", "against the converged reference",
                             "| Adams order 1 | 3 |"]),
     ("multistep_estimator", ["| UniPC order 2 | 3 |", "| Heun | 3 |", "best mean per setting"]),
+    ("learned_default", ["| FLUX.1-dev (published) | 0.51 | 1.86 | early phase |", "one line (learnt; mean of 4",
+                         "| smoke power | 12/6 |"]),
 ])
 def test_smoke_runs(name, expected, capsys):
     load(name).main(["--smoke"])
