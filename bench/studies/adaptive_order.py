@@ -79,7 +79,8 @@ def per_prompt(model, prompts, n: int, run_one) -> list[float]:
 
 
 def main(argv=None) -> None:
-    from meancache_kernels.diffusers import MeanCacheConfig, apply_mean_cache, hooks, remove_mean_cache
+    from meancache_kernels.diffusers import MeanCacheConfig, apply_mean_cache, remove_mean_cache
+    from meancache_kernels.diffusers import context as hooks  # where the adaptive state of a generation is made
 
     def extra(ap):
         ap.add_argument("--budget", type=int, default=10)
