@@ -278,8 +278,9 @@ class MeanCache:
 
     # ------------------------------------------------------------------ what to run
     def key(self, sigmas, sample_shape, sampler: str = "euler") -> str:
-        """The key of a generation (:func:`trajectory_key`, after the namespace)."""
-        k = trajectory_key(sigmas, sample_shape, sampler)
+        """The key of a generation: the namespace, the budget and :func:`trajectory_key` (a schedule learnt for one
+        budget is never run for another, even from a shared ``cache_dir``)."""
+        k = f"B{self.budget}-{trajectory_key(sigmas, sample_shape, sampler)}"
         return f"{self.namespace}-{k}" if self.namespace else k
 
     def lookup(self, key: str) -> Learned | None:
@@ -289,7 +290,7 @@ class MeanCache:
             path = os.path.join(self.cache_dir, f"{key}.json")
             if os.path.exists(path):
                 with open(path) as f:
-                    entry = Learned.from_dict(json.load(f)["entry"])
+                    entry = Learned.from_dict(json.load(f)["entries"][key])
                 self.learned[key] = entry
         return entry
 
@@ -358,12 +359,9 @@ class MeanCache:
         return out
 
     # ------------------------------------------------------------------ files
-    @staticmethod
-    def _write(path: str, entries: dict[str, Learned]) -> None:
-        payload = {"format": _FORMAT, "format_version": _FORMAT_VERSION}
-        if len(entries) == 1:
-            payload["entry"] = next(iter(entries.values())).to_dict()
-        payload["entries"] = {k: e.to_dict() for k, e in entries.items()}
+    def _write(self, path: str, entries: dict[str, Learned]) -> None:
+        payload = {"format": _FORMAT, "format_version": _FORMAT_VERSION, "budget": self.budget,
+                   "entries": {k: e.to_dict() for k, e in entries.items()}}
         tmp = f"{path}.tmp"
         with open(tmp, "w") as f:
             json.dump(payload, f)
@@ -372,11 +370,6 @@ class MeanCache:
     def save(self, path: str | os.PathLike) -> None:
         """Write everything learnt to one JSON file (with the budget), for :meth:`load`."""
         self._write(os.fspath(path), self.learned)
-        with open(path) as f:
-            payload = json.load(f)
-        payload["budget"] = self.budget
-        with open(path, "w") as f:
-            json.dump(payload, f)
 
     @classmethod
     def load(cls, path: str | os.PathLike, **kwargs) -> "MeanCache":

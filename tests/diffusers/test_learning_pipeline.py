@@ -70,6 +70,12 @@ def test_cache_dir_learns_once_across_pipelines(tiny_pipe, tmp_path):
         finally:
             remove_mean_cache(pipe)
     assert len(list(tmp_path.glob("FluxTransformer2DModel-*.json"))) == 1
+    apply_mean_cache(pipe, MeanCacheConfig(budget=B - 1, cache_dir=tmp_path))  # another budget: learnt anew
+    try:
+        _run(pipe, "flux")
+        assert get_mean_cache_stats(pipe).learning and get_mean_cache_stats(pipe).transformer_calls == N
+    finally:
+        remove_mean_cache(pipe)
 
 
 def test_another_resolution_is_another_key(tiny_pipe):
