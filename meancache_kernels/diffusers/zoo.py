@@ -1658,3 +1658,7 @@ def _qwen_image21(name):
     pipe = _make(name, dict(transformer=transformer, vae=vae, text_encoder=None,
                             processor=_ChatTemplateProcessor(tokenizer), scheduler=_flow_scheduler()))
     return pipe, _kwargs(dict(_qwen_prompt(), height=64, width=64, true_cfg_scale=4.0))
+
+
+# Builders kept in their own modules (they register themselves with _builder on import).
+from . import zoo_denoisers, zoo_ltx2, zoo_media, zoo_vlm  # noqa: E402,F401
