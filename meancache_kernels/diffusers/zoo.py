@@ -323,7 +323,6 @@ NOT_BUILT |= {
     "AceStepPipeline": _AUDIO,
     "BriaFibo2Pipeline": "Bria FIBO 2 (gist-token perceiver over Qwen3-VL features): the tiny build written fails "
                          "inside its attention; not built yet",
-    "GlmImagePipeline": _TEXT_ONLY + " (GLM-Image also runs an autoregressive vision-language prior)",
     "Cosmos3OmniPipeline": _TEXT_ONLY,
     "Kandinsky6SRPipeline": "tiled super-resolution with a pi-Flow transformer (its output is a policy, "
                             "out_visual_dim = 10 x the latent width, stepped by PiflowScheduler, which "
