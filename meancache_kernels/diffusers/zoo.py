@@ -332,8 +332,6 @@ NOT_BUILT |= {
     "Cosmos2_5_TransferPipeline": "its ControlNet (CosmosControlNetModel) resizes the padding mask with torchvision, "
                                   "not installed here",
     "SanaWMPipeline": "Sana world model (LTX-2 video VAE): no tiny build written yet",
-    "JoyImageEditPlusPipeline": "reads the prompt text even when given prompt_embeds (needs its Qwen3-VL encoder and "
-                                "processor)",
 }
 
 

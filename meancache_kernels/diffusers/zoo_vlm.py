@@ -26,3 +26,70 @@ def _glm_image(name):
     prior = torch.randint(0, 128, (1, 16), generator=torch.Generator().manual_seed(2))
     call = dict(_embeds(16), prior_token_ids=prior, height=64, width=64, guidance_scale=1.5)
     return pipe, _kwargs(call)
+
+
+# ------------------------------------------------------------------------------ Qwen3-VL encoders
+def _qwen3_vl_tokenizer():
+    """The file-less Qwen tokenizer of :mod:`.testing` with Qwen3-VL's vision tokens."""
+    from .testing import _CHAT_TEMPLATE, _qwen_tokenizer
+
+    tokenizer = _qwen_tokenizer(_CHAT_TEMPLATE)
+    tokenizer.add_special_tokens({"additional_special_tokens": ["<|vision_start|>", "<|image_pad|>", "<|vision_end|>",
+                                                                "<|video_pad|>"]})
+    return tokenizer
+
+
+def _qwen3_vl_processor(tokenizer, pixels: int = 32 * 32):
+    """A Qwen3-VL processor over ``tokenizer`` without files: the PIL image processor (16-pixel patches merged 2 x 2,
+    every image resized to about ``pixels``) and no video processor (the video one needs torchvision)."""
+    from transformers import Qwen3VLProcessor
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+
+    class NoVideoQwen3VLProcessor(Qwen3VLProcessor):
+        def check_argument_for_proper_class(self, argument_name, argument):
+            if argument_name == "video_processor" and argument is None:
+                return None
+            return super().check_argument_for_proper_class(argument_name, argument)
+
+    image_processor = Qwen2VLImageProcessorPil(patch_size=16, merge_size=2, temporal_patch_size=2, min_pixels=pixels,
+                                               max_pixels=pixels)
+    return NoVideoQwen3VLProcessor(image_processor=image_processor, tokenizer=tokenizer, video_processor=None)
+
+
+def _qwen3_vl(tokenizer, hidden: int = 16, layers: int = 2):
+    """A tiny random Qwen3VLForConditionalGeneration whose vocabulary and vision token ids are ``tokenizer``'s."""
+    from transformers import Qwen3VLConfig, Qwen3VLForConditionalGeneration
+
+    start, image, end, video = tokenizer.convert_tokens_to_ids(["<|vision_start|>", "<|image_pad|>", "<|vision_end|>",
+                                                                "<|video_pad|>"])
+    head_dim = 8
+    config = Qwen3VLConfig(
+        text_config=dict(vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=2 * hidden,
+                         num_hidden_layers=layers, num_attention_heads=2, num_key_value_heads=2, head_dim=head_dim,
+                         rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 1, 1],
+                                          "mrope_interleaved": True}),
+        vision_config=dict(depth=2, hidden_size=16, intermediate_size=32, num_heads=2, patch_size=16,
+                           out_hidden_size=hidden, num_position_embeddings=16, deepstack_visual_indexes=[1]),
+        image_token_id=image, video_token_id=video, vision_start_token_id=start, vision_end_token_id=end)
+    return _seeded(Qwen3VLForConditionalGeneration, config)
+
+
+# ------------------------------------------------------------------------------ JoyImage Edit Plus
+@_builder("JoyImageEditPlusPipeline", family="JoyImage")
+def _joyimage_edit_plus(name):
+    from diffusers import JoyImageEditPlusTransformer3DModel
+
+    from .zoo import _image, _wan_components
+
+    # Its __call__ formats the prompt text into the Qwen3-VL chat (with an <image> tag per reference) before it looks
+    # at prompt_embeds (len(prompt) of None): the prompt goes through the tiny Qwen3-VL encoder.
+    tokenizer = _qwen3_vl_tokenizer()
+    transformer = _seeded(JoyImageEditPlusTransformer3DModel, patch_size=[1, 4, 4], in_channels=16, hidden_size=24,
+                          num_attention_heads=2, text_dim=16, mlp_width_ratio=2.0, num_layers=2,
+                          rope_dim_list=[4, 4, 4])
+    pipe = _make(name, dict(transformer=transformer, vae=_wan_components()["vae"], text_encoder=_qwen3_vl(tokenizer),
+                            tokenizer=tokenizer, processor=_qwen3_vl_processor(tokenizer),
+                            scheduler=_flow_scheduler()))
+    call = dict(prompt="make it red", negative_prompt="blurry", images=[_image(32, 32)], height=128, width=128,
+                guidance_scale=4.0, max_sequence_length=64)
+    return pipe, _kwargs(call)
