@@ -93,3 +93,20 @@ def _joyimage_edit_plus(name):
     call = dict(prompt="make it red", negative_prompt="blurry", images=[_image(32, 32)], height=128, width=128,
                 guidance_scale=4.0, max_sequence_length=64)
     return pipe, _kwargs(call)
+
+
+# ------------------------------------------------------------------------------ Bria FIBO 2
+@_builder("BriaFibo2Pipeline", family="Bria")
+def _bria_fibo2(name):
+    from diffusers import BriaFibo2Transformer2DModel
+
+    # prompt_embeds in the layout encode_prompt gives: (batch, 6 bundles, tokens, 3 Qwen3-VL layers side by side).
+    transformer = _seeded(BriaFibo2Transformer2DModel, in_channels=4, patch_size=2, dim=32, n_layers=2,
+                          n_refiner_layers=1, n_heads=2, cap_feat_dim=48, injection_layer_ids=(1,),
+                          perceiver_num_layers=1, min_num_gist_tokens=4, max_num_gist_tokens=8, gist_step=4,
+                          gist_min_text_len=4, gist_max_text_len=16, axes_dims=(4, 6, 6), axes_lens=(16, 16, 16))
+    # Its shift of the sigmas is the image size's (mu from calculate_shift), as in Fibo 2.0's scheduler config.
+    pipe = _make(name, dict(transformer=transformer, vae=None, scheduler=_flow_scheduler(use_dynamic_shifting=True)))
+    g = torch.Generator().manual_seed(1)
+    embeds = {key: torch.randn(1, 6, 7, 48, generator=g) for key in ("prompt_embeds", "negative_prompt_embeds")}
+    return pipe, _kwargs(dict(embeds, height=64, width=64, guidance_scale=5.0))
