@@ -319,7 +319,6 @@ _TEXT_ONLY = "takes no prompt embeddings (needs its own text or vision-language 
 NOT_BUILT |= {
     "EasyAnimateControlPipeline": "fails without MeanCache in diffusers 0.42.1: __call__ passes encode_prompt() a "
                                   "text_encoder_index argument it does not take",
-    "Cosmos3OmniPipeline": _TEXT_ONLY,
     "Kandinsky6SRPipeline": "tiled super-resolution with a pi-Flow transformer (its output is a policy, "
                             "out_visual_dim = 10 x the latent width, stepped by PiflowScheduler, which "
                             "apply_mean_cache's scheduler check refuses): no tiny build written yet",

@@ -110,3 +110,26 @@ def _bria_fibo2(name):
     g = torch.Generator().manual_seed(1)
     embeds = {key: torch.randn(1, 6, 7, 48, generator=g) for key in ("prompt_embeds", "negative_prompt_embeds")}
     return pipe, _kwargs(dict(embeds, height=64, width=64, guidance_scale=5.0))
+
+
+# ------------------------------------------------------------------------------ Cosmos 3 Omni
+@_builder("Cosmos3OmniPipeline", family="Cosmos")
+def _cosmos3_omni(name):
+    from diffusers import Cosmos3OmniTransformer, UniPCMultistepScheduler
+
+    from .testing import _CHAT_TEMPLATE, _qwen_tokenizer
+    from .zoo import _wan_components
+
+    # No text encoder: the joint transformer (a small LLM) embeds the prompt's token ids itself; the tokenizer needs
+    # a chat template and <|vision_start|>, the token that starts the generated vision sequence.
+    tokenizer = _qwen_tokenizer(_CHAT_TEMPLATE)
+    tokenizer.add_special_tokens({"additional_special_tokens": ["<|vision_start|>"]})
+    transformer = _seeded(Cosmos3OmniTransformer, head_dim=8, hidden_act="relu2", hidden_size=16, intermediate_size=32,
+                          latent_channel=16, latent_patch_size=1, num_attention_heads=2, num_hidden_layers=2,
+                          num_key_value_heads=2, patch_latent_dim=16, qk_norm_for_text=False, rms_norm_eps=1e-5,
+                          rope_axes_dim=[2, 1, 1], vocab_size=len(tokenizer))
+    scheduler = UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=5.0)
+    pipe = _make(name, dict(transformer=transformer, text_tokenizer=tokenizer, vae=_wan_components()["vae"],
+                            scheduler=scheduler), enable_safety_checker=False)
+    call = dict(prompt="a red cube", negative_prompt="blurry", height=32, width=32, num_frames=5, guidance_scale=6.0)
+    return pipe, _kwargs(call)
