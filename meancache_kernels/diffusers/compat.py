@@ -17,8 +17,6 @@ _DIFFUSION_FORCING = (
     "one scheduler per block), not one sigma per step"
 )
 
-_UNET = "its denoiser is a UNet (pipe.unet); MeanCache hooks a pipeline's transformer (pipe.transformer)"
-
 _AUDIO_VIDEO = (
     "its loop also steps a copy of the scheduler (copy.deepcopy(pipe.scheduler)) for the audio latents with the "
     "same transformer call's audio output; MeanCache estimates one latent trajectory per step"
@@ -34,17 +32,6 @@ REFUSED: dict[str, str] = {
         "its loop over each temporal tile runs scheduler.timesteps[:-1] (the last timestep is never stepped) and "
         "skips the steps whose sigma exceeds skip_steps_sigma_threshold without calling scheduler.step()"
     ),
-    "Ideogram4Pipeline": (
-        "its unconditional branch runs a second model, pipe.unconditional_transformer, which MeanCache does not hook "
-        "(it hooks pipe.transformer and pipe.transformer_2): on skipped steps that model would still run, for "
-        "nothing"
-    ),
-    "VisualClozePipeline": (
-        "it runs its denoising loop in an inner pipeline (pipe.generation_pipe, a VisualClozeGenerationPipeline "
-        "sharing its transformer and scheduler): apply MeanCache to pipe.generation_pipe instead"
-    ),
-    "DreamLitePipeline": _UNET,
-    "DreamLiteMobilePipeline": _UNET,
     **{name: _AUDIO_VIDEO for name in ("LTX2Pipeline", "LTX2ImageToVideoPipeline", "LTX2ConditionPipeline",
                                        "LTX2DFRPipeline", "LTX2HDRPipeline", "LTX2InContextPipeline")},
     "SkyReelsV2DiffusionForcingPipeline": _DIFFUSION_FORCING,

@@ -52,6 +52,7 @@ class MeanCacheContext:
         # set by start_generation: the scheduler's sigmas and per-step timesteps, and the grid function
         self._run = None
         self._start_announced = False  # set_begin_index fixed where the generation starts
+        self._running = None  # weakref to the inner pipeline running the generation (VisualCloze), else None
         # learning (MeanCacheConfig(budget=B), learn=True): the learner, the pipeline calls counted, the call that
         # learnt each key, and the current generation's state: None, "pending" (key not read yet) or its key
         self.learner = config.learner(_model_namespace(pipe, transformer_names)) if config.learn else None
@@ -206,10 +207,16 @@ class MeanCacheContext:
 
     def _check_running_pipeline(self) -> None:
         """Refuse a call of another pipeline sharing this scheduler (``DiffusionPipeline.from_pipe``): MeanCache's
-        stats, interrupt flag and end of call follow the pipeline it was applied to."""
+        stats, interrupt flag and end of call follow the pipeline it was applied to. The pipelines that pipeline runs
+        its loops in (:func:`inner_pipelines`: VisualCloze's ``generation_pipe`` and ``upsampling_pipe``) are part of
+        it; the one running is the one whose interrupt flag :meth:`end_generation` reads."""
         running = _calling_pipeline()
         pipe = self._pipe()
+        self._running = None
         if running is None or running is pipe:
+            return
+        if pipe is not None and any(running is inner for inner in inner_pipelines(pipe)):
+            self._running = weakref.ref(running)
             return
         applied = type(pipe).__name__ if pipe is not None else "a pipeline that no longer exists"
         raise RuntimeError(
@@ -236,7 +243,7 @@ class MeanCacheContext:
             return
         self.abort()
         self.stats.finished = gen.step == gen.num_steps
-        pipe = self._pipe()
+        pipe = self._running() if self._running is not None else self._pipe()  # an inner pipeline's own flag
         interrupted = bool(getattr(pipe, "_interrupt", False)) if pipe is not None else False
         if gen.step < gen.num_steps and self.stats.transformer_calls > 0 and not interrupted:
             raise RuntimeError(
@@ -373,6 +380,8 @@ class MeanCacheContext:
         if i == 0 and slot == 0 and self._learning == "pending":
             x = kwargs.get("hidden_states", args[0] if args else None)
             self._sample_shape = tuple(x.shape[1:]) if isinstance(x, torch.Tensor) else ()
+        # A step's model is that of its first call: another model called later in the same step (Ideogram 4's
+        # unconditional_transformer) is a CFG branch, not a change of model.
         if slot == 0 and model is not None:
             seg = gen.segment(i)
             if seg.model is None:  # the first call of the segment's model (not known ahead)
@@ -443,6 +452,19 @@ class MeanCacheContext:
 def _static_source(config: MeanCacheConfig) -> bool:
     """Whether the schedule comes made (``schedule``, ``preset``, ``profile``) rather than from the budget."""
     return config.schedule is not None or config.preset is not None or config.profile is not None
+
+
+def inner_pipelines(pipe) -> list:
+    """The pipelines ``pipe`` runs its denoising loops in: the DiffusionPipeline attributes of ``pipe`` (not its
+    registered components) that share its scheduler (VisualClozePipeline: ``generation_pipe``,
+    ``upsampling_pipe``). Their calls are calls of ``pipe``."""
+    from diffusers import DiffusionPipeline
+
+    scheduler = getattr(pipe, "scheduler", None)
+    if scheduler is None:
+        return []
+    return [v for v in vars(pipe).values()
+            if isinstance(v, DiffusionPipeline) and v is not pipe and getattr(v, "scheduler", None) is scheduler]
 
 
 def _calling_pipeline():

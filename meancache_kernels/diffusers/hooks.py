@@ -3,10 +3,13 @@
 MeanCache works on the guided velocity (after classifier-free guidance), so a skipped step skips every transformer
 call of that step, both CFG branches included:
 
-- :class:`MeanCacheHook` (a diffusers ``ModelHook`` with ``new_forward``) sits on each transformer of the pipeline.
-  On a computed step it runs the model; on a skipped step it returns the last real output of the same call slot
-  (the call's index within the step: true CFG makes two calls per step) without running the model. That output
-  only keeps the pipeline's guidance arithmetic well-formed: the scheduler adapter discards it.
+- :class:`MeanCacheHook` (a diffusers ``ModelHook`` with ``new_forward``) sits on each denoiser of the pipeline:
+  ``transformer``, ``transformer_2`` (Wan 2.2's second expert) and ``unconditional_transformer`` (Ideogram 4's
+  unconditional model) where present, or ``unet`` in a pipeline with none of them (DreamLite: MeanCache does not
+  care about the architecture). On a computed step it runs the model; on a skipped step it returns the last real
+  output of the same call slot (the call's index within the step: true CFG makes two calls per step, whether of one
+  model or, as in Ideogram 4, of two) without running the model. That output only keeps the pipeline's guidance
+  arithmetic well-formed: the scheduler adapter discards it.
 - the scheduler adapter (``scheduler.py``) records (z_i, v_i, s_i) at every ``step`` and, on skipped steps,
   replaces the model output with the MeanCache estimate.
 
@@ -15,10 +18,14 @@ deciding whether to run the transformer reads no device value.
 
 A generation (:class:`_Generation`) covers the steps the loop actually runs: from the scheduler's begin index
 (``set_begin_index``: image-to-image, inpainting) or the first step it takes, to the end. Its steps are split into
-segments by the transformer that makes them (Wan 2.2's two experts); each segment has its own schedule and estimator
-state, so no estimate uses another model's velocities. ``start_generation`` (at ``set_timesteps``) builds it,
-``start_at`` (at ``set_begin_index``) rebuilds it for a later start, ``begin_step`` / ``end_step`` (at every
-``scheduler.step``) and ``transformer_call`` (at every transformer forward) run it. The generation's data live in
+segments by the transformer that makes them (Wan 2.2's two experts: the model of a step's first call; a second model
+called later in the same step, as Ideogram 4's unconditional branch, is a CFG branch, not a change of model); each
+segment has its own schedule and estimator state, so no estimate uses another model's velocities.
+``start_generation`` (at ``set_timesteps``) builds it, ``start_at`` (at ``set_begin_index``) rebuilds it for a later
+start, ``begin_step`` / ``end_step`` (at every ``scheduler.step``) and ``transformer_call`` (at every transformer
+forward) run it. A pipeline that runs its loops in inner pipelines sharing its scheduler (VisualClozePipeline:
+``generation_pipe``, ``upsampling_pipe``) is accelerated through them: their calls are its calls
+(:func:`.context.inner_pipelines`), and their end of call ends the generation. The generation's data live in
 :mod:`.generation`, the context that drives them in :mod:`.context`; this module holds the hook and apply / remove.
 
 ``MeanCacheConfig(budget=B)`` learns (:class:`meancache_kernels.MeanCache`, one per accelerated pipeline): a
@@ -37,7 +44,7 @@ from diffusers.hooks import HookRegistry, ModelHook
 
 from .compat import check_pipeline
 from .config import MeanCacheConfig
-from .context import MeanCacheContext
+from .context import MeanCacheContext, inner_pipelines
 from .scheduler import (
     check_scheduler,
     unwrap_scheduler,
@@ -50,7 +57,10 @@ __all__ = ["MeanCacheHook", "MeanCacheContext", "apply_mean_cache", "remove_mean
 
 _MEANCACHE_HOOK = "meancache_hook"
 _CONTEXT_ATTR = "_meancache_context"
-_TRANSFORMER_NAMES = ("transformer", "transformer_2")
+# The pipeline attributes MeanCache hooks: the transformers (Wan 2.2's second expert, Ideogram 4's unconditional
+# model) and, in a pipeline that has none of them, the UNet (DreamLite).
+_TRANSFORMER_NAMES = ("transformer", "transformer_2", "unconditional_transformer")
+_UNET_NAME = "unet"
 # Hook names of diffusers' step caches (FirstBlockCache, MagCache, FasterCache, PAB, TaylorSeer, SeaCache): a
 # transformer carrying one of them already skips work between steps.
 _OTHER_CACHE_HOOKS = ("fbc_", "mag_cache_", "faster_cache_", "pyramid_attention_broadcast", "taylorseer_cache",
@@ -77,17 +87,23 @@ class MeanCacheHook(ModelHook):
 
 
 def _transformers(pipe) -> list[tuple[str, torch.nn.Module]]:
-    return [
+    """The denoisers MeanCache hooks on ``pipe``: its transformers (:data:`_TRANSFORMER_NAMES`), or its ``unet``
+    when it has none."""
+    found = [
         (name, getattr(pipe, name))
         for name in _TRANSFORMER_NAMES
         if isinstance(getattr(pipe, name, None), torch.nn.Module)
     ]
+    if not found and isinstance(getattr(pipe, _UNET_NAME, None), torch.nn.Module):
+        found = [(_UNET_NAME, getattr(pipe, _UNET_NAME))]
+    return found
 
 
 def apply_mean_cache(pipe, config: MeanCacheConfig) -> None:
     """Accelerate a flow-matching diffusers pipeline with MeanCache, in place.
 
-    Registers :class:`MeanCacheHook` on ``pipe.transformer`` (and ``pipe.transformer_2`` when present) and adapts
+    Registers :class:`MeanCacheHook` on ``pipe.transformer`` (and ``pipe.transformer_2`` and
+    ``pipe.unconditional_transformer`` when present; on ``pipe.unet`` in a pipeline with none of them) and adapts
     ``pipe.scheduler`` (``FlowMatchEulerDiscreteScheduler``, UniPC / DPM-Solver++ in flow mode,
     ``FlowMatchHeunDiscreteScheduler`` or ``FlowMatchAdamsScheduler``). Every later call of the pipeline fits the
     schedule to its ``num_inference_steps``; :func:`get_mean_cache_stats` tells what the last call did;
@@ -108,6 +124,16 @@ def apply_mean_cache(pipe, config: MeanCacheConfig) -> None:
       its number of calls: a segment's first computed step moves to its first step (or, with none, the last one
       of the segment before). A change the pipeline does not announce ahead (no ``boundary_ratio``) is found at
       the call and handled the same way from there (one call more when nothing is left to move).
+    - **Several denoisers:** every model the loop calls is hooked, so a skipped step runs none of them. Ideogram 4
+      calls ``transformer`` (conditional) then ``unconditional_transformer`` at every step: two calls per step, one
+      per CFG branch, B calls each (2B in all); the two models within one step are not a change of model. DreamLite
+      (``unet``, its CFG branches batched in one call) makes B calls.
+    - **Inner pipelines:** VisualClozePipeline runs its loops in ``pipe.generation_pipe`` and (``upsampling_strength
+      > 0``) ``pipe.upsampling_pipe``, which share its transformer and scheduler: apply MeanCache to the
+      VisualClozePipeline itself. Their calls are its calls (not refused as ``from_pipe`` siblings); each of the two
+      generations makes B calls per CFG branch (the upsampling one, an image-to-image pass, counts the steps it runs:
+      ``budget`` larger than them is a ValueError), and :func:`get_mean_cache_stats` reports the last one.
+      :func:`remove_mean_cache` on the VisualClozePipeline restores all three.
     - **Composition:** a transformer that already has another cache (diffusers' ``enable_cache`` or one of its
       cache hooks, cache-dit) is refused, and ``enable_cache`` on a transformer carrying MeanCache raises.
       ``DiffusionPipeline.from_pipe`` siblings share the scheduler and transformers: a call of a sibling is
@@ -115,7 +141,8 @@ def apply_mean_cache(pipe, config: MeanCacheConfig) -> None:
       applied to).
 
     Raises:
-        TypeError: ``config`` is not a MeanCacheConfig, the pipeline has no transformer, its class is refused
+        TypeError: ``config`` is not a MeanCacheConfig, the pipeline has no denoiser to hook (no ``transformer``,
+            no ``unet``), its class is refused
             (:mod:`.compat`), or its scheduler is not one MeanCache supports (``scheduler.check_scheduler``), or the
             schedule uses estimators that scheduler does not allow.
         ValueError: MeanCache is already applied to this pipeline or to one of its transformers, or another cache
@@ -129,8 +156,8 @@ def apply_mean_cache(pipe, config: MeanCacheConfig) -> None:
     transformers = _transformers(pipe)
     if not transformers:
         raise TypeError(
-            f"{type(pipe).__name__} has no transformer: MeanCache needs a pipeline with a `transformer` "
-            "(and optionally `transformer_2`) module"
+            f"{type(pipe).__name__} has no denoiser MeanCache can hook: it needs a pipeline with a `transformer` "
+            "module (and optionally `transformer_2` or `unconditional_transformer`) or, with none of them, a `unet`"
         )
     for name, module in transformers:
         registry = getattr(module, "_diffusers_hook", None)
@@ -153,6 +180,14 @@ def apply_mean_cache(pipe, config: MeanCacheConfig) -> None:
         _guard_enable_cache(module, name, context)
     context._scheduler_saved = wrap_scheduler(scheduler, context)
     _wrap_end_of_call(pipe, context)
+    # The pipelines it runs its loops in (VisualCloze): their calls end the generation too.
+    context._inner_end_of_call_saved = []
+    outer_saved = context._end_of_call_saved
+    for inner in inner_pipelines(pipe):
+        context._end_of_call_saved = None
+        _wrap_end_of_call(inner, context)
+        context._inner_end_of_call_saved.append((inner, context._end_of_call_saved))
+    context._end_of_call_saved = outer_saved
     setattr(pipe, _CONTEXT_ATTR, context)
 
 
@@ -271,12 +306,18 @@ def remove_mean_cache(pipe) -> None:
             _remove_mean_cache_hook(module)
             _unguard_enable_cache(module, name, context)
     unwrap_scheduler(context.scheduler, context._scheduler_saved)
+    _unwrap_end_of_call(pipe, context._end_of_call_saved)
+    for inner, saved in getattr(context, "_inner_end_of_call_saved", ()):
+        _unwrap_end_of_call(inner, saved)
+    delattr(pipe, _CONTEXT_ATTR)
+
+
+def _unwrap_end_of_call(pipe, saved) -> None:
     if "maybe_free_model_hooks" in pipe.__dict__:
-        if context._end_of_call_saved is None:
+        if saved is None:
             del pipe.__dict__["maybe_free_model_hooks"]
         else:
-            pipe.maybe_free_model_hooks = context._end_of_call_saved
-    delattr(pipe, _CONTEXT_ATTR)
+            pipe.maybe_free_model_hooks = saved
 
 
 def get_mean_cache_stats(pipe) -> MeanCacheStats:

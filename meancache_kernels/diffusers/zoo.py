@@ -116,8 +116,13 @@ def _first_tensor(out):
 
 
 def _install_counter(pipe) -> dict:
-    """Count the real forwards of pipe.transformer (and transformer_2): an instance-level wrapper installed before
-    MeanCache, so MeanCache's hook wraps it and a skipped call never reaches it."""
+    """Count the real forwards of the models MeanCache hooks (pipe.transformer, transformer_2,
+    unconditional_transformer, unet): an instance-level wrapper installed before MeanCache, so MeanCache's hook wraps
+    it and a skipped call never reaches it. ``counts["transformer"]`` counts every one of them but transformer_2
+    (Ideogram 4's unconditional model: the second CFG branch; DreamLite's unet), ``counts["transformer_2"]`` Wan 2.2's
+    second expert: the two keys :func:`_run` adds up."""
+    from .hooks import _transformers as _denoisers
+
     counts = {}
     scheduler = getattr(pipe, "scheduler", None)
     if scheduler is not None:
@@ -132,15 +137,13 @@ def _install_counter(pipe) -> dict:
             return _step(*args, **kwargs)
 
         scheduler.step = functools.wraps(step)(counted_step)
-    for name in ("transformer", "transformer_2"):
-        module = getattr(pipe, name, None)
-        if not isinstance(module, torch.nn.Module):
-            continue
-        counts[name] = 0
+    for name, module in _denoisers(pipe):
+        key = "transformer_2" if name == "transformer_2" else "transformer"
+        counts[key] = 0
         original = module.forward
 
-        def counted(*args, _name=name, _original=original, **kwargs):
-            counts[_name] += 1
+        def counted(*args, _key=key, _original=original, **kwargs):
+            counts[_key] += 1
             return _original(*args, **kwargs)
 
         module.forward = functools.wraps(original)(counted)
@@ -150,10 +153,10 @@ def _install_counter(pipe) -> dict:
 def _remove_counter(pipe) -> None:
     if getattr(pipe, "scheduler", None) is not None:
         pipe.scheduler.__dict__.pop("step", None)
-    for name in ("transformer", "transformer_2"):
-        module = getattr(pipe, name, None)
-        if isinstance(module, torch.nn.Module):
-            module.__dict__.pop("forward", None)
+    from .hooks import _transformers as _denoisers
+
+    for _, module in _denoisers(pipe):
+        module.__dict__.pop("forward", None)
 
 
 def _run(pipe, kwargs_fn, n: int, counts: dict):
@@ -408,13 +411,12 @@ def _memoize_encode(pipe) -> None:
 
 
 def _unzero(pipe) -> None:
-    """Give the transformers' zero-initialised parameters (output projections, gates) small seeded random values:
+    """Give the denoisers' zero-initialised parameters (output projections, gates) small seeded random values:
     a random model whose velocity is zero would not exercise anything."""
+    from .hooks import _transformers as _denoisers
+
     g = torch.Generator().manual_seed(0)
-    for name in ("transformer", "transformer_2"):
-        module = getattr(pipe, name, None)
-        if not isinstance(module, torch.nn.Module):
-            continue
+    for _, module in _denoisers(pipe):
         with torch.no_grad():
             for p in module.parameters():
                 if p.is_floating_point() and p.numel() > 1 and not p.any():
