@@ -17,11 +17,6 @@ _DIFFUSION_FORCING = (
     "one scheduler per block), not one sigma per step"
 )
 
-_AUDIO_VIDEO = (
-    "its loop also steps a copy of the scheduler (copy.deepcopy(pipe.scheduler)) for the audio latents with the "
-    "same transformer call's audio output; MeanCache estimates one latent trajectory per step"
-)
-
 # Pipeline class name -> why MeanCache cannot run on it.
 REFUSED: dict[str, str] = {
     "LTXConditionPipeline": (
@@ -32,8 +27,6 @@ REFUSED: dict[str, str] = {
         "its loop over each temporal tile runs scheduler.timesteps[:-1] (the last timestep is never stepped) and "
         "skips the steps whose sigma exceeds skip_steps_sigma_threshold without calling scheduler.step()"
     ),
-    **{name: _AUDIO_VIDEO for name in ("LTX2Pipeline", "LTX2ImageToVideoPipeline", "LTX2ConditionPipeline",
-                                       "LTX2DFRPipeline", "LTX2HDRPipeline", "LTX2InContextPipeline")},
     "SkyReelsV2DiffusionForcingPipeline": _DIFFUSION_FORCING,
     "SkyReelsV2DiffusionForcingImageToVideoPipeline": _DIFFUSION_FORCING,
     "SkyReelsV2DiffusionForcingVideoToVideoPipeline": _DIFFUSION_FORCING,

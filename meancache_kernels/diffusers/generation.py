@@ -4,9 +4,11 @@ state of a learning generation. Host-side data only; :mod:`.context` drives it."
 
 from __future__ import annotations
 
+from collections import deque
+
 import torch
 
-from ..cache import MeanCacheState
+from ..cache import MeanCacheState, SteppedState
 from ..schedule import Schedule
 
 
@@ -40,6 +42,123 @@ class _RecordingState(MeanCacheState):
         """(z [N+1, S, ...], v [N, S, ...]); z_N is the Euler step from z_{N-1} with v_{N-1}."""
         z_last = self.zs[-1] + (self.sigmas[-1] - self.sigmas[-2]) * self.vs[-1].to(self.zs[-1].dtype)
         return torch.stack(self.zs + [z_last]), torch.stack(self.vs)
+
+
+class _FollowerState(SteppedState):
+    """The estimator state of a companion scheduler's latents (:mod:`.scheduler`) in an adaptive segment: it takes
+    its computed / skipped decisions from ``leader`` (the main latents' :class:`meancache_kernels.adaptive.
+    AdaptiveState`, which decides them) and estimates with the leader's estimator from its *own* computed
+    velocities. (A static segment's companion is a plain :class:`MeanCacheState` of the same schedule and sigmas.)"""
+
+    def __init__(self, leader):
+        self.leader = leader
+        self.sigmas = leader.sigmas
+        self.backend = leader.backend
+        self._nodes: deque = deque(maxlen=max(leader.estimator.retain, 1))
+        self.next_step = 0
+        self._to_correct: list = []
+        self._pending = None
+
+    @property
+    def num_steps(self) -> int:
+        return self.leader.num_steps
+
+    def should_compute(self, i: int) -> bool:
+        return self.leader.should_compute(i)
+
+    def _is_computed(self, i: int) -> bool:
+        return self.leader.should_compute(i)
+
+    def _estimator_at(self, i: int):
+        return self.leader.estimator
+
+    def _trajectory(self):
+        return ()
+
+    def _velocities(self):
+        return self._nodes
+
+    def _record(self, i: int, z: torch.Tensor, v: torch.Tensor) -> None:
+        if self._is_computed(i):
+            self._nodes.append((i, v.detach()))
+        elif self.leader.estimator.corrected:
+            self._to_correct.append((i, self.leader.estimator))
+        self.next_step = i + 1
+
+
+class _Companion:
+    """What a companion scheduler (:mod:`.scheduler`: a ``copy.deepcopy`` of the adapted scheduler, LTX-2's audio
+    scheduler) follows of the main generation: the generation it is bound to, its own estimator state per segment
+    (keyed by the main state of the segment, whose schedule and sigmas it copies) and, in a generation whose first
+    step ran under the learning state, that step's record (replayed when the learnt schedule replaces it)."""
+
+    def __init__(self):
+        self.reset()
+
+    def reset(self) -> None:
+        self.gen = None
+        self.states: dict[int, tuple[object, SteppedState]] = {}
+        self.first = None  # (segment, z_0, v_0)
+
+    def follow(self, gen, index: int, grid):
+        """Where the companion's step at scheduler index ``index`` stands in ``gen``.
+
+        None: step plainly (no generation, or it is over and the companion did not follow it from its first step:
+        the transformer runs for real). Else ``(state, j, seg)``:
+        the companion's estimator state of the step's segment ``seg`` (None under the learning state: every step is
+        computed) and the step's index ``j`` in it. ``grid()`` gives the companion's sigmas (host floats), compared
+        to the generation's once per generation. RuntimeError when the companion is out of step with the main
+        scheduler (the step it takes is neither the main one's current step nor its last one, or it joins a
+        generation in progress after its first step) or on other sigmas.
+        """
+        if gen is None:
+            self.reset()
+            return None
+        i = index - gen.offset
+        if not 0 <= i < gen.num_steps or i not in (gen.step, gen.step - 1) or (self.gen is not gen and i != 0):
+            if gen.step >= gen.num_steps:  # after the main loop: the transformer runs for real again
+                self.reset()
+                return None
+            raise RuntimeError(
+                f"MeanCache: a copy of the adapted scheduler (copy.deepcopy, e.g. an audio scheduler) takes step "
+                f"{index} while the main scheduler is at step {gen.offset + gen.step}: a companion scheduler must "
+                "take the main scheduler's steps, once each, just before or just after it"
+            )
+        if self.gen is not gen:
+            self.reset()
+            own = grid()[gen.offset:]
+            if len(own) != len(gen.sigmas) or any(abs(a - b) > 1e-6 * max(1.0, abs(b))
+                                                  for a, b in zip(own, gen.sigmas)):
+                raise RuntimeError(
+                    f"MeanCache: a copy of the adapted scheduler (copy.deepcopy, e.g. an audio scheduler) steps with "
+                    f"other sigmas than the main scheduler ({len(own) - 1} steps from {own[:1]}, the main one "
+                    f"{gen.num_steps} from {gen.sigmas[:1]}): MeanCache skips the main scheduler's steps for both, so "
+                    "both must run the same set_timesteps"
+                )
+            self.gen = gen
+        seg = gen.segment(i)
+        j = i - seg.start
+        leader = seg.state
+        if isinstance(leader, _RecordingState):  # learning: every step computed, nothing to estimate
+            return None, j, seg
+        entry = self.states.get(id(leader))
+        if entry is None:
+            if isinstance(leader, MeanCacheState):
+                state = MeanCacheState(leader.schedule, leader.sigmas, backend=leader.backend)
+            else:
+                state = _FollowerState(leader)
+            if j == 1 and self.first is not None and self.first[0] is seg:  # the learnt schedule replaced the state
+                state.record(0, self.first[1], self.first[2])
+                self.first = None
+            entry = self.states[id(leader)] = (leader, state)
+        state = entry[1]
+        if state.next_step != j:
+            raise RuntimeError(
+                f"MeanCache: a copy of the adapted scheduler (copy.deepcopy, e.g. an audio scheduler) takes step "
+                f"{index} but its estimator state is at step {gen.offset + seg.start + state.next_step}: a "
+                "companion scheduler must take every step of the generation, in order"
+            )
+        return state, j, seg
 
 
 def _model_namespace(pipe, names: tuple[str, ...]) -> str:

@@ -23,12 +23,24 @@ instance back as it was). ``set_timesteps`` runs unchanged, then starts a new ge
   A skipped step runs none: the first stage gets the estimate at s_i, the second the same polynomial at s_{i+1},
   so Heun's update is the trapezoidal rule on the extrapolated velocity. Same estimators as above.
 
+**Companion schedulers.** Audio-video pipelines (LTX-2, Kandinsky 6 with ``sample_audio=True``) step a
+``copy.deepcopy`` of the scheduler, taken in the call, for the audio latents with the same transformer call's audio
+output. The adapter installs the instance's ``__deepcopy__``: a copy is made from the scheduler as it was before the
+adapter and, when taken inside a generation (a call of the pipeline running, or a generation in progress), adapted as
+a *companion* of the same context (:func:`wrap_companion`). A companion follows the main generation's computed and
+skipped steps at its own step index (stepping before or after the main scheduler), keeps its own estimator state per
+segment (same schedule and sigmas, fed with its own latents and model outputs) and on a skipped step, where the hook
+gave it the call's stale output, uses its own estimate the way the main adapter does. It makes no transformer call
+and does not touch the context's counters or stats; outside a generation, and after ``remove_mean_cache``, it (and
+any copy then taken) is a plain scheduler.
+
 Schedulers that are not deterministic flow-matching ODE solvers with a velocity (flow) output (DDIM, UniPC without
 ``prediction_type="flow_prediction"`` and ``use_flow_sigmas=True``, SDE variants, ``s_churn``) get a TypeError.
 """
 
 from __future__ import annotations
 
+import copy
 import functools
 import inspect
 
@@ -49,10 +61,12 @@ __all__ = [
     "check_scheduler",
     "check_euler_scheduler",
     "wrap_scheduler",
+    "wrap_companion",
     "unwrap_scheduler",
 ]
 
-_WRAPPED = ("step", "set_timesteps", "set_begin_index")
+# The instance attributes the adapter installs (``__deepcopy__``: companion schedulers, see wrap_companion).
+_WRAPPED = ("step", "set_timesteps", "set_begin_index", "__deepcopy__")
 # Estimators whose estimate is the velocity at s_i itself: what a solver other than Euler consumes as model output.
 VELOCITY_ESTIMATORS = tuple(f"taylor{p}" for p in _estimators.POLY_ORDERS)
 
@@ -228,10 +242,7 @@ def wrap_scheduler(scheduler, context) -> dict:
     saved = {name: scheduler.__dict__[name] for name in _WRAPPED if name in scheduler.__dict__}
     orig_step = scheduler.step
     orig_set_timesteps = scheduler.set_timesteps
-    params = list(inspect.signature(orig_step).parameters)
-    # Positions of the optional arguments after (model_output, timestep, sample), for positional calls.
-    pos = {name: params.index(name) - 3 for name in ("per_token_timesteps", "return_dict", "s_churn")
-           if name in params}
+    arg = _arg_reader(orig_step)
 
     set_signature = inspect.signature(orig_set_timesteps)
 
@@ -260,12 +271,6 @@ def wrap_scheduler(scheduler, context) -> dict:
         if scheduler.begin_index is not None:  # image-to-image: the loop starts mid-schedule
             context.start_at(scheduler.begin_index // 2 if kind == _HEUN else scheduler.begin_index)
         return out
-
-    def arg(args, kwargs, name, default):
-        if name in kwargs:
-            return kwargs[name]
-        k = pos.get(name)
-        return args[k] if k is not None and k < len(args) else default
 
     @functools.wraps(orig_step)
     def euler_step(model_output, timestep, sample, *args, **kwargs):
@@ -371,6 +376,134 @@ def wrap_scheduler(scheduler, context) -> dict:
     scheduler.set_timesteps = set_timesteps
     if orig_set_begin_index is not None:
         scheduler.set_begin_index = functools.wraps(orig_set_begin_index)(set_begin_index)
+    scheduler.__deepcopy__ = _deepcopy_hook(scheduler, context, kind, saved)
+    return saved
+
+
+def _arg_reader(orig_step):
+    """``arg(args, kwargs, name, default)``: an optional argument of ``step`` after (model_output, timestep,
+    sample), given by keyword or by position."""
+    params = list(inspect.signature(orig_step).parameters)
+    pos = {name: params.index(name) - 3 for name in ("per_token_timesteps", "return_dict", "s_churn")
+           if name in params}
+
+    def arg(args, kwargs, name, default):
+        if name in kwargs:
+            return kwargs[name]
+        k = pos.get(name)
+        return args[k] if k is not None and k < len(args) else default
+
+    return arg
+
+
+# ---------------------------------------------------------------------------------------------- companion schedulers
+def _deepcopy_hook(scheduler, context, kind: str, saved: dict):
+    """The instance's ``__deepcopy__`` (``copy.deepcopy`` looks it up on the instance): a deep copy of the scheduler
+    *as it was before the adapter* (the adapter's attributes taken off for the copy, the ones it replaced put back),
+    made a companion of ``context`` (:func:`wrap_companion`) when taken inside a generation: while a call of the
+    pipeline is running or a generation of the context is in progress. Otherwise the copy is plain."""
+
+    def __deepcopy__(memo):
+        ours = {name: scheduler.__dict__.pop(name) for name in _WRAPPED if name in scheduler.__dict__}
+        try:
+            scheduler.__dict__.update(saved)
+            clone = copy.deepcopy(scheduler, memo)
+        finally:
+            for name in _WRAPPED:
+                scheduler.__dict__.pop(name, None)
+            scheduler.__dict__.update(ours)
+        if _in_generation(context):
+            wrap_companion(clone, context, kind)
+        return clone
+
+    return __deepcopy__
+
+
+def _in_generation(context) -> bool:
+    """Whether a copy taken now belongs to a generation of ``context``: its pipeline's call is running (LTX-2 copies
+    the scheduler before ``set_timesteps`` starts the generation) or a generation is in progress."""
+    from .context import _calling_pipeline
+
+    gen = context.generation
+    if gen is not None and gen.step < gen.num_steps:
+        return True
+    pipe = context._pipe()
+    return pipe is not None and _calling_pipeline() is pipe
+
+
+def wrap_companion(scheduler, context, kind: str | None = None) -> dict:
+    """Make ``scheduler`` (a copy of the adapted one, stepped in the same loop for other latents: LTX-2's and
+    Kandinsky 6's audio) a companion of ``context``; returns what :func:`unwrap_scheduler` needs to restore it.
+
+    Its ``step`` follows the main generation: at its own step index i (before or after the main scheduler's step of
+    the same i) a computed step of the main generation is recorded in the companion's own estimator state (same
+    schedule and sigmas, :class:`.generation._Companion`) and stepped by the scheduler; on a skipped step the model
+    output it gets is the stale output of the transformer, so it is replaced by the companion's own estimate: the
+    fused estimate-and-Euler step (Euler), or the estimate fed to the scheduler's own step (one evaluation per
+    step). Learning generations compute every step: the scheduler's own step. Outside a generation (or after
+    ``remove_mean_cache``, which ends it) it is a plain scheduler. It never calls the transformer and leaves the
+    context's step counter and stats alone. Its own deep copies are companions too. FlowMatchHeun is refused.
+    """
+    from .generation import _Companion
+
+    kind = kind or _kind(scheduler)
+    if kind == _HEUN:
+        raise TypeError(
+            f"MeanCache: the pipeline steps a copy of its scheduler ({type(scheduler).__name__}) for other latents "
+            "(e.g. audio): such companion schedulers are supported with FlowMatchEulerDiscreteScheduler and the "
+            f"one-evaluation solvers (UniPC, DPM-Solver++, FlowMatchAdams), not with two-stage Heun. Switch first: "
+            f"{_SWITCH}"
+        )
+    saved = {name: scheduler.__dict__[name] for name in _WRAPPED if name in scheduler.__dict__}
+    orig_step = scheduler.step
+    arg = _arg_reader(orig_step)
+    link = _Companion()
+
+    def grid():
+        return as_host_sigmas(_flow_grid(scheduler, kind))
+
+    @functools.wraps(orig_step)
+    def companion_step(model_output, timestep, sample, *args, **kwargs):
+        gen = context.generation
+        index = _current_index(scheduler, timestep) if gen is not None else 0
+        try:
+            at = link.follow(gen, index, grid)
+            if at is not None and arg(args, kwargs, "per_token_timesteps", None) is not None:
+                raise TypeError("MeanCache does not support per_token_timesteps in scheduler.step (one sigma per step)")
+        except BaseException:
+            context.abort()
+            link.reset()
+            raise
+        if at is None:
+            return orig_step(model_output, timestep, sample, *args, **kwargs)
+        state, j, seg = at
+        last = index - gen.offset == gen.num_steps - 1
+        if state is None:  # learning: computed; its first step is kept for the learnt schedule's state
+            if j == 0:
+                link.first = (seg, sample.detach().clone(), model_output.detach())
+            out = orig_step(model_output, timestep, sample, *args, **kwargs)
+        elif state.should_compute(j):
+            sample = state.record(j, sample, model_output)  # corrected after taylorc skipped steps
+            out = orig_step(model_output, timestep, sample, *args, **kwargs)
+        elif kind == _EULER:
+            _, z_next = state.skip(j, sample)
+            if z_next.dtype != model_output.dtype:
+                z_next = z_next.to(model_output.dtype)
+            scheduler._step_index = index + 1
+            out = (z_next,) if not arg(args, kwargs, "return_dict", True) else \
+                FlowMatchEulerDiscreteSchedulerOutput(prev_sample=z_next)
+        else:
+            v_hat = state.estimate(j, sample)
+            state.record(j, sample, v_hat)
+            out = orig_step(v_hat.to(device=model_output.device, dtype=model_output.dtype), timestep, sample, *args,
+                            **kwargs)
+        if last:  # hold no latents after the generation
+            link.states.clear()
+            link.first = None
+        return out
+
+    scheduler.step = companion_step
+    scheduler.__deepcopy__ = _deepcopy_hook(scheduler, context, kind, saved)
     return saved
 
 

@@ -345,8 +345,9 @@ NOTES: dict = {
     "MochiPipeline": "its linear-quadratic sigma schedule spends half the steps between sigma 1 and 0.975; measured "
                      "0.62 at N = 12, B = 6 and 0.18 (within the bound) at N = 20, B = 10",
     "PRXPixelPipeline": "pixel space; measured 0.086 (within the bound) at N = 12, B = 6 and 0.052 at N = 20, B = 10",
-    "Kandinsky6TI2VAPipeline": "checked with sample_audio=False; with audio the loop also steps a deepcopy of the "
-                               "scheduler for the audio latents, which MeanCache does not estimate",
+    "Kandinsky6TI2VAPipeline": "checked with sample_audio=False (no tiny audio VAE and vocoder built); with audio "
+                               "the loop also steps a deepcopy of the scheduler for the audio latents, which MeanCache "
+                               "makes a companion scheduler (its own estimates on skipped steps), as for LTX-2",
     "StableAudio3AudioToAudioPipeline": "checked at init_noise_level=1.0; below 1 the pipeline's own sigma schedule "
                                         "is not monotonic (its first two values, by design) and MeanCache refuses "
                                         "it when the call starts (ValueError from set_timesteps, before any "
