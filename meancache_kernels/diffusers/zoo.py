@@ -320,8 +320,9 @@ NOT_BUILT: dict = {} if importlib.util.find_spec("torchvision") else {
 }
 _TEXT_ONLY = "takes no prompt embeddings (needs its own text or vision-language encoder): no tiny build written yet"
 NOT_BUILT |= {
-    "EasyAnimateControlPipeline": "fails without MeanCache in diffusers 0.42.1: __call__ passes encode_prompt() a "
-                                  "text_encoder_index argument it does not take",
+    "EasyAnimateControlPipeline": "fails without MeanCache in diffusers 0.42.1: __call__ always passes "
+                                  "encode_prompt() text_encoder_index=0, an argument it does not take (TypeError "
+                                  "before any step, whatever the call arguments)",
     "Kandinsky6SRPipeline": "tiled super-resolution with a pi-Flow transformer (its output is a policy, "
                             "out_visual_dim = 10 x the latent width, stepped by PiflowScheduler, which "
                             "apply_mean_cache's scheduler check refuses): no tiny build written yet",
