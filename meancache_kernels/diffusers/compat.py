@@ -23,6 +23,10 @@ REFUSED: dict[str, str] = {
         "its loop steps the scheduler with per-token timesteps (conditioning frames keep their own noise level), "
         "not one sigma per step"
     ),
+    "SanaWMPipeline": (
+        "its loop steps the scheduler with per-token timesteps (the first latent frame, the conditioning image, stays "
+        "at timestep 0), not one sigma per step"
+    ),
     "LTXI2VLongMultiPromptPipeline": (
         "its loop over each temporal tile runs scheduler.timesteps[:-1] (the last timestep is never stepped) and "
         "skips the steps whose sigma exceeds skip_steps_sigma_threshold without calling scheduler.step()"

@@ -52,6 +52,7 @@ class MeanCacheContext:
         # set by start_generation: the scheduler's sigmas and per-step timesteps, and the grid function
         self._run = None
         self._start_announced = False  # set_begin_index fixed where the generation starts
+        self._finished_stats: MeanCacheStats | None = None
         self._running = None  # weakref to the inner pipeline running the generation (VisualCloze), else None
         # learning (MeanCacheConfig(budget=B), learn=True): the learner, the pipeline calls counted, the call that
         # learnt each key, and the current generation's state: None, "pending" (key not read yet) or its key
@@ -69,6 +70,8 @@ class MeanCacheContext:
         ``timesteps`` (one per step) tell which transformer makes each step where the pipeline switches models
         (Wan 2.2). The generation starts at the first step; :meth:`start_at` moves its start (image-to-image).
         """
+        # the stats of a generation that ran to its end, kept for an end of call that ran no step after it
+        self._finished_stats = self.stats if self.generation is not None and self.stats.finished else None
         self.generation = None
         self._run = (as_host_sigmas(sigmas), source_grid, None if timesteps is None else as_host_sigmas(timesteps))
         self._start_announced = False
@@ -242,6 +245,11 @@ class MeanCacheContext:
         if gen is None:
             return
         self.abort()
+        if gen.step == 0 and gen.call_in_step == 0 and self._finished_stats is not None:
+            # set_timesteps again after the last loop, with no step after it (Wan-Animate resets its scheduler at
+            # the end of every segment's loop): the stats stay those of the last generation, which ran
+            self.stats, self._finished_stats = self._finished_stats, None
+            return
         self.stats.finished = gen.step == gen.num_steps
         pipe = self._running() if self._running is not None else self._pipe()  # an inner pipeline's own flag
         interrupted = bool(getattr(pipe, "_interrupt", False)) if pipe is not None else False

@@ -318,7 +318,6 @@ _FAMILY: dict = {}
 NOT_BUILT: dict = {} if importlib.util.find_spec("torchvision") else {
     "OmniGenPipeline": "its prompt processor (OmniGenMultiModalProcessor) needs torchvision, not installed here",
 }
-_TEXT_ONLY = "takes no prompt embeddings (needs its own text or vision-language encoder): no tiny build written yet"
 NOT_BUILT |= {
     "EasyAnimateControlPipeline": "fails without MeanCache in diffusers 0.42.1: __call__ always passes "
                                   "encode_prompt() text_encoder_index=0, an argument it does not take (TypeError "
@@ -326,18 +325,8 @@ NOT_BUILT |= {
     "Kandinsky6SRPipeline": "tiled super-resolution with a pi-Flow transformer (its output is a policy, "
                             "out_visual_dim = 10 x the latent width, stepped by PiflowScheduler, which "
                             "apply_mean_cache's scheduler check refuses): no tiny build written yet",
-    "WanAnimatePipeline": "its tiny build (zoo_media) passes every check but the statistics: after its segment's "
-                          "denoising loop the pipeline calls scheduler.set_timesteps() again (to reset the scheduler "
-                          "for a next segment), which starts a new MeanCache generation and resets the stats, so "
-                          "get_mean_cache_stats reports 0 transformer calls, finished=False, for a call whose "
-                          "transformer ran B x 2 = 6 times as expected (MeanCache bug, reported; with the last "
-                          "generation's stats kept: ok, error 0.20)",
     "Cosmos2_5_TransferPipeline": "its ControlNet (CosmosControlNetModel) resizes the padding mask with torchvision, "
                                   "not installed here",
-    "SanaWMPipeline": "its loop steps the scheduler with per_token_timesteps (the first latent frame, the image, "
-                      "pinned at timestep 0), which MeanCache's scheduler adapter rejects (TypeError at the first "
-                      "scheduler.step() of a cached call, after the transformer ran); like LTXConditionPipeline it "
-                      "belongs in compat.REFUSED (its tiny build is in zoo_media)",
 }
 
 

@@ -69,21 +69,22 @@ def test_demo_numbers_are_sane(demo_rows):
     # one batched call per computed step: exactly B transformer forwards per image batch
     assert (b25.budget, b25.transformer_calls) == (25, 25) and (b10.budget, b10.transformer_calls) == (10, 10)
     assert len(b25.schedule) == 25 and b25.schedule[0] == 0
-    # the one line, MeanCacheConfig(budget=B): learnt from its first generation (every step computed, untimed); on
-    # this model the default rule's steps warped towards the start (meancache_kernels.learning), not the even ones
+    # the one line, MeanCacheConfig(budget=B): learnt from its first generation (every step computed, untimed); this
+    # model's output norm does not grow early (smooth, meancache_kernels.learning) and replay promises no other
+    # schedule 10 dB over the even rule: the even one
     for r, b in ((b25, 25), (b10, 10)):
         assert r.note == "after one learning generation (50 calls, untimed)"
         assert len(r.schedule) == b and r.schedule[0] == 0 and r.schedule[-1] == 49
-    assert b10.schedule != list(mck.Schedule.uniform(50, 10, "taylorc2").compute_steps)
+    assert b10.schedule == list(mck.Schedule.uniform(50, 10, "taylorc2").compute_steps)
     for r in (b25, b10):
         assert math.isfinite(r.psnr)  # close to the uncached image, not a copy of it
         assert 0.0 < r.max_abs_diff < 1.0 and 0.0 < r.ssim <= 1.0
         assert r.wall_s > 0 and r.speedup > 0
     assert b25.psnr > b10.psnr  # more computed steps, closer to the uncached output
-    # measured 78.10 / 61.16 dB with the learnt one line on these prompts (the blind even rule: 71.65 / 63.27; the
-    # paper's PSSP on the shipped profile: 72.55 / 57.45; plain reuse of the last velocity: 52.6 / 41.1 dB); a broken
-    # estimator or schedule falls below these
-    assert b25.psnr > 74.0 and b10.psnr > 57.0
+    # measured 71.65 / 63.27 dB with the learnt one line on these prompts (the even rule: this model is smooth; the
+    # rule before it warped the steps for 78.10 / 61.16; the paper's PSSP on the shipped profile: 72.55 / 57.45; plain
+    # reuse of the last velocity: 52.6 / 41.1 dB); a broken estimator or schedule falls below these
+    assert b25.psnr > 69.0 and b10.psnr > 60.0
 
 
 def test_demo_default_needs_no_profile_and_pssp_reads_one(tmp_path):
@@ -91,8 +92,9 @@ def test_demo_default_needs_no_profile_and_pssp_reads_one(tmp_path):
     rows = run_demo(None, prompts=PROMPTS[:1], budgets=(4,), steps=12, out=tmp_path / "a", progress=False, repeats=1,
                     log=logged.append)
     assert not any("calibrating" in str(x) for x in logged)  # the default rule needs no calibration at any N
-    # measured: the learnt schedule [0, 2, 6, 11] (the blind even rule: [0, 4, 7, 11])
-    assert rows[1].transformer_calls == 4 and rows[1].schedule == [0, 2, 6, 11]
+    # measured: the learnt schedule is the blind even rule's, [0, 4, 7, 11] (this model's output norm does not grow
+    # early: smooth, and replay promises no other schedule 10 dB; before that rule it learnt [0, 2, 6, 11])
+    assert rows[1].transformer_calls == 4 and rows[1].schedule == [0, 4, 7, 11]
     assert rows[1].note == "after one learning generation (12 calls, untimed)"
     assert any("MeanCacheConfig(budget=B)" in str(x) for x in logged)
     res = _strict_json((tmp_path / "a" / "results.json").read_text())
@@ -170,13 +172,13 @@ def test_compare_adds_unipc_and_taylorseer_rows(tmp_path):
     # counted real forwards (first block's attn.to_q): UniPC runs B steps, TaylorSeer predicts the others
     assert unipc.transformer_calls == 5 and unipc.num_steps == 5 and ts.transformer_calls == expected
     assert f"solver_order={demo.UNIPC_ORDER}" in unipc.note and f"cache_interval={interval}" in ts.note
-    # measured on this prompt at N = 10, B = 5: MeanCache (learnt) 47.74 dB, UniPC 48.14 dB, TaylorSeer 50.05 dB (max
-    # |diff| 0.065, 0.061, 0.050; the blind even rule: 49.21): each row is its own approximation of the uncached
-    # image, none a copy of another (at this short N the learnt one line is the lowest of the three)
-    for r, measured in ((mc, 47.74), (unipc, 48.14), (ts, 50.05)):
+    # measured on this prompt at N = 10, B = 5: MeanCache (learnt: the even rule on this smooth model) 49.21 dB,
+    # UniPC 48.14 dB, TaylorSeer 50.05 dB: each row is its own approximation of the uncached image, none a copy of
+    # another (TaylorSeer is ahead at this short N)
+    for r, measured in ((mc, 49.21), (unipc, 48.14), (ts, 50.05)):
         assert r.psnr == pytest.approx(measured, abs=0.3), (r.label, r.psnr)
         assert 0.0 < r.max_abs_diff < 0.1, (r.label, r.max_abs_diff)
-    assert mc.psnr < unipc.psnr < ts.psnr
+    assert unipc.psnr < mc.psnr < ts.psnr
     text = "\n".join(log)
     assert "TaylorSeer B=5: TaylorSeer lite, cache_interval=3" in text and "counted 5 transformer calls" in text
     res = _strict_json((tmp_path / "results.json").read_text())
