@@ -12,6 +12,10 @@ call of that step, both CFG branches included:
   arithmetic well-formed: the scheduler adapter discards it.
 - the scheduler adapter (``scheduler.py``) records (z_i, v_i, s_i) at every ``step`` and, on skipped steps,
   replaces the model output with the MeanCache estimate.
+- companion schedulers (``scheduler.wrap_companion``): a deep copy of the adapted scheduler taken during a call, or a
+  scheduler component such as LTX-2's ``audio_scheduler``, steps other latents of the same transformer output (LTX-2's
+  and Kandinsky 6's audio). It follows the main generation's computed and skipped steps with estimator states of its
+  own, so its skipped steps take its own estimate, never the transformer's stale output.
 
 Which step the loop is in is a host-side counter advanced by ``scheduler.step`` and reset by ``set_timesteps``:
 deciding whether to run the transformer reads no device value.
@@ -48,6 +52,7 @@ from .context import MeanCacheContext, inner_pipelines
 from .scheduler import (
     check_scheduler,
     unwrap_scheduler,
+    wrap_companion,
     wrap_scheduler,
 )
 from .stats import MeanCacheStats
@@ -59,6 +64,8 @@ _MEANCACHE_HOOK = "meancache_hook"
 _CONTEXT_ATTR = "_meancache_context"
 # The pipeline attributes MeanCache hooks: the transformers (Wan 2.2's second expert, Ideogram 4's unconditional
 # model) and, in a pipeline that has none of them, the UNet (DreamLite).
+# Scheduler components a loop steps beside pipe.scheduler, for other latents of the same transformer call.
+_COMPANION_SCHEDULERS = ("audio_scheduler",)
 _TRANSFORMER_NAMES = ("transformer", "transformer_2", "unconditional_transformer")
 _UNET_NAME = "unet"
 # Hook names of diffusers' step caches (FirstBlockCache, MagCache, FasterCache, PAB, TaylorSeer, SeaCache): a
@@ -175,6 +182,19 @@ def apply_mean_cache(pipe, config: MeanCacheConfig) -> None:
     check_scheduler(scheduler, config)
 
     context = MeanCacheContext(config, pipe, scheduler, tuple(name for name, _ in transformers))
+    # A scheduler component stepped in the same loop for other latents (LTX-2's optional audio_scheduler; without
+    # one the pipeline deep-copies pipe.scheduler, which makes a companion by itself) follows the same steps. First,
+    # so that a companion refused (Heun) leaves the pipeline untouched.
+    context._companions_saved = []
+    for name in _COMPANION_SCHEDULERS:
+        other = getattr(pipe, name, None)
+        if other is not None and other is not scheduler and hasattr(other, "step"):
+            try:
+                context._companions_saved.append((other, wrap_companion(other, context)))
+            except TypeError as e:
+                for done, saved in context._companions_saved:
+                    unwrap_scheduler(done, saved)
+                raise TypeError(f"pipe.{name}: {e}") from None
     for name, module in transformers:
         _apply_mean_cache_hook(module, context, name)
         _guard_enable_cache(module, name, context)
@@ -306,6 +326,8 @@ def remove_mean_cache(pipe) -> None:
             _remove_mean_cache_hook(module)
             _unguard_enable_cache(module, name, context)
     unwrap_scheduler(context.scheduler, context._scheduler_saved)
+    for other, saved in getattr(context, "_companions_saved", ()):
+        unwrap_scheduler(other, saved)
     _unwrap_end_of_call(pipe, context._end_of_call_saved)
     for inner, saved in getattr(context, "_inner_end_of_call_saved", ()):
         _unwrap_end_of_call(inner, saved)

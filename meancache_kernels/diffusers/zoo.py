@@ -1471,7 +1471,7 @@ def _sana_i2v(name):
     return pipe, _kwargs(call)
 
 
-@_builder("JoyImageEditPipeline", "JoyImageEditPlusPipeline", family="JoyImage")
+@_builder("JoyImageEditPipeline", family="JoyImage")
 def _joyimage(name):
     import diffusers
 

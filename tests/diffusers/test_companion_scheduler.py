@@ -158,3 +158,33 @@ def test_ltx2_pipeline_matrix_check():
     assert r.calls_per_step == 3  # CFG (batched), spatio-temporal guidance, modality isolation
     assert r.calls["cached"] == zoo.CHECK_BUDGET * r.calls_per_step
     assert 0 < r.rel_err <= zoo.REL_ERR_BOUND
+
+
+@pytest.mark.slow  # two tiny LTX-2 builds, four calls: about 10 s on 2 cores
+def test_audio_scheduler_component_is_a_companion():
+    """LTX2ConditionPipeline takes its own ``audio_scheduler``: adapted as a companion at apply (the same output as
+    the deep copy it replaces), restored at removal."""
+    from meancache_kernels.diffusers import apply_mean_cache, get_mean_cache_stats, remove_mean_cache
+
+    def audio_of(out):
+        return out.audio if hasattr(out, "audio") else out[1]
+
+    pipe, kwargs = zoo.build("LTX2ConditionPipeline")
+    plain = pipe(**kwargs(N))
+    apply_mean_cache(pipe, MeanCacheConfig(budget=B, learn=False))
+    copied = pipe(**kwargs(N))  # the pipeline deep-copies the adapted scheduler: a companion
+    remove_mean_cache(pipe)
+
+    pipe.audio_scheduler = copy.deepcopy(pipe.scheduler)
+    before = dict(pipe.audio_scheduler.__dict__)
+    apply_mean_cache(pipe, MeanCacheConfig(budget=B, learn=False))
+    assert "step" in pipe.audio_scheduler.__dict__  # adapted
+    component = pipe(**kwargs(N))
+    st = get_mean_cache_stats(pipe)
+    assert st.finished and st.transformer_calls == B * st.calls_per_step
+    remove_mean_cache(pipe)
+    assert set(pipe.audio_scheduler.__dict__) == set(before)  # restored: no adapter attribute left
+    assert torch.equal(audio_of(component), audio_of(copied)) and torch.equal(component.frames, copied.frames)
+    assert not torch.equal(audio_of(component), audio_of(plain))  # the audio was estimated on skipped steps
+    again = pipe(**kwargs(N))
+    assert torch.equal(audio_of(again), audio_of(plain))  # removal: bit-identical to never accelerated
