@@ -284,3 +284,7 @@ def test_early_phase_needs_the_output_norm_to_grow():
             assert "replay" in info and info["choice"] in info["replay"]
         else:
             assert info["choice"].startswith("warp")
+            # under a multistep sampler the warp (fitted under Euler) gives way to PSSP over the estimators it allows
+            sched, info = learn_schedule(z, v, s, 8, sampler="multistep")
+            assert info["choice"] == "pssp[taylor1,taylor2]" and sched.budget == 8
+            assert set(sched.estimator_names()) - {""} <= {"taylor1", "taylor2"}
