@@ -36,9 +36,11 @@ def _copy_without_instance_functions(self, memo):
 
 
 def _components(dfr: bool = False) -> dict:
-    from diffusers import AutoencoderKLLTX2Audio, AutoencoderKLLTX2Video, LTX2VideoTransformer3DModel
+    from diffusers import AutoencoderKLLTX2Audio, LTX2VideoTransformer3DModel
     from diffusers.pipelines.ltx2 import LTX2TextConnectors
     from diffusers.pipelines.ltx2.vocoder import LTX2Vocoder
+
+    from .zoo_media import _ltx2_video_vae
 
     extra = dict(vae_scale_factors=(2, 2, 2), use_keyframes_abs_pos_embedding=True) if dfr else {}
     transformer = _seeded(LTX2VideoTransformer3DModel, in_channels=4, out_channels=4, patch_size=1, patch_size_t=1,
@@ -53,13 +55,7 @@ def _components(dfr: bool = False) -> dict:
                          audio_connector_num_layers=1, audio_connector_num_learnable_registers=None,
                          connector_rope_base_seq_len=32, rope_theta=10000.0, rope_double_precision=False,
                          causal_temporal_positioning=False, rope_type="split")
-    vae = _seeded(AutoencoderKLLTX2Video, in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(8,),
-                  decoder_block_out_channels=(8,), layers_per_block=(1,), decoder_layers_per_block=(1, 1),
-                  spatio_temporal_scaling=(True,), decoder_spatio_temporal_scaling=(True,),
-                  decoder_inject_noise=(False, False), downsample_type=("spatial",), upsample_residual=(False,),
-                  upsample_factor=(1,), timestep_conditioning=False, patch_size=1, patch_size_t=1,
-                  encoder_causal=True, decoder_causal=False)
-    vae.use_framewise_encoding = vae.use_framewise_decoding = False
+    vae = _ltx2_video_vae()
     audio_vae = _seeded(AutoencoderKLLTX2Audio, base_channels=4, output_channels=2, ch_mult=(1,), num_res_blocks=1,
                         attn_resolutions=None, in_channels=2, resolution=32, latent_channels=2, norm_type="pixel",
                         causality_axis="height", dropout=0.0, mid_block_add_attention=False, sample_rate=16000,
