@@ -46,6 +46,7 @@ import natural_flux_data as data  # this folder is on sys.path when a script her
 import numpy as np
 import torch
 import torch.nn.functional as F
+import train_tiny_flux as tiny
 
 RES = 32
 MAX_SEQ = 8  # T5 sequence length used in training and recommended at inference
@@ -82,46 +83,9 @@ def build_tokenizers():
 
 
 def build_components(seed: int, smoke: bool = False):
-    from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxTransformer2DModel
-    from transformers import CLIPTextConfig, CLIPTextModel, T5Config, T5EncoderModel
-
-    clip_tok, t5_tok = build_tokenizers()
-    torch.manual_seed(seed)
-    clip = CLIPTextModel(
-        CLIPTextConfig(
-            vocab_size=len(clip_tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-            num_attention_heads=4, max_position_embeddings=77, bos_token_id=clip_tok.bos_token_id,
-            eos_token_id=clip_tok.eos_token_id, pad_token_id=clip_tok.pad_token_id, projection_dim=64,
-        )
-    ).eval()
-    t5 = T5EncoderModel(
-        T5Config(
-            vocab_size=len(t5_tok), d_model=64, d_kv=16, d_ff=128, num_layers=2, num_heads=4,
-            relative_attention_num_buckets=8, dropout_rate=0.0, pad_token_id=t5_tok.pad_token_id,
-            eos_token_id=t5_tok.eos_token_id, decoder_start_token_id=0,
-        )
-    ).eval()
-    vae = AutoencoderKL(
-        in_channels=3, out_channels=3,
-        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
-        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
-        block_out_channels=(16, 32), layers_per_block=1, latent_channels=4,
-        norm_num_groups=8, sample_size=RES, mid_block_add_attention=False,
-    )
-    width = 32 if smoke else 96
-    transformer = FluxTransformer2DModel(
-        patch_size=1, in_channels=16, num_layers=1 if smoke else 2, num_single_layers=1 if smoke else 3,
-        attention_head_dim=width // 4, num_attention_heads=4, joint_attention_dim=64, pooled_projection_dim=64,
-        guidance_embeds=False, axes_dims_rope=(4, 2, 2) if smoke else (4, 10, 10),
-    )
-    scheduler = FlowMatchEulerDiscreteScheduler(
-        shift=3.0, use_dynamic_shifting=True, base_shift=0.5, max_shift=1.15, base_image_seq_len=256,
-        max_image_seq_len=4096,
-    )
-    return dict(
-        scheduler=scheduler, vae=vae, text_encoder=clip, tokenizer=clip_tok, text_encoder_2=t5, tokenizer_2=t5_tok,
-        transformer=transformer,
-    )
+    """train_tiny_flux.py's components (the same seeded CLIP, T5, VAE, transformer and scheduler) with this data's
+    tokenizers."""
+    return tiny.build_components(seed, smoke=smoke, tokenizers=build_tokenizers())
 
 
 # ----------------------------------------------------------------------------------------------- dynamics

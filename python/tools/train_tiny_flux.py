@@ -62,11 +62,13 @@ def build_tokenizers():
     return clip_tok, t5_tok
 
 
-def build_components(seed: int, smoke: bool = False):
+def build_components(seed: int, smoke: bool = False, tokenizers=None):
+    """The pipeline's components, seeded; ``tokenizers`` (CLIP, T5) default to this dataset's (train_natural_flux.py
+    passes its own)."""
     from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxTransformer2DModel
     from transformers import CLIPTextConfig, CLIPTextModel, T5Config, T5EncoderModel
 
-    clip_tok, t5_tok = build_tokenizers()
+    clip_tok, t5_tok = tokenizers if tokenizers is not None else build_tokenizers()
     torch.manual_seed(seed)
     clip = CLIPTextModel(
         CLIPTextConfig(
